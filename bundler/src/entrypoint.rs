@@ -1,0 +1,159 @@
+//! Which program the bundle runs.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::closure::NixInput;
+use crate::scan::{ItemKind, Tree};
+
+pub struct EntryPoint {
+    /// Absolute path at launch, e.g. `/nix/store/abc-hello/bin/hello`.
+    pub absolute: Vec<u8>,
+}
+
+impl EntryPoint {
+    pub fn file_name(&self) -> &OsStr {
+        Path::new(OsStr::from_bytes(&self.absolute))
+            .file_name()
+            .unwrap_or(OsStr::new("app"))
+    }
+}
+
+pub fn choose(input: &NixInput, tree: &Tree, requested: Option<&Path>) -> Result<EntryPoint> {
+    let rel = match requested
+        .map(Path::to_path_buf)
+        .or_else(|| input.inner.clone())
+    {
+        Some(r) => {
+            if r.is_absolute() || r.components().any(|c| !matches!(c, Component::Normal(_))) {
+                bail!(
+                    "entry point {}: must be a path relative to {}, like bin/app",
+                    r.display(),
+                    input.root.display()
+                );
+            }
+            let abs = input.root.join(&r);
+            match resolve(tree, &abs) {
+                Ok(()) => r,
+                Err(why) => bail!("entry point {}: {why}", abs.display()),
+            }
+        }
+        None => only_executable_in_bin(input, tree)?,
+    };
+    Ok(EntryPoint {
+        absolute: input.root.join(rel).as_os_str().as_bytes().to_vec(),
+    })
+}
+
+fn only_executable_in_bin(input: &NixInput, tree: &Tree) -> Result<PathBuf> {
+    let bin = input.root.join("bin");
+    let listed = match follow(tree, &bin) {
+        Ok((real, ItemKind::Dir)) => real,
+        _ => bail!(
+            "{} does not exist: name the program with --entrypoint REL (relative to {})",
+            bin.display(),
+            input.root.display()
+        ),
+    };
+    let prefix = [&rel_bytes(&listed)[..], b"/"].concat();
+    let candidates: Vec<String> = tree
+        .items
+        .iter()
+        .filter_map(|i| {
+            i.path
+                .strip_prefix(prefix.as_slice())
+                .filter(|n| !n.contains(&b'/'))
+        })
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| resolve(tree, &bin.join(n)).is_ok())
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(Path::new("bin").join(one)),
+        [] => bail!(
+            "no executable in {}: name the program with --entrypoint REL (relative to {})",
+            bin.display(),
+            input.root.display()
+        ),
+        many => bail!(
+            "{} has {} executables ({}): pick one with --entrypoint bin/NAME",
+            bin.display(),
+            many.len(),
+            many.join(", ")
+        ),
+    }
+}
+
+fn rel_bytes(p: &Path) -> Vec<u8> {
+    p.strip_prefix("/")
+        .unwrap_or(p)
+        .as_os_str()
+        .as_bytes()
+        .to_vec()
+}
+
+/// The entry point must resolve, inside the bundle's tree, to an executable file.
+fn resolve(tree: &Tree, abs: &Path) -> std::result::Result<(), String> {
+    match follow(tree, abs)? {
+        (
+            _,
+            ItemKind::File {
+                executable: true, ..
+            },
+        ) => Ok(()),
+        (_, ItemKind::File { .. }) => Err("is not executable".into()),
+        (_, ItemKind::Dir) => Err("is a directory".into()),
+        (_, ItemKind::Symlink { .. }) => Err("is a dangling symlink".into()),
+    }
+}
+
+/// Resolve `abs` component by component inside the tree, following symlinks
+/// (absolute ones from the tree's root) the way the kernel will at launch.
+fn follow<'t>(tree: &'t Tree, abs: &Path) -> std::result::Result<(PathBuf, &'t ItemKind), String> {
+    let mut pending: Vec<PathBuf> = abs
+        .components()
+        .rev()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut cur = PathBuf::from("/");
+    let mut kind: Option<&ItemKind> = None;
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.components().next() {
+            Some(Component::RootDir) | Some(Component::CurDir) | None => continue,
+            Some(Component::ParentDir) => {
+                cur.pop();
+                kind = None;
+                continue;
+            }
+            _ => {}
+        }
+        if matches!(kind, Some(ItemKind::File { .. })) {
+            return Err(format!("{} is not a directory", cur.display()));
+        }
+        let next = cur.join(&c);
+        match tree.get(&rel_bytes(&next)).map(|i| &i.kind) {
+            None => return Err("not found in the closure".into()),
+            Some(ItemKind::Symlink { target }) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err("too many levels of symbolic links".into());
+                }
+                let t = Path::new(OsStr::from_bytes(target));
+                if t.is_absolute() {
+                    cur = PathBuf::from("/");
+                }
+                pending.extend(t.components().rev().map(|c| PathBuf::from(c.as_os_str())));
+                kind = None;
+            }
+            Some(k) => {
+                cur = next;
+                kind = Some(k);
+            }
+        }
+    }
+    kind.map(|k| (cur, k))
+        .ok_or_else(|| "not found in the closure".into())
+}

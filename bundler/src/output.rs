@@ -1,0 +1,207 @@
+//! Writing the output file so that a failure, Ctrl-C or a crash never
+//! leaves a half-written bundle: the bytes go to an unnamed file
+//! (`O_TMPFILE`) that gets a name only when complete, then is renamed over
+//! the destination. Where the file system lacks `O_TMPFILE`, a hidden named
+//! temporary file is used and removed on error and on SIGINT/SIGTERM/SIGHUP.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use nix::libc;
+use sha2::{Digest, Sha256};
+use tote_format::Stats;
+
+pub struct Written {
+    pub len: u64,
+    pub sha256: String,
+    pub stats: Stats,
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub fn write_bundle(
+    out: &Path,
+    stub: &[u8],
+    fill: impl FnOnce(&mut dyn Write) -> Result<Stats>,
+) -> Result<Written> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "output {}: directory {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
+    if out.is_dir() {
+        bail!(
+            "output {} is a directory: give a file name with -o",
+            out.display()
+        );
+    }
+    let temp = Temp::create(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let file = temp
+        .file
+        .try_clone()
+        .context("duplicating the output descriptor")?;
+    let mut w = Hashing {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+        len: 0,
+    };
+    w.write_all(stub).context("writing the bundle")?;
+    let stats = fill(&mut w)?;
+    w.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    let Hashing { inner, hash, len } = w;
+    drop(inner);
+    let digest = hash.finalize();
+    temp.file
+        .set_permissions(std::fs::Permissions::from_mode(0o755))
+        .context("setting mode 0755")?;
+    temp.file
+        .sync_all()
+        .with_context(|| format!("writing {}", out.display()))?;
+    temp.persist(&dir, out)?;
+    let sha256: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Written { len, sha256, stats })
+}
+
+struct Temp {
+    file: File,
+    /// Set for the named fallback; removed on drop unless persisted.
+    named: Option<PathBuf>,
+}
+
+static CLEANUP: Mutex<Option<CString>> = Mutex::new(None);
+static CLEANUP_PTR: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let p = CLEANUP_PTR.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: unlink, signal and raise are async-signal-safe; `p` is null or
+    // points into a CString kept alive in CLEANUP until it is cleared.
+    unsafe {
+        if !p.is_null() {
+            libc::unlink(p);
+        }
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+impl Temp {
+    fn create(dir: &Path) -> Result<Temp> {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(dir)
+        {
+            Ok(file) => return Ok(Temp { file, named: None }),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (file, path) = tempfile::Builder::new()
+            .prefix(".tote-")
+            .tempfile_in(dir)?
+            .keep()?;
+        let c = CString::new(path.as_os_str().as_bytes())?;
+        let mut slot = CLEANUP.lock().unwrap_or_else(|p| p.into_inner());
+        CLEANUP_PTR.store(c.as_ptr().cast_mut(), std::sync::atomic::Ordering::SeqCst);
+        *slot = Some(c);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: installing a handler that only calls async-signal-safe functions.
+            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        }
+        Ok(Temp {
+            file,
+            named: Some(path),
+        })
+    }
+
+    fn persist(mut self, dir: &Path, out: &Path) -> Result<()> {
+        let named = match self.named.take() {
+            Some(p) => p,
+            None => {
+                // Give the unnamed file a hidden name, then rename it over `out`.
+                let name = dir.join(format!(
+                    ".tote-{}-{}",
+                    std::process::id(),
+                    self.file.as_raw_fd()
+                ));
+                let src = CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
+                let dst = CString::new(name.as_os_str().as_bytes())?;
+                // SAFETY: both are valid NUL-terminated paths.
+                let rc = unsafe {
+                    libc::linkat(
+                        libc::AT_FDCWD,
+                        src.as_ptr(),
+                        libc::AT_FDCWD,
+                        dst.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                };
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("naming {}", name.display()));
+                }
+                name
+            }
+        };
+        let res = std::fs::rename(&named, out)
+            .with_context(|| format!("renaming into {}", out.display()));
+        if res.is_err() {
+            let _ = std::fs::remove_file(&named);
+        }
+        clear_cleanup();
+        res
+    }
+}
+
+fn clear_cleanup() {
+    CLEANUP_PTR.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
+    *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if let Some(p) = self.named.take() {
+            let _ = std::fs::remove_file(p);
+            clear_cleanup();
+        }
+    }
+}

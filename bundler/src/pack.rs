@@ -1,0 +1,198 @@
+//! Items in, bundle bytes out: hash files, store identical contents once,
+//! cut the data stream into blocks, compress blocks in parallel (the output
+//! does not depend on the thread count), then metadata, index and trailer.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use tote_format::{
+    encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, MountSpec, Sections, Stats,
+};
+
+use crate::scan::{ItemKind, Tree};
+
+pub const DEFAULT_LEVEL: i32 = 19;
+pub const DEFAULT_BLOCK_KIB: u32 = 1024;
+
+/// What the bundle runs and where its files appear.
+pub struct Launch {
+    pub name: String,
+    pub entrypoint: Vec<u8>,
+    pub mounts: Vec<MountSpec>,
+}
+
+/// One run of bytes of a unique file content inside a block.
+struct Piece {
+    source: usize,
+    offset: u64,
+    len: usize,
+}
+
+/// Write data blocks, metadata, index and trailer to `w`, which is
+/// positioned right after the stub (`data_offset` bytes).
+pub fn pack(
+    tree: &Tree,
+    launch: &Launch,
+    level: i32,
+    block_size: usize,
+    data_offset: u64,
+    w: &mut dyn Write,
+) -> Result<Stats> {
+    // 1. Hash every file (in parallel; collected in item order).
+    let files: Vec<(usize, &PathBuf, u64)> = tree
+        .items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, it)| match &it.kind {
+            ItemKind::File { source, size, .. } => Some((i, source, *size)),
+            _ => None,
+        })
+        .collect();
+    let hashes: Vec<Digest32> = files
+        .par_iter()
+        .map(|(_, src, size)| {
+            let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+            if bytes.len() as u64 != *size {
+                bail!("{} changed while it was being bundled", src.display());
+            }
+            Ok(tote_format::sha256(&bytes))
+        })
+        .collect::<Result<_>>()?;
+
+    // 2. Identical contents are stored once, in order of first appearance.
+    let mut unique: Vec<(&PathBuf, u64)> = Vec::new();
+    let mut offset_of: HashMap<Digest32, u64> = HashMap::new(); // lookups only, never iterated
+    let mut stream_len = 0u64;
+    let mut file_at: HashMap<usize, (u64, Digest32)> = HashMap::new();
+    for ((item, src, size), hash) in files.iter().zip(&hashes) {
+        let off = *offset_of.entry(*hash).or_insert_with(|| {
+            let o = stream_len;
+            if *size > 0 {
+                unique.push((src, *size));
+                stream_len += size;
+            }
+            o
+        });
+        file_at.insert(*item, (if *size == 0 { 0 } else { off }, *hash));
+    }
+
+    // 3. Index entries.
+    let entries: Vec<Entry> = tree
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| Entry {
+            path: it.path.clone(),
+            kind: match &it.kind {
+                ItemKind::Dir => EntryKind::Dir,
+                ItemKind::Symlink { target } => EntryKind::Symlink {
+                    target: target.clone(),
+                },
+                ItemKind::File {
+                    executable, size, ..
+                } => {
+                    let (offset, hash) = file_at[&i];
+                    EntryKind::File {
+                        executable: *executable,
+                        size: *size,
+                        offset,
+                        hash,
+                    }
+                }
+            },
+        })
+        .collect();
+
+    // 4. Cut the stream into blocks.
+    let mut blocks: Vec<Vec<Piece>> = Vec::new();
+    let mut cur: Vec<Piece> = Vec::new();
+    let mut fill = 0usize;
+    for (source, (_, size)) in unique.iter().enumerate() {
+        let mut off = 0u64;
+        while off < *size {
+            let take = ((*size - off) as usize).min(block_size - fill);
+            cur.push(Piece {
+                source,
+                offset: off,
+                len: take,
+            });
+            off += take as u64;
+            fill += take;
+            if fill == block_size {
+                blocks.push(std::mem::take(&mut cur));
+                fill = 0;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        blocks.push(cur);
+    }
+
+    // 5. Compress in batches (bounded memory), write in order.
+    let mut refs: Vec<BlockRef> = Vec::with_capacity(blocks.len());
+    let (mut data_len, mut raw_offset) = (0u64, 0u64);
+    let batch = rayon::current_num_threads() * 4;
+    for chunk in blocks.chunks(batch) {
+        let done: Vec<(Vec<u8>, Digest32, u32)> = chunk
+            .par_iter()
+            .map(|pieces| {
+                let mut raw = Vec::with_capacity(block_size);
+                for p in pieces {
+                    let src = unique[p.source].0;
+                    let start = raw.len();
+                    raw.resize(start + p.len, 0);
+                    File::open(src)
+                        .and_then(|f| f.read_exact_at(&mut raw[start..], p.offset))
+                        .with_context(|| format!("reading {}", src.display()))?;
+                }
+                let (bytes, hash) = encode_block(&raw, level).context("compressing")?;
+                Ok((bytes, hash, raw.len() as u32))
+            })
+            .collect::<Result<_>>()?;
+        for (bytes, hash, rlen) in done {
+            w.write_all(&bytes).context("writing the bundle")?;
+            let clen = bytes.len() as u32;
+            refs.push(BlockRef {
+                offset: data_len,
+                clen,
+                raw_offset,
+                rlen,
+                hash,
+            });
+            data_len += u64::from(clen);
+            raw_offset += u64::from(rlen);
+        }
+    }
+
+    // 6. Metadata, index, trailer.
+    let stats = Stats {
+        entries: entries.len() as u64,
+        files: files.len() as u64,
+        total_size: files.iter().map(|f| f.2).sum(),
+        unique_size: stream_len,
+        blocks: refs.len() as u64,
+    };
+    let meta = Meta {
+        name: launch.name.clone(),
+        creator: format!("tote {}", env!("CARGO_PKG_VERSION")),
+        entrypoint: launch.entrypoint.clone(),
+        args: Vec::new(),
+        mounts: launch.mounts.clone(),
+        stats: stats.clone(),
+    };
+    let index = Index {
+        blocks: refs,
+        entries,
+    };
+    let s = Sections::encode(&meta, &index, data_offset, level).context("compressing the index")?;
+    w.write_all(&s.meta).context("writing the bundle")?;
+    w.write_all(&s.index).context("writing the bundle")?;
+    w.write_all(&s.trailer.encode())
+        .context("writing the bundle")?;
+    Ok(stats)
+}

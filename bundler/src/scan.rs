@@ -1,0 +1,122 @@
+//! Walk input trees into a sorted list of items (the future index entries),
+//! recording only what the format keeps: kind, exec bit, size, symlink
+//! target. Owners, mtimes and other permission bits are not looked at.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Debug, Clone)]
+pub enum ItemKind {
+    Dir,
+    File {
+        executable: bool,
+        size: u64,
+        source: PathBuf,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Path relative to `/`, e.g. `nix/store/abc-hello/bin/hello`.
+    pub path: Vec<u8>,
+    pub kind: ItemKind,
+}
+
+/// The tree a bundle holds, sorted by path bytes.
+pub struct Tree {
+    pub items: Vec<Item>,
+}
+
+impl Tree {
+    pub fn get(&self, path: &[u8]) -> Option<&Item> {
+        self.items
+            .binary_search_by(|i| i.path.as_slice().cmp(path))
+            .ok()
+            .map(|n| &self.items[n])
+    }
+}
+
+/// Every store path of a closure, with the store directory's ancestors.
+pub fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
+    let mut items = Vec::new();
+    let mut anc = PathBuf::new();
+    for c in store_dir
+        .strip_prefix("/")
+        .unwrap_or(store_dir)
+        .components()
+    {
+        anc.push(c);
+        items.push(Item {
+            path: anc.as_os_str().as_bytes().to_vec(),
+            kind: ItemKind::Dir,
+        });
+    }
+    for p in paths {
+        walk(p, &mut items)?;
+    }
+    items.sort_by(|a, b| a.path.cmp(&b.path)); // determinism: never inode order
+    for w in items.windows(2) {
+        if w[0].path == w[1].path {
+            bail!(
+                "/{} appears twice in the input",
+                String::from_utf8_lossy(&w[0].path)
+            );
+        }
+    }
+    Ok(Tree { items })
+}
+
+fn walk(path: &Path, items: &mut Vec<Item>) -> Result<()> {
+    let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let rel = path
+        .strip_prefix("/")
+        .unwrap_or(path)
+        .as_os_str()
+        .as_bytes()
+        .to_vec();
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        items.push(Item {
+            path: rel,
+            kind: ItemKind::Dir,
+        });
+        let mut children: Vec<PathBuf> = fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("listing {}", path.display()))?;
+        children.sort();
+        for c in children {
+            walk(&c, items)?;
+        }
+    } else if ft.is_file() {
+        let executable = meta.permissions().mode() & 0o111 != 0;
+        items.push(Item {
+            path: rel,
+            kind: ItemKind::File {
+                executable,
+                size: meta.len(),
+                source: path.to_path_buf(),
+            },
+        });
+    } else if ft.is_symlink() {
+        let target =
+            fs::read_link(path).with_context(|| format!("reading symlink {}", path.display()))?;
+        items.push(Item {
+            path: rel,
+            kind: ItemKind::Symlink {
+                target: target.as_os_str().as_bytes().to_vec(),
+            },
+        });
+    } else {
+        bail!("{}: unsupported file type (only directories, regular files and symlinks can be bundled)", path.display());
+    }
+    Ok(())
+}

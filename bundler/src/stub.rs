@@ -1,0 +1,56 @@
+//! The runtime stub: embedded at build time, or given with `--stub`.
+//! Only sanity checks here; the stub's bytes are never modified.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use goblin::elf::{header, program_header, Elf};
+
+static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub"));
+
+pub fn load(path: Option<&Path>) -> Result<Vec<u8>> {
+    let (bytes, what) = match path {
+        Some(p) => (
+            std::fs::read(p).with_context(|| format!("reading stub {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (EMBEDDED.to_vec(), "embedded stub".to_string()),
+    };
+    check(&bytes).with_context(|| format!("stub {what}"))?;
+    Ok(bytes)
+}
+
+/// A static x86-64 ELF executable without a payload of its own.
+pub fn check(bytes: &[u8]) -> Result<()> {
+    let elf = Elf::parse(bytes).context("not an ELF file")?;
+    if elf.header.e_machine != header::EM_X86_64 || !elf.is_64 {
+        bail!("not an x86-64 program");
+    }
+    if elf
+        .program_headers
+        .iter()
+        .any(|p| p.p_type == program_header::PT_INTERP)
+        || elf.interpreter.is_some()
+    {
+        bail!("is dynamically linked (has PT_INTERP): the stub must be static");
+    }
+    if !elf.libraries.is_empty() {
+        bail!(
+            "needs shared libraries ({}): the stub must be static",
+            elf.libraries.join(", ")
+        );
+    }
+    let tail = &bytes[bytes.len().saturating_sub(tote_format::TRAILER_LEN)..];
+    if tote_format::Trailer::decode(tail, bytes.len() as u64).is_ok() {
+        bail!("is already a bundle, not a bare stub");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn embedded_stub_is_static() {
+        super::check(super::EMBEDDED).unwrap();
+    }
+}

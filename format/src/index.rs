@@ -1,0 +1,361 @@
+//! The index: every entry of the tree and every block, compressed as one
+//! zstd frame. Readable without touching the data blocks.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use crate::block::BlockRef;
+use crate::hash::Digest32;
+use crate::reader::Reader;
+use crate::{FormatError, MAX_BLOCK_RAW};
+
+const KIND_DIR: u8 = 1;
+const KIND_FILE: u8 = 2;
+const KIND_EXEC: u8 = 3;
+const KIND_SYMLINK: u8 = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    /// A regular file. Its bytes are `size` bytes at `offset` of the
+    /// uncompressed data stream; `hash` is the SHA-256 of those bytes.
+    File {
+        executable: bool,
+        size: u64,
+        offset: u64,
+        hash: Digest32,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative path inside the bundle's tree, e.g. `nix/store/abc-hello/bin/hello`.
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    pub blocks: Vec<BlockRef>,
+    /// Sorted by path (bytewise), unique; every parent is a `Dir` entry.
+    pub entries: Vec<Entry>,
+}
+
+impl Index {
+    /// Length of the uncompressed data stream.
+    pub fn stream_len(&self) -> u64 {
+        self.blocks
+            .last()
+            .map_or(0, |b| b.raw_offset + u64::from(b.rlen))
+    }
+
+    /// Length of the compressed data section.
+    pub fn data_len(&self) -> u64 {
+        self.blocks
+            .last()
+            .map_or(0, |b| b.offset + u64::from(b.clen))
+    }
+
+    /// The blocks that hold stream bytes `offset..offset+size`.
+    pub fn blocks_for(&self, offset: u64, size: u64) -> Range<usize> {
+        if size == 0 {
+            return 0..0;
+        }
+        let first = self
+            .blocks
+            .partition_point(|b| b.raw_offset + u64::from(b.rlen) <= offset);
+        let end = offset + size;
+        let last = self.blocks.partition_point(|b| b.raw_offset < end);
+        first..last
+    }
+
+    /// Decode and validate the uncompressed index.
+    ///
+    /// `data_len` is the size of the data section given by the trailer; the
+    /// blocks must tile it exactly.
+    pub fn decode(raw: &[u8], data_len: u64) -> Result<Index, FormatError> {
+        let bad = |m: String| FormatError::Index(m);
+        let mut r = Reader::new(raw, "index");
+
+        let nblocks = r.u32()? as usize;
+        let mut blocks = Vec::with_capacity(nblocks.min(r.remaining() / 40));
+        let (mut offset, mut raw_offset) = (0u64, 0u64);
+        for i in 0..nblocks {
+            let clen = r.u32()?;
+            let rlen = r.u32()?;
+            let hash = Digest32(r.array()?);
+            if clen == 0 || rlen == 0 || rlen > MAX_BLOCK_RAW {
+                return Err(bad(format!("block {i} has an invalid size")));
+            }
+            blocks.push(BlockRef {
+                offset,
+                clen,
+                raw_offset,
+                rlen,
+                hash,
+            });
+            offset += u64::from(clen);
+            raw_offset += u64::from(rlen);
+        }
+        if offset != data_len {
+            return Err(bad(format!(
+                "blocks cover {offset} bytes, data section has {data_len}"
+            )));
+        }
+        let stream_len = raw_offset;
+
+        let nentries = r.u32()? as usize;
+        let mut entries: Vec<Entry> = Vec::with_capacity(nentries.min(r.remaining() / 4));
+        let mut dirs: HashSet<&[u8]> = HashSet::new();
+        for i in 0..nentries {
+            let kind = r.u8()?;
+            let path = r.short_blob()?;
+            if !is_clean_relative(path) {
+                return Err(bad(format!(
+                    "entry {i} has an unsafe path {:?}",
+                    lossy(path)
+                )));
+            }
+            if let Some(prev) = entries.last() {
+                if prev.path.as_slice() >= path {
+                    return Err(bad(format!(
+                        "entry {:?} is out of order or a duplicate",
+                        lossy(path)
+                    )));
+                }
+            }
+            if let Some(parent) = parent_of(path) {
+                if !dirs.contains(parent) {
+                    return Err(bad(format!(
+                        "parent of {:?} is not a directory in the bundle",
+                        lossy(path)
+                    )));
+                }
+            }
+            let kind = match kind {
+                KIND_DIR => {
+                    dirs.insert(path);
+                    EntryKind::Dir
+                }
+                KIND_FILE | KIND_EXEC => {
+                    let size = r.u64()?;
+                    let offset = r.u64()?;
+                    let hash = Digest32(r.array()?);
+                    if offset.checked_add(size).is_none_or(|end| end > stream_len) {
+                        return Err(bad(format!(
+                            "file {:?} lies outside the data stream",
+                            lossy(path)
+                        )));
+                    }
+                    EntryKind::File {
+                        executable: kind == KIND_EXEC,
+                        size,
+                        offset,
+                        hash,
+                    }
+                }
+                KIND_SYMLINK => {
+                    let target = r.short_blob()?;
+                    if target.is_empty() || target.contains(&0) {
+                        return Err(bad(format!(
+                            "symlink {:?} has an invalid target",
+                            lossy(path)
+                        )));
+                    }
+                    EntryKind::Symlink {
+                        target: target.to_vec(),
+                    }
+                }
+                other => {
+                    return Err(bad(format!(
+                        "entry {:?} has unknown kind {other}",
+                        lossy(path)
+                    )))
+                }
+            };
+            entries.push(Entry {
+                path: path.to_vec(),
+                kind,
+            });
+        }
+        if r.remaining() != 0 {
+            return Err(bad(format!("{} unexpected trailing bytes", r.remaining())));
+        }
+        Ok(Index { blocks, entries })
+    }
+
+    #[cfg(feature = "write")]
+    pub fn encode(&self) -> Vec<u8> {
+        use crate::reader::put_short_blob;
+        let mut out = Vec::new();
+        out.extend_from_slice(&(self.blocks.len() as u32).to_le_bytes());
+        for b in &self.blocks {
+            out.extend_from_slice(&b.clen.to_le_bytes());
+            out.extend_from_slice(&b.rlen.to_le_bytes());
+            out.extend_from_slice(&b.hash.0);
+        }
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            let kind = match e.kind {
+                EntryKind::Dir => KIND_DIR,
+                EntryKind::File {
+                    executable: false, ..
+                } => KIND_FILE,
+                EntryKind::File {
+                    executable: true, ..
+                } => KIND_EXEC,
+                EntryKind::Symlink { .. } => KIND_SYMLINK,
+            };
+            out.push(kind);
+            put_short_blob(&mut out, &e.path);
+            match &e.kind {
+                EntryKind::Dir => {}
+                EntryKind::File {
+                    size, offset, hash, ..
+                } => {
+                    out.extend_from_slice(&size.to_le_bytes());
+                    out.extend_from_slice(&offset.to_le_bytes());
+                    out.extend_from_slice(&hash.0);
+                }
+                EntryKind::Symlink { target } => put_short_blob(&mut out, target),
+            }
+        }
+        out
+    }
+}
+
+/// `a/b/c`: no empty, `.` or `..` components, no NUL, not absolute.
+pub(crate) fn is_clean_relative(p: &[u8]) -> bool {
+    !p.is_empty()
+        && !p.contains(&0)
+        && p.split(|&c| c == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+fn parent_of(p: &[u8]) -> Option<&[u8]> {
+    p.iter().rposition(|&c| c == b'/').map(|i| &p[..i])
+}
+
+fn lossy(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+#[cfg(all(test, feature = "write"))]
+mod tests {
+    use super::*;
+
+    fn block(offset: u64, clen: u32, raw_offset: u64, rlen: u32) -> BlockRef {
+        BlockRef {
+            offset,
+            clen,
+            raw_offset,
+            rlen,
+            hash: Digest32([9; 32]),
+        }
+    }
+
+    fn file(path: &str, size: u64, offset: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File {
+                executable: false,
+                size,
+                offset,
+                hash: Digest32([3; 32]),
+            },
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+        }
+    }
+
+    fn sample() -> Index {
+        Index {
+            blocks: vec![block(0, 10, 0, 100), block(10, 20, 100, 100)],
+            entries: vec![
+                dir("a"),
+                file("a/f", 150, 0),
+                Entry {
+                    path: b"a/l".to_vec(),
+                    kind: EntryKind::Symlink {
+                        target: b"/etc/x".to_vec(),
+                    },
+                },
+                dir("a/sub"),
+                file("a/sub/g", 50, 150),
+                file("b", 0, 0),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let idx = sample();
+        assert_eq!(Index::decode(&idx.encode(), 30).unwrap(), idx);
+    }
+
+    #[test]
+    fn every_prefix_is_an_error() {
+        let enc = sample().encode();
+        for n in 0..enc.len() {
+            assert!(Index::decode(&enc[..n], 30).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn blocks_for_ranges() {
+        let idx = sample();
+        assert_eq!(idx.blocks_for(0, 150), 0..2);
+        assert_eq!(idx.blocks_for(0, 100), 0..1);
+        assert_eq!(idx.blocks_for(100, 1), 1..2);
+        assert_eq!(idx.blocks_for(150, 50), 1..2);
+        assert_eq!(idx.blocks_for(99, 2), 0..2);
+        assert_eq!(idx.blocks_for(5, 0), 0..0);
+    }
+
+    fn refused(entries: Vec<Entry>) -> bool {
+        let idx = Index {
+            blocks: vec![block(0, 10, 0, 100)],
+            entries,
+        };
+        Index::decode(&idx.encode(), 10).is_err()
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        assert!(refused(vec![dir("a"), file("a/../x", 1, 0)]));
+        assert!(refused(vec![file("/etc/passwd", 1, 0)]));
+        assert!(refused(vec![file("", 1, 0)]));
+        assert!(refused(vec![dir("a"), file("a//x", 1, 0)]));
+        assert!(refused(vec![file("x", 1, 0), file("x", 1, 0)]));
+        assert!(refused(vec![file("b", 1, 0), file("a", 1, 0)]));
+        // A file written through a symlink: the parent must be a directory.
+        assert!(refused(vec![
+            Entry {
+                path: b"l".to_vec(),
+                kind: EntryKind::Symlink {
+                    target: b"/etc".to_vec()
+                }
+            },
+            file("l/passwd", 1, 0),
+        ]));
+        assert!(refused(vec![file("x/y", 1, 0)]));
+        assert!(refused(vec![file("x", 101, 0)]));
+        assert!(refused(vec![file("x", 1, u64::MAX)]));
+        assert!(!refused(vec![dir("a"), file("a/x", 100, 0)]));
+    }
+
+    #[test]
+    fn blocks_must_tile_the_data_section() {
+        let enc = sample().encode();
+        assert!(Index::decode(&enc, 29).is_err());
+        assert!(Index::decode(&enc, 31).is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! The fixed-size trailer at the end of every bundle.
+
+use crate::hash::{sha256, BundleId, Digest32};
+use crate::reader::Reader;
+use crate::{FormatError, MAX_INDEX_RAW, MAX_META_LEN};
+
+/// The last 8 bytes of every bundle.
+pub const MAGIC: [u8; 8] = *b"TOTEBNDL";
+/// The format version this crate reads and writes.
+pub const VERSION: u32 = 1;
+/// Size of the version 1 trailer in bytes.
+pub const TRAILER_LEN: usize = 144;
+
+const CHECK_AT: usize = 112;
+
+/// The decoded trailer. Offsets are absolute file offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trailer {
+    pub data_offset: u64,
+    pub meta_offset: u64,
+    pub meta_len: u64,
+    pub index_offset: u64,
+    pub index_len: u64,
+    pub index_raw_len: u64,
+    pub meta_hash: Digest32,
+    pub index_hash: Digest32,
+}
+
+/// A trailer whose offsets were checked against the file length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub trailer: Trailer,
+    pub file_len: u64,
+}
+
+impl Trailer {
+    /// The bundle id, derived from the section hashes.
+    pub fn bundle_id(&self) -> BundleId {
+        BundleId::derive(&self.meta_hash, &self.index_hash)
+    }
+
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut out = [0u8; TRAILER_LEN];
+        let fields = [
+            self.data_offset,
+            self.meta_offset,
+            self.meta_len,
+            self.index_offset,
+            self.index_len,
+            self.index_raw_len,
+        ];
+        for (i, v) in fields.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        out[48..80].copy_from_slice(&self.meta_hash.0);
+        out[80..112].copy_from_slice(&self.index_hash.0);
+        out[128..132].copy_from_slice(&(TRAILER_LEN as u32).to_le_bytes());
+        out[132..136].copy_from_slice(&VERSION.to_le_bytes());
+        out[136..144].copy_from_slice(&MAGIC);
+        let check = check_of(&out);
+        out[CHECK_AT..CHECK_AT + 16].copy_from_slice(&check);
+        out
+    }
+
+    /// Decode the trailer from the end of a file.
+    ///
+    /// `tail` holds the last `min(file_len, TRAILER_LEN)` bytes of the file.
+    pub fn decode(tail: &[u8], file_len: u64) -> Result<Layout, FormatError> {
+        // Magic and version first, so that a future version with another
+        // trailer length is still reported as "unsupported version".
+        if tail.len() < 16 || file_len < 16 {
+            return Err(FormatError::NotABundle);
+        }
+        let end = &tail[tail.len() - 16..];
+        if end[8..16] != MAGIC {
+            return Err(FormatError::NotABundle);
+        }
+        let version = u32::from_le_bytes([end[4], end[5], end[6], end[7]]);
+        if version != VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let trailer_len = u32::from_le_bytes([end[0], end[1], end[2], end[3]]);
+        if trailer_len as usize != TRAILER_LEN {
+            return Err(FormatError::Trailer("unexpected trailer length"));
+        }
+        if tail.len() < TRAILER_LEN || file_len < TRAILER_LEN as u64 {
+            return Err(FormatError::Truncated {
+                what: "trailer",
+                need: TRAILER_LEN as u64,
+                have: file_len.min(tail.len() as u64),
+            });
+        }
+        let raw = &tail[tail.len() - TRAILER_LEN..];
+        if raw[CHECK_AT..CHECK_AT + 16] != check_of(raw) {
+            return Err(FormatError::Trailer("checksum mismatch"));
+        }
+        let mut r = Reader::new(raw, "trailer");
+        let t = Trailer {
+            data_offset: r.u64()?,
+            meta_offset: r.u64()?,
+            meta_len: r.u64()?,
+            index_offset: r.u64()?,
+            index_len: r.u64()?,
+            index_raw_len: r.u64()?,
+            meta_hash: Digest32(r.array()?),
+            index_hash: Digest32(r.array()?),
+        };
+        t.check_layout(file_len)?;
+        Ok(Layout {
+            trailer: t,
+            file_len,
+        })
+    }
+
+    fn check_layout(&self, file_len: u64) -> Result<(), FormatError> {
+        let bad = |m| Err(FormatError::Trailer(m));
+        let trailer_at = file_len - TRAILER_LEN as u64;
+        if self.data_offset > self.meta_offset {
+            return bad("data section ends before it starts");
+        }
+        if self.meta_offset.checked_add(self.meta_len) != Some(self.index_offset) {
+            return bad("metadata and index are not adjacent");
+        }
+        if self.index_offset.checked_add(self.index_len) != Some(trailer_at) {
+            return bad("index does not end at the trailer");
+        }
+        if self.meta_len > MAX_META_LEN {
+            return bad("metadata section too large");
+        }
+        if self.index_raw_len > MAX_INDEX_RAW {
+            return bad("index too large");
+        }
+        Ok(())
+    }
+}
+
+fn check_of(raw: &[u8]) -> [u8; 16] {
+    let mut buf = [0u8; TRAILER_LEN - 16];
+    buf[..CHECK_AT].copy_from_slice(&raw[..CHECK_AT]);
+    buf[CHECK_AT..].copy_from_slice(&raw[CHECK_AT + 16..TRAILER_LEN]);
+    let d = sha256(&buf);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d.0[..16]);
+    out
+}
+
+impl Layout {
+    /// The data section of `file` (the whole bundle's bytes).
+    pub fn data<'a>(&self, file: &'a [u8]) -> Result<&'a [u8], FormatError> {
+        self.slice(
+            file,
+            self.trailer.data_offset,
+            self.trailer.meta_offset - self.trailer.data_offset,
+            "data section",
+        )
+    }
+
+    /// Verify and decode the metadata section.
+    pub fn meta(&self, file: &[u8]) -> Result<crate::Meta, FormatError> {
+        let t = &self.trailer;
+        let bytes = self.slice(file, t.meta_offset, t.meta_len, "metadata")?;
+        if sha256(bytes) != t.meta_hash {
+            return Err(FormatError::HashMismatch {
+                what: "metadata".into(),
+            });
+        }
+        crate::Meta::decode(bytes)
+    }
+
+    /// Verify, decompress and decode the index.
+    pub fn index(&self, file: &[u8]) -> Result<crate::Index, FormatError> {
+        let t = &self.trailer;
+        let bytes = self.slice(file, t.index_offset, t.index_len, "index")?;
+        if sha256(bytes) != t.index_hash {
+            return Err(FormatError::HashMismatch {
+                what: "index".into(),
+            });
+        }
+        let mut raw = vec![0u8; t.index_raw_len as usize];
+        let n = zstd::zstd_safe::decompress(&mut raw[..], bytes).map_err(|code| {
+            FormatError::Index(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))
+        })?;
+        if n != raw.len() {
+            return Err(FormatError::Index(format!(
+                "decoded {n} bytes, trailer says {}",
+                raw.len()
+            )));
+        }
+        crate::Index::decode(&raw, t.meta_offset - t.data_offset)
+    }
+
+    fn slice<'a>(
+        &self,
+        file: &'a [u8],
+        off: u64,
+        len: u64,
+        what: &'static str,
+    ) -> Result<&'a [u8], FormatError> {
+        if file.len() as u64 != self.file_len {
+            return Err(FormatError::Truncated {
+                what,
+                need: self.file_len,
+                have: file.len() as u64,
+            });
+        }
+        // Offsets were checked against file_len in Trailer::decode.
+        Ok(&file[off as usize..(off + len) as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(file_len: u64) -> Trailer {
+        let trailer_at = file_len - TRAILER_LEN as u64;
+        Trailer {
+            data_offset: 100,
+            meta_offset: 200,
+            meta_len: 50,
+            index_offset: 250,
+            index_len: trailer_at - 250,
+            index_raw_len: 999,
+            meta_hash: Digest32([1; 32]),
+            index_hash: Digest32([2; 32]),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = sample(1000);
+        let enc = t.encode();
+        assert_eq!(Trailer::decode(&enc, 1000).unwrap().trailer, t);
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_caught() {
+        let enc = sample(1000).encode();
+        for i in 0..TRAILER_LEN {
+            for bit in 0..8 {
+                let mut b = enc;
+                b[i] ^= 1 << bit;
+                assert!(
+                    Trailer::decode(&b, 1000).is_err(),
+                    "flip at {i}:{bit} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_prefix_is_an_error_not_a_panic() {
+        let enc = sample(1000).encode();
+        for n in 0..TRAILER_LEN {
+            assert!(Trailer::decode(&enc[TRAILER_LEN - n..], n as u64).is_err());
+            assert!(Trailer::decode(&enc[..n], n as u64).is_err());
+        }
+    }
+
+    #[test]
+    fn future_version_is_named() {
+        let mut enc = sample(1000).encode();
+        enc[132..136].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            Trailer::decode(&enc, 1000),
+            Err(FormatError::UnsupportedVersion {
+                found: 7,
+                supported: 1
+            })
+        );
+    }
+
+    #[test]
+    fn layout_must_match_file_length() {
+        let enc = sample(1000).encode();
+        assert!(matches!(
+            Trailer::decode(&enc, 1001),
+            Err(FormatError::Trailer(_))
+        ));
+    }
+}

@@ -1,0 +1,70 @@
+//! Launcher failures: one line each, with a documented exit code.
+
+use std::fmt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use tote_format::FormatError;
+
+/// The launcher's own exit codes (documented in the README). They sit in a
+/// range that programs rarely use, away from 1/2, 126/127 and 128+n.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// A `TOTE_*` variable has a value the launcher cannot use.
+    Usage = 113,
+    /// The bundle is not a bundle, truncated, corrupt or of another version.
+    Bundle = 114,
+    /// No usable cache directory, or extraction failed (I/O, disk full).
+    Cache = 115,
+    /// Setting up the namespace or mounts failed.
+    Namespace = 116,
+    /// The entry point could not be executed.
+    Exec = 117,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: Code, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A failed system call on a path.
+    pub fn sys(code: Code, step: &str, path: &Path, errno: Errno) -> Failure {
+        Failure::new(
+            code,
+            format!("{step} {}: {}", path.display(), describe(errno)),
+        )
+    }
+
+    pub fn io(code: Code, step: &str, path: &Path, err: &std::io::Error) -> Failure {
+        match err.raw_os_error() {
+            Some(n) => Failure::sys(code, step, path, Errno::from_raw(n)),
+            None => Failure::new(code, format!("{step} {}: {err}", path.display())),
+        }
+    }
+
+    pub fn bundle(exe: &Path, err: FormatError) -> Failure {
+        Failure::new(Code::Bundle, format!("bundle {}: {err}", exe.display()))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `ENOSPC (No space left on device)`.
+pub fn describe(errno: Errno) -> String {
+    format!("{errno:?} ({})", errno.desc())
+}
+
+pub type Result<T> = std::result::Result<T, Failure>;

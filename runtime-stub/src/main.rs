@@ -1,0 +1,268 @@
+//! The tote runtime stub. See DESIGN.md, "Launch sequence".
+//!
+//! 1. read the trailer and metadata of `/proc/self/exe`;
+//! 2. choose the cache root;
+//! 3. warm: find the complete entry; cold: extract it atomically;
+//! 4. plan and enter the mount namespace the bundle needs;
+//! 5. exec the entry point in place (or supervise it when PID 1).
+
+mod cache;
+mod debug;
+mod error;
+mod extract;
+mod payload;
+mod plan;
+mod sys;
+
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use debug::Debug;
+use error::{Code, Failure, Result};
+use payload::Payload;
+
+fn main() {
+    match run() {
+        Ok(never) => match never {},
+        Err(f) => fail(f),
+    }
+}
+
+/// Print the one-line failure and exit with its code.
+pub fn fail(f: Failure) -> ! {
+    eprintln!("tote: {f}");
+    std::process::exit(f.code as i32)
+}
+
+/// `1`, `yes`, `true`: on. Unset, empty or `0`: off.
+fn flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+fn absolute(p: PathBuf) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p);
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        Failure::io(
+            Code::Usage,
+            "reading the working directory",
+            Path::new("."),
+            &e,
+        )
+    })?;
+    Ok(cwd.join(p))
+}
+
+fn run() -> Result<Infallible> {
+    let dbg = Debug::new(flag("TOTE_DEBUG"));
+    let exe =
+        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let payload = Payload::open(&exe)?;
+    dbg.step(|| format!("bundle {} read, id {}", exe.display(), payload.id()));
+
+    if flag("TOTE_INFO") {
+        print_info(&payload);
+        std::process::exit(0);
+    }
+    if let Some(dir) = var("TOTE_EXTRACT") {
+        extract_to(&payload, &absolute(PathBuf::from(dir))?, &dbg)?;
+        std::process::exit(0);
+    }
+
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let env = cache::Env {
+        cache_dir: var("TOTE_CACHE_DIR")
+            .map(PathBuf::from)
+            .map(absolute)
+            .transpose()?,
+        xdg_cache_home: var("XDG_CACHE_HOME"),
+        home: var("HOME"),
+        tmpdir: var("TMPDIR"),
+    };
+    let root = cache::choose_root(&env, uid, &dbg)?;
+    let id = payload.id().to_hex();
+    let entry = match cache::lookup(&root, &id) {
+        Some(e) => {
+            dbg.step(|| format!("warm: {} is complete", e.dir.display()));
+            e
+        }
+        None => cold(&payload, &root, &id, &dbg)?,
+    };
+
+    let meta = &payload.meta;
+    let mut argv: Vec<Vec<u8>> = vec![meta.entrypoint.clone()];
+    argv.extend(meta.args.iter().cloned());
+    argv.extend(std::env::args_os().skip(1).map(OsString::into_vec));
+
+    let program: Vec<u8> = if meta.mounts.is_empty() {
+        // A relocatable tree: run it from the cache, no namespace.
+        let mut p = entry.tree().into_os_string().into_vec();
+        p.extend_from_slice(&meta.entrypoint);
+        p
+    } else {
+        let cwd = std::env::current_dir().map_err(|e| {
+            Failure::io(
+                Code::Namespace,
+                "reading the working directory",
+                Path::new("."),
+                &e,
+            )
+        })?;
+        let tree = entry.tree();
+        let scratch = entry.mnt();
+        let req = plan::Request {
+            root: uid == 0,
+            uid,
+            gid,
+            scratch: &scratch,
+            mounts: meta
+                .mounts
+                .iter()
+                .map(|m| {
+                    (
+                        tree.join(plan::path_of(&m.source)),
+                        plan::path_of(&m.target),
+                    )
+                })
+                .collect(),
+            cwd: &cwd,
+        };
+        let steps = plan::plan(&req, &plan::RealHost);
+        dbg.step(|| format!("planned {} steps", steps.len()));
+        sys::run(&steps, &dbg)?;
+        meta.entrypoint.clone()
+    };
+
+    dbg.step(|| format!("exec {}", String::from_utf8_lossy(&program)));
+    if std::process::id() == 1 {
+        sys::exec_as_init(&program, &argv, &dbg);
+    }
+    Err(sys::exec(&program, &argv))
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Extract into a new cache entry.
+fn cold(payload: &Payload, root: &Path, id: &str, dbg: &Debug) -> Result<cache::Entry> {
+    dbg.step(|| "cold: no complete cache entry".into());
+    cache::sweep(root, dbg);
+    let stale = root.join(id);
+    if stale.symlink_metadata().is_ok() {
+        dbg.step(|| format!("removing incomplete {}", stale.display()));
+        cache::discard(root, &stale)?;
+    }
+    let map = payload.map()?;
+    let layout = &payload.layout;
+    let index = layout
+        .index(&map)
+        .map_err(|e| Failure::bundle(&payload.path, e))?;
+    let data = layout
+        .data(&map)
+        .map_err(|e| Failure::bundle(&payload.path, e))?;
+    dbg.step(|| {
+        format!(
+            "index verified: {} entries, {} blocks",
+            index.entries.len(),
+            index.blocks.len()
+        )
+    });
+    let entry = cache::create(root, id, |tree| {
+        extract::extract(&index, data, tree, extract::Modes::CACHE, threads())
+            .map_err(|f| name_bundle(f, &payload.path))
+    })?;
+    dbg.step(|| format!("extracted into {}", entry.dir.display()));
+    Ok(entry)
+}
+
+/// `TOTE_EXTRACT=DIR`: the bundle's tree into DIR (new, or an empty directory).
+fn extract_to(payload: &Payload, dir: &Path, dbg: &Debug) -> Result<()> {
+    let usage = |m: &str| Failure::new(Code::Usage, format!("TOTE_EXTRACT={}: {m}", dir.display()));
+    if let Ok(mut rd) = std::fs::read_dir(dir) {
+        if rd.next().is_some() {
+            return Err(usage("the directory is not empty"));
+        }
+    } else if dir.symlink_metadata().is_ok() {
+        return Err(usage("exists and is not a directory"));
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| p.is_dir())
+        .ok_or_else(|| usage("its parent directory does not exist"))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = cache::Staging::new(parent, &name)?;
+    let map = payload.map()?;
+    let layout = &payload.layout;
+    let index = layout
+        .index(&map)
+        .map_err(|e| Failure::bundle(&payload.path, e))?;
+    let data = layout
+        .data(&map)
+        .map_err(|e| Failure::bundle(&payload.path, e))?;
+    extract::extract(&index, data, &staging.dir, extract::Modes::USER, threads())
+        .map_err(|f| name_bundle(f, &payload.path))?;
+    if !staging.commit(dir)? {
+        return Err(usage("the directory was filled by someone else meanwhile"));
+    }
+    dbg.step(|| {
+        format!(
+            "extracted {} entries into {}",
+            index.entries.len(),
+            dir.display()
+        )
+    });
+    Ok(())
+}
+
+/// Corrupt-block failures from extraction get the bundle's path in front.
+fn name_bundle(f: Failure, bundle: &Path) -> Failure {
+    if f.code == Code::Bundle {
+        Failure::new(
+            Code::Bundle,
+            format!("bundle {}: {}", bundle.display(), f.message),
+        )
+    } else {
+        f
+    }
+}
+
+fn print_info(p: &Payload) {
+    let m = &p.meta;
+    let t = &p.layout.trailer;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    println!("name: {}", m.name);
+    println!("bundle id: {}", p.id());
+    println!("format version: {}", tote_format::VERSION);
+    println!("creator: {}", m.creator);
+    println!("entry point: {}", lossy(&m.entrypoint));
+    for a in &m.args {
+        println!("default argument: {}", lossy(a));
+    }
+    for mt in &m.mounts {
+        println!("mount: {} -> {}", lossy(&mt.source), lossy(&mt.target));
+    }
+    println!("entries: {} ({} files)", m.stats.entries, m.stats.files);
+    println!(
+        "content size: {} bytes ({} after deduplication)",
+        m.stats.total_size, m.stats.unique_size
+    );
+    println!(
+        "payload: {} bytes in {} blocks",
+        t.meta_offset - t.data_offset,
+        m.stats.blocks
+    );
+    println!("stub: {} bytes", t.data_offset);
+    println!("file: {} bytes", p.layout.file_len);
+}

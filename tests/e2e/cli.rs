@@ -1,0 +1,224 @@
+//! `tote bundle`, `tote inspect`, `tote verify` from the outside.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+use crate::support::*;
+
+fn live_probe() -> String {
+    // Not the shared fixture: these tests need the store path to exist.
+    build("probe", "cli")
+}
+
+#[test]
+fn bundle_reports_path_size_closure_and_sha256() {
+    let t = TestDir::new();
+    let p = live_probe();
+    let out = t.join("app");
+    let o = bundle(&p, &out, &[]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with(&format!("{}: ", out.display())),
+        "{text}"
+    );
+    assert!(lines[0].contains("closure: 2 store paths"), "{text}");
+    let sha: String = Sha256::digest(std::fs::read(&out).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(lines[1], format!("sha256:{sha}"));
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+}
+
+#[test]
+fn default_output_is_named_after_the_entry_point() {
+    let t = TestDir::new();
+    let p = live_probe();
+    // Through a ./result-style symlink, with a restrictive umask.
+    std::os::unix::fs::symlink(&p, t.join("result")).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_tote"))
+        .args(["bundle", "./result"])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::metadata(t.join("probe"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o755
+    );
+    assert_eq!(t.entries("."), ["probe", "result"]);
+}
+
+#[test]
+fn several_executables_need_an_explicit_entry_point() {
+    let t = TestDir::new();
+    let p = build("twobin", "cli");
+    let o = tote()
+        .arg("bundle")
+        .arg(&p)
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("has 2 executables (one, two)") && e.contains("--entrypoint"),
+        "{e}"
+    );
+    assert!(t.entries(".").is_empty(), "nothing may be written on error");
+
+    bundle(&p, &t.join("two"), &["--entrypoint", "bin/two"]);
+    let r = report(&Launch::root(&t).run(&t.join("two"), &[]));
+    assert_eq!(field(&r, "arg0"), hex(format!("{p}/bin/two").as_bytes()));
+}
+
+fn fails_with(args: &[&str], path_env: Option<&str>, needle: &str) {
+    let t = TestDir::new();
+    let mut c = tote();
+    c.args(args).current_dir(t.path());
+    if let Some(p) = path_env {
+        c.env("PATH", p);
+    }
+    let o = c.output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+    assert_eq!(e.lines().count(), 1, "one line expected: {e}");
+    assert!(
+        e.starts_with("tote: ") && e.contains(needle),
+        "{args:?}: {e}"
+    );
+    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"));
+    assert!(
+        t.entries(".").is_empty(),
+        "nothing may be written on error: {:?}",
+        t.entries(".")
+    );
+}
+
+#[test]
+fn bad_inputs_give_one_line_and_exit_1() {
+    let p = live_probe();
+    fails_with(&["bundle", "/tmp"], None, "is not in the Nix store");
+    fails_with(&["bundle", "/nonexistent/x"], None, "/nonexistent/x");
+    fails_with(
+        &["bundle", &p, "--entrypoint", "bin/nope"],
+        None,
+        "not found in the closure",
+    );
+    fails_with(
+        &["bundle", &p, "--entrypoint", "../x"],
+        None,
+        "must be a path relative to",
+    );
+    fails_with(&["bundle", &p], Some("/nonexistent"), "nix-store not found");
+    fails_with(&["inspect", "/nonexistent/app"], None, "/nonexistent/app");
+
+    // A directory in the store that Nix does not know.
+    let fake = format!("/nix/store/{}-not-valid", "0".repeat(32));
+    std::fs::create_dir_all(format!("{fake}/bin")).unwrap();
+    fails_with(&["bundle", &fake], None, "is not valid");
+    std::fs::remove_dir_all(&fake).unwrap();
+}
+
+#[test]
+fn an_interrupted_bundle_leaves_nothing_behind() {
+    let t = TestDir::new();
+    let p = live_probe();
+    for delay_ms in [5u64, 50, 200] {
+        let out = t.join("app");
+        let _ = std::fs::remove_file(&out);
+        let mut child = tote()
+            .args(["bundle", &p, "--level", "22", "-o"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        let left: Vec<String> = t.entries(".").into_iter().filter(|n| n != "app").collect();
+        assert!(
+            left.is_empty(),
+            "leftovers after SIGINT at {delay_ms} ms: {left:?}"
+        );
+        if out.exists() {
+            // It finished before the signal: then it must be complete.
+            assert!(status.success());
+            assert!(tote()
+                .arg("verify")
+                .arg(&out)
+                .output()
+                .unwrap()
+                .status
+                .success());
+        }
+    }
+}
+
+#[test]
+fn inspect_and_verify() {
+    let t = TestDir::new();
+    let p = live_probe();
+    let out = t.join("app");
+    bundle(&p, &out, &[]);
+    let o = tote().arg("inspect").arg(&out).output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "name:            probe",
+        "bundle id:       ",
+        "format version:  1",
+        "entries:         ",
+        "sha256:          sha256:",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in\n{text}");
+    }
+    assert!(
+        text.contains(&format!("entry point:     {p}/bin/probe")),
+        "{text}"
+    );
+    let v = tote().arg("verify").arg(&out).output().unwrap();
+    assert!(v.status.success(), "{}", stderr(&v));
+    assert!(String::from_utf8_lossy(&v.stdout).contains(": ok ("));
+}
+
+#[test]
+fn the_stub_is_static() {
+    // Embedded stub: no PT_INTERP, no DT_NEEDED (goblin), checked on a bundle.
+    let t = TestDir::new();
+    let out = t.join("app");
+    bundle(&live_probe(), &out, &[]);
+    let bytes = std::fs::read(&out).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    assert!(elf.interpreter.is_none());
+    assert!(elf.libraries.is_empty());
+    assert!(!elf
+        .program_headers
+        .iter()
+        .any(|p| p.p_type == goblin::elf::program_header::PT_INTERP));
+    assert!(!elf.dynamic.as_ref().is_some_and(|d| d
+        .dyns
+        .iter()
+        .any(|d| d.d_tag == goblin::elf::dynamic::DT_NEEDED)));
+}

@@ -1,0 +1,384 @@
+//! Running a bundle: where, as whom, and how exactly like the program.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+fn assert_ran_from_bundle(r: &[(String, String)], f: &Fixture) {
+    assert_eq!(field(r, "exe"), format!("{}/bin/probe", f.probe_store));
+    assert_eq!(field(r, "libc"), format!("{}/lib/libc.so.6", f.glibc_store));
+    // The store paths were deleted after bundling: only the bundle has them.
+    assert!(!Path::new(&f.probe_store).exists());
+}
+
+#[test]
+fn runs_as_root_from_its_own_closure() {
+    let f = fixture();
+    let t = TestDir::new();
+    let r = report(&Launch::root(&t).run(&f.probe, &[]));
+    assert_ran_from_bundle(&r, f);
+    assert_eq!(field(&r, "uid"), "0");
+}
+
+#[test]
+fn runs_as_nobody() {
+    let f = fixture();
+    let t = TestDir::new();
+    let r = report(&Launch::nobody(&t).run(&f.probe, &[]));
+    assert_ran_from_bundle(&r, f);
+    assert_eq!(field(&r, "uid"), NOBODY.to_string());
+}
+
+#[test]
+fn runs_as_nobody_with_the_default_cache_root() {
+    // No TOTE_CACHE_DIR, HOME=/nonexistent as under Nomad: falls back to /tmp.
+    let f = fixture();
+    let t = TestDir::new();
+    let mut l = Launch::nobody(&t);
+    l.cache = None;
+    let o = l.clone().env("TOTE_DEBUG", "1").run(&f.probe, &[]);
+    assert_ran_from_bundle(&report(&o), f);
+    assert!(
+        stderr(&o).contains(&format!("cache root /tmp/tote-{NOBODY}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn runs_where_nix_is_an_empty_tmpfs() {
+    let f = fixture();
+    let t = TestDir::new();
+    for l in [Launch::root(&t), Launch::nobody(&t)] {
+        let o = l.run_with(
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount -t tmpfs none /nix && exec \"$@\"",
+                "sh",
+            ],
+            &f.probe,
+            &[],
+        );
+        assert_ran_from_bundle(&report(&o), f);
+    }
+}
+
+#[test]
+fn runs_in_a_busybox_rootfs_without_nix_usr_or_glibc() {
+    let f = fixture();
+    let t = TestDir::new();
+    let root = busybox_rootfs(&t, &f.probe);
+    assert!(
+        is_static(&root.join("bin/busybox")),
+        "busybox-static is required"
+    );
+    for missing in ["nix", "usr", "lib", "lib64"] {
+        assert!(!root.join(missing).exists());
+    }
+    let bwrap = |user: &[&str]| {
+        let mut argv = vec!["bwrap"];
+        argv.extend_from_slice(user);
+        argv.extend([
+            "--bind",
+            root.to_str().unwrap(),
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--chdir",
+            "/work",
+            "--",
+        ]);
+        argv.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    for user in [
+        vec![],
+        vec!["--unshare-user", "--uid", "65534", "--gid", "65534"],
+    ] {
+        let argv = bwrap(&user);
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("/app")
+            .arg("x y")
+            .env("TOTE_TEST_VAR", "in-rootfs")
+            .output()
+            .unwrap();
+        let r = report(&out);
+        assert_ran_from_bundle(&r, f);
+        assert_eq!(field(&r, "cwd"), "/work");
+        assert_eq!(field(&r, "arg1"), hex(b"x y"));
+        assert_eq!(field(&r, "env"), "in-rootfs");
+        if !user.is_empty() {
+            assert_eq!(field(&r, "uid"), "65534");
+        }
+    }
+}
+
+#[test]
+fn script_with_its_interpreter_in_another_store_path() {
+    let f = fixture();
+    let t = TestDir::new();
+    for l in [Launch::root(&t), Launch::nobody(&t)] {
+        let o = l.run(&f.greet, &["hello"]);
+        let r = report(&o);
+        assert_eq!(field(&r, "script"), format!("{}/bin/greet", f.script_store));
+        assert_eq!(field(&r, "arg1"), hex(b"hello"));
+        assert_ran_from_bundle(&r, f);
+    }
+}
+
+#[test]
+fn argv_arrives_unchanged_and_argv0_is_the_entry_point() {
+    let f = fixture();
+    let t = TestDir::new();
+    let args: Vec<&[u8]> = vec![
+        b"with space",
+        b"line1\nline2",
+        b"",
+        b"\xff\xfe non-utf8",
+        b"--help",
+        b"-",
+    ];
+    let os: Vec<&OsStr> = args.iter().map(|a| OsStr::from_bytes(a)).collect();
+    for l in [Launch::root(&t), Launch::nobody(&t)] {
+        let r = report(&l.run_with(&[], &f.probe, &os));
+        assert_eq!(field(&r, "argc"), (args.len() + 1).to_string());
+        assert_eq!(
+            field(&r, "arg0"),
+            hex(format!("{}/bin/probe", f.probe_store).as_bytes())
+        );
+        for (i, a) in args.iter().enumerate() {
+            assert_eq!(field(&r, &format!("arg{}", i + 1)), hex(a), "argument {i}");
+        }
+    }
+}
+
+#[test]
+fn stdin_stdout_and_stderr_are_the_programs() {
+    let f = fixture();
+    let t = TestDir::new();
+    let input: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut l = Launch::nobody(&t);
+    l.stdin = Some(input.clone());
+    let o = l.run(&f.probe, &["cat"]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, input);
+    assert!(o.stderr.is_empty());
+
+    let o = Launch::root(&t).run(&f.probe, &["stderr", "to stderr only"]);
+    assert!(o.stdout.is_empty());
+    assert_eq!(o.stderr, b"to stderr only");
+}
+
+#[test]
+fn cwd_and_environment_are_the_callers() {
+    let f = fixture();
+    let t = TestDir::new();
+    let deep = t.join("a dir/with spaces");
+    std::fs::create_dir_all(&deep).unwrap();
+    for mut l in [Launch::root(&t), Launch::nobody(&t)] {
+        l.cwd = Some(deep.clone());
+        let r = report(&l.env("TOTE_TEST_VAR", "from the caller").run(&f.probe, &[]));
+        assert_eq!(field(&r, "cwd"), deep.to_str().unwrap());
+        assert_eq!(field(&r, "env"), "from the caller");
+    }
+}
+
+#[test]
+fn exit_status_passes_through() {
+    let f = fixture();
+    let t = TestDir::new();
+    for code in [0, 1, 42] {
+        let o = Launch::nobody(&t).run(&f.probe, &["exit", &code.to_string()]);
+        assert_eq!(o.status.code(), Some(code));
+    }
+}
+
+#[test]
+fn death_by_signal_looks_like_a_direct_run() {
+    let f = fixture();
+    let t = TestDir::new();
+    // The same program built on the host, run directly.
+    let direct = t.join("probe-direct");
+    let cc = Command::new("gcc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&direct)
+        .arg(repo().join("tests/fixtures/probe.c"))
+        .status()
+        .unwrap();
+    assert!(cc.success());
+    let no_core = ["sh", "-c", "ulimit -c 0; exec \"$@\"", "sh"];
+    for args in [&["kill", "15"][..], &["segv"][..]] {
+        let os: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let want = Launch::root(&t).run_with(&no_core, &direct, &os).status;
+        let got = Launch::root(&t).run_with(&no_core, &f.probe, &os).status;
+        assert!(want.signal().is_some());
+        assert_eq!(
+            (got.signal(), got.code(), got.core_dumped()),
+            (want.signal(), want.code(), want.core_dumped()),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn second_launch_is_warm_and_other_bundles_get_other_entries() {
+    let f = fixture();
+    let t = TestDir::new();
+    let l = Launch::nobody(&t).env("TOTE_DEBUG", "1");
+    let first = l.run(&f.probe, &[]);
+    assert!(stderr(&first).contains("cold:"), "{}", stderr(&first));
+    let cache = l.cache.clone().unwrap();
+    let entries = t.entries(&cache);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let ino = std::fs::metadata(cache.join(&entries[0]).join("tree"))
+        .unwrap()
+        .ino();
+
+    let second = l.run(&f.probe, &[]);
+    assert!(stderr(&second).contains("warm:"), "{}", stderr(&second));
+    assert!(!stderr(&second).contains("cold:"));
+    assert_eq!(report(&second), report(&first));
+    assert_eq!(
+        std::fs::metadata(cache.join(&entries[0]).join("tree"))
+            .unwrap()
+            .ino(),
+        ino
+    );
+
+    report(&l.run(&f.greet, &[]));
+    let after = t.entries(&cache);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&entries[0]));
+}
+
+#[test]
+fn cache_entries_are_read_only() {
+    let f = fixture();
+    let t = TestDir::new();
+    let l = Launch::nobody(&t);
+    report(&l.run(&f.probe, &[]));
+    let cache = l.cache.unwrap();
+    let entry = cache.join(&t.entries(&cache)[0]);
+    let bin = entry.join("tree").join(&f.probe_store[1..]).join("bin");
+    assert_eq!(
+        std::fs::metadata(bin.join("probe")).unwrap().mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(std::fs::metadata(&bin).unwrap().mode() & 0o7777, 0o555);
+}
+
+#[test]
+fn tote_extract_writes_the_tree_and_exits() {
+    let f = fixture();
+    let t = TestDir::new();
+    let parent = t.cache(NOBODY); // a directory nobody may write to
+    let dest = parent.join("out");
+    let o = Launch::nobody(&t)
+        .env("TOTE_EXTRACT", dest.to_str().unwrap())
+        .run(&f.probe, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "the program must not run");
+    let probe = dest.join(&f.probe_store[1..]).join("bin/probe");
+    assert_eq!(std::fs::metadata(&probe).unwrap().mode() & 0o111, 0o111);
+    assert_eq!(std::fs::metadata(&probe).unwrap().uid(), NOBODY);
+    // Not empty now: a second extraction is refused with the usage code.
+    let o = Launch::nobody(&t)
+        .env("TOTE_EXTRACT", dest.to_str().unwrap())
+        .run(&f.probe, &[]);
+    assert_eq!(o.status.code(), Some(113));
+    assert!(
+        stderr(&o).starts_with("tote: TOTE_EXTRACT="),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(t.entries(&parent), ["out"]);
+}
+
+#[test]
+fn tote_info_prints_metadata_and_exits() {
+    let f = fixture();
+    let t = TestDir::new();
+    let l = Launch::nobody(&t);
+    let o = l.clone().env("TOTE_INFO", "1").run(&f.probe, &[]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("entry point: {}/bin/probe", f.probe_store)),
+        "{out}"
+    );
+    assert!(out.contains("bundle id: "));
+    assert!(out.contains("format version: 1"));
+    assert!(
+        t.entries(l.cache.unwrap()).is_empty(),
+        "TOTE_INFO must not extract"
+    );
+}
+
+#[test]
+fn as_pid1_it_forwards_signals_and_returns_the_status() {
+    let f = fixture();
+    let t = TestDir::new();
+    let pidns = ["unshare", "--pid", "--fork", "--mount-proc"];
+    let os = |a: &[&str]| {
+        a.iter()
+            .map(|s| OsStr::new(*s).to_os_string())
+            .collect::<Vec<_>>()
+    };
+    let o = Launch::root(&t).run_with(
+        &pidns,
+        &f.probe,
+        &os(&["exit", "7"])
+            .iter()
+            .map(|s| s.as_os_str())
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(7));
+    let o = Launch::root(&t).run_with(
+        &pidns,
+        &f.probe,
+        &os(&["kill", "15"])
+            .iter()
+            .map(|s| s.as_os_str())
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(128 + 15));
+
+    // SIGTERM sent from outside to PID 1 reaches the program.
+    let mut c = Launch::root(&t).command(&pidns, &f.probe, &[OsStr::new("sleep")]);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+            .unwrap();
+    let init: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real Nix closures, real namespaces, real kernels.
+//! Run as root (the test script sets the machine up); see README "Tests".
+
+mod support;
+
+mod bad_bundles;
+mod cli;
+mod determinism;
+mod launch;

@@ -1,0 +1,318 @@
+//! Test helpers: temp dirs, the test closures (built with real Nix), and
+//! running bundles as root, as nobody, and in stripped-down roots.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub const NOBODY: u32 = 65534;
+
+pub fn tote() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tote"))
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A temp dir every user can enter (tests also run bundles as nobody).
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix("tote-test-")
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        TestDir { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    /// A cache directory owned by `uid`.
+    pub fn cache(&self, uid: u32) -> PathBuf {
+        let c = self.join(format!("cache-{uid}"));
+        fs::create_dir_all(&c).unwrap();
+        fs::set_permissions(&c, fs::Permissions::from_mode(0o700)).unwrap();
+        chown(&c, Some(uid), Some(uid)).unwrap();
+        c
+    }
+    pub fn entries(&self, p: impl AsRef<Path>) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.join(p))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+pub fn build(attr: &str, nonce: &str) -> String {
+    let out = Command::new(repo().join("tests/fixtures/build.sh"))
+        .args([attr, nonce])
+        .output()
+        .expect("running nix-build");
+    assert!(
+        out.status.success(),
+        "nix-build {attr} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn closure(path: &str) -> Vec<String> {
+    let out = Command::new("nix-store")
+        .args(["--query", "--requisites", path])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+pub fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}-{}", std::process::id(), t.as_nanos())
+}
+
+pub fn bundle(store_path: &str, out: &Path, extra: &[&str]) -> Output {
+    let o = tote()
+        .arg("bundle")
+        .arg(store_path)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tote bundle failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Bundles of the test closures whose store paths were deleted after
+/// bundling, so that a successful run proves the bundle's own copy was used.
+pub struct Fixture {
+    /// Keeps the bundles' directory alive for the whole run.
+    pub _dir: TestDir,
+    pub probe: PathBuf,
+    pub greet: PathBuf,
+    pub probe_store: String,
+    pub script_store: String,
+    pub glibc_store: String,
+}
+
+pub fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let n = nonce();
+        let probe_store = build("probe", &n);
+        let script_store = build("script", &n);
+        let glibc_store = build("glibc", &n);
+        let dir = TestDir::new();
+        let probe = dir.join("probe");
+        let greet = dir.join("greet");
+        bundle(&probe_store, &probe, &[]);
+        bundle(&script_store, &greet, &[]);
+        let all = closure(&script_store);
+        let del = Command::new("nix-store")
+            .arg("--delete")
+            .arg("--ignore-liveness")
+            .args(&all)
+            .output()
+            .unwrap();
+        assert!(
+            del.status.success(),
+            "deleting fixtures from the store: {}",
+            String::from_utf8_lossy(&del.stderr)
+        );
+        for p in &all {
+            assert!(!Path::new(p).exists(), "{p} still in the store");
+        }
+        Fixture {
+            _dir: dir,
+            probe,
+            greet,
+            probe_store,
+            script_store,
+            glibc_store,
+        }
+    })
+}
+
+/// How to launch: as whom, with which cache.
+#[derive(Clone)]
+pub struct Launch {
+    pub uid: u32,
+    pub cache: Option<PathBuf>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Launch {
+    pub fn root(t: &TestDir) -> Launch {
+        Launch {
+            uid: 0,
+            cache: Some(t.cache(0)),
+            cwd: Some(t.path().to_path_buf()),
+            env: vec![],
+            stdin: None,
+        }
+    }
+    pub fn nobody(t: &TestDir) -> Launch {
+        Launch {
+            uid: NOBODY,
+            cache: Some(t.cache(NOBODY)),
+            ..Launch::root(t)
+        }
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Launch {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// `prefix` wraps the command (unshare, bwrap...); the bundle and its
+    /// arguments follow it.
+    pub fn command(&self, prefix: &[&str], program: &Path, args: &[&OsStr]) -> Command {
+        let mut argv: Vec<&OsStr> = prefix.iter().map(OsStr::new).collect();
+        let uid = self.uid.to_string();
+        if self.uid != 0 {
+            argv.extend(
+                [
+                    "setpriv",
+                    "--reuid",
+                    &uid,
+                    "--regid",
+                    &uid,
+                    "--clear-groups",
+                    "--",
+                ]
+                .map(OsStr::new),
+            );
+        }
+        argv.push(program.as_os_str());
+        argv.extend_from_slice(args);
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]);
+        c.env_remove("TOTE_DEBUG")
+            .env_remove("TOTE_INFO")
+            .env_remove("TOTE_EXTRACT");
+        if self.uid != 0 {
+            c.env("HOME", "/nonexistent");
+        }
+        if let Some(cache) = &self.cache {
+            c.env("TOTE_CACHE_DIR", cache);
+        }
+        if let Some(cwd) = &self.cwd {
+            c.current_dir(cwd);
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, program: &Path, args: &[&str]) -> Output {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.run_with(&[], program, &args)
+    }
+
+    pub fn run_with(&self, prefix: &[&str], program: &Path, args: &[&OsStr]) -> Output {
+        let mut c = self.command(prefix, program, args);
+        c.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // Feed stdin from a thread: the child's stdout must be drained meanwhile.
+        let feeder = self.stdin.clone().map(|input| {
+            let mut pipe = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&input);
+            })
+        });
+        let out = child.wait_with_output().unwrap();
+        if let Some(f) = feeder {
+            f.join().unwrap();
+        }
+        out
+    }
+}
+
+/// `key=value` lines of the probe's report.
+pub fn report(o: &Output) -> Vec<(String, String)> {
+    assert!(
+        o.status.success(),
+        "probe failed: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+pub fn field(r: &[(String, String)], key: &str) -> String {
+    r.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {key} in {r:?}"))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A minimal root file system: static busybox only. No /nix, /usr or glibc.
+pub fn busybox_rootfs(t: &TestDir, bundle: &Path) -> PathBuf {
+    let r = t.join("rootfs");
+    for d in ["bin", "proc", "dev", "tmp", "work"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+    fs::copy(bundle, r.join("app")).unwrap();
+    r
+}
+
+/// Is `path` statically linked? (busybox must be, for the rootfs tests.)
+pub fn is_static(path: &Path) -> bool {
+    let bytes = fs::read(path).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    elf.interpreter.is_none() && elf.libraries.is_empty()
+}
