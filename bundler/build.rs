@@ -52,8 +52,7 @@ fn main() {
     }
     for (k, _) in env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("CARGO_FEATURE_") || k.starts_with("CARGO_CFG_") || k.contains("RUSTFLAGS")
-        {
+        if k.starts_with("CARGO_FEATURE_") || k.starts_with("CARGO_CFG_") || k.contains("RUSTFLAGS") {
             cmd.env_remove(&*k);
         }
     }
@@ -61,9 +60,7 @@ fn main() {
         "CARGO_ENCODED_RUSTFLAGS",
         "-Ctarget-feature=+crt-static\u{1f}-Crelocation-model=static",
     );
-    let status = cmd
-        .status()
-        .expect("running cargo to build the runtime stub");
+    let status = cmd.status().expect("running cargo to build the runtime stub");
     assert!(status.success(), "building the runtime stub failed");
     let built = target_dir.join(TARGET).join("stub").join("tote-stub");
     std::fs::copy(&built, &dest).expect("copying the built stub");

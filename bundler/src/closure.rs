@@ -38,8 +38,7 @@ pub fn store_dir() -> PathBuf {
 
 pub fn resolve(path: &Path) -> Result<NixInput> {
     let store_dir = store_dir();
-    let real = std::fs::canonicalize(path)
-        .with_context(|| format!("{}: cannot resolve the path", path.display()))?;
+    let real = std::fs::canonicalize(path).with_context(|| format!("{}: cannot resolve the path", path.display()))?;
     let Ok(rest) = real.strip_prefix(&store_dir) else {
         bail!(
             "{} is not in the Nix store ({}): pass a store path or a symlink to one, like ./result",
@@ -49,10 +48,7 @@ pub fn resolve(path: &Path) -> Result<NixInput> {
     };
     let mut parts = rest.components();
     let Some(name) = parts.next() else {
-        bail!(
-            "{} is the store directory itself, not a store path",
-            path.display()
-        );
+        bail!("{} is the store directory itself, not a store path", path.display());
     };
     let root = store_dir.join(name);
     let inner = Some(parts.as_path().to_path_buf()).filter(|p| !p.as_os_str().is_empty());
@@ -86,10 +82,7 @@ fn query_requisites(root: &Path, store_dir: &Path) -> Result<Vec<PathBuf>> {
             .find(|l| !l.is_empty())
             .unwrap_or("no message");
         let line = line.strip_prefix("error: ").unwrap_or(line);
-        bail!(
-            "nix-store --query --requisites {} failed: {line}",
-            root.display()
-        );
+        bail!("nix-store --query --requisites {} failed: {line}", root.display());
     }
     let mut paths: Vec<PathBuf> = out
         .stdout

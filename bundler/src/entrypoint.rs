@@ -23,10 +23,7 @@ impl EntryPoint {
 }
 
 pub fn choose(input: &NixInput, tree: &Tree, requested: Option<&Path>) -> Result<EntryPoint> {
-    let rel = match requested
-        .map(Path::to_path_buf)
-        .or_else(|| input.inner.clone())
-    {
+    let rel = match requested.map(Path::to_path_buf).or_else(|| input.inner.clone()) {
         Some(r) => {
             if r.is_absolute() || r.components().any(|c| !matches!(c, Component::Normal(_))) {
                 bail!(
@@ -62,11 +59,7 @@ fn only_executable_in_bin(input: &NixInput, tree: &Tree) -> Result<PathBuf> {
     let candidates: Vec<String> = tree
         .items
         .iter()
-        .filter_map(|i| {
-            i.path
-                .strip_prefix(prefix.as_slice())
-                .filter(|n| !n.contains(&b'/'))
-        })
+        .filter_map(|i| i.path.strip_prefix(prefix.as_slice()).filter(|n| !n.contains(&b'/')))
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .filter(|n| resolve(tree, &bin.join(n)).is_ok())
         .collect();
@@ -87,22 +80,13 @@ fn only_executable_in_bin(input: &NixInput, tree: &Tree) -> Result<PathBuf> {
 }
 
 fn rel_bytes(p: &Path) -> Vec<u8> {
-    p.strip_prefix("/")
-        .unwrap_or(p)
-        .as_os_str()
-        .as_bytes()
-        .to_vec()
+    p.strip_prefix("/").unwrap_or(p).as_os_str().as_bytes().to_vec()
 }
 
 /// The entry point must resolve, inside the bundle's tree, to an executable file.
 fn resolve(tree: &Tree, abs: &Path) -> std::result::Result<(), String> {
     match follow(tree, abs)? {
-        (
-            _,
-            ItemKind::File {
-                executable: true, ..
-            },
-        ) => Ok(()),
+        (_, ItemKind::File { executable: true, .. }) => Ok(()),
         (_, ItemKind::File { .. }) => Err("is not executable".into()),
         (_, ItemKind::Dir) => Err("is a directory".into()),
         (_, ItemKind::Symlink { .. }) => Err("is a dangling symlink".into()),
@@ -112,11 +96,7 @@ fn resolve(tree: &Tree, abs: &Path) -> std::result::Result<(), String> {
 /// Resolve `abs` component by component inside the tree, following symlinks
 /// (absolute ones from the tree's root) the way the kernel will at launch.
 fn follow<'t>(tree: &'t Tree, abs: &Path) -> std::result::Result<(PathBuf, &'t ItemKind), String> {
-    let mut pending: Vec<PathBuf> = abs
-        .components()
-        .rev()
-        .map(|c| PathBuf::from(c.as_os_str()))
-        .collect();
+    let mut pending: Vec<PathBuf> = abs.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
     let mut cur = PathBuf::from("/");
     let mut kind: Option<&ItemKind> = None;
     let mut hops = 0;
@@ -154,6 +134,5 @@ fn follow<'t>(tree: &'t Tree, abs: &Path) -> std::result::Result<(PathBuf, &'t I
             }
         }
     }
-    kind.map(|k| (cur, k))
-        .ok_or_else(|| "not found in the closure".into())
+    kind.map(|k| (cur, k)).ok_or_else(|| "not found in the closure".into())
 }

@@ -28,8 +28,7 @@ fn open(path: &Path) -> Result<Opened> {
     }
     // SAFETY: read-only private map; a concurrent truncation would raise
     // SIGBUS, which for a CLI inspecting a file is an acceptable crash.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("mapping {}", path.display()))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
     let tail = &map[map.len().saturating_sub(TRAILER_LEN)..];
     let layout = Trailer::decode(tail, len).with_context(|| format!("{}", path.display()))?;
     Ok(Opened { map, layout })
@@ -37,29 +36,16 @@ fn open(path: &Path) -> Result<Opened> {
 
 pub fn inspect(path: &Path) -> Result<()> {
     let o = open(path)?;
-    let meta = o
-        .layout
-        .meta(&o.map)
-        .with_context(|| format!("{}", path.display()))?;
-    let index = o
-        .layout
-        .index(&o.map)
-        .with_context(|| format!("{}", path.display()))?;
+    let meta = o.layout.meta(&o.map).with_context(|| format!("{}", path.display()))?;
+    let index = o.layout.index(&o.map).with_context(|| format!("{}", path.display()))?;
     let t = &o.layout.trailer;
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let sha: String = Sha256::digest(&o.map[..])
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha: String = Sha256::digest(&o.map[..]).iter().map(|b| format!("{b:02x}")).collect();
     let compressed = t.meta_offset - t.data_offset;
     println!("name:            {}", meta.name);
     println!("entry point:     {}", lossy(&meta.entrypoint));
     for m in &meta.mounts {
-        println!(
-            "mount:           {} -> {}",
-            lossy(&m.source),
-            lossy(&m.target)
-        );
+        println!("mount:           {} -> {}", lossy(&m.source), lossy(&m.target));
     }
     println!("bundle id:       {}", t.bundle_id());
     println!("sha256:          sha256:{sha}");
@@ -70,11 +56,7 @@ pub fn inspect(path: &Path) -> Result<()> {
         human(o.layout.file_len),
         o.layout.file_len
     );
-    println!(
-        "stub size:       {} ({} bytes)",
-        human(t.data_offset),
-        t.data_offset
-    );
+    println!("stub size:       {} ({} bytes)", human(t.data_offset), t.data_offset);
     println!(
         "content:         {} in {} files",
         human(meta.stats.total_size),
@@ -164,10 +146,7 @@ fn check_blocks_and_files(index: &Index, data: &[u8]) -> (Vec<String>, Vec<Strin
     // Distinct stream ranges (dedup makes entries share them), by block.
     let mut ranges: BTreeMap<(u64, u64), (Digest32, Vec<usize>)> = BTreeMap::new();
     for (i, e) in index.entries.iter().enumerate() {
-        if let EntryKind::File {
-            size, offset, hash, ..
-        } = &e.kind
-        {
+        if let EntryKind::File { size, offset, hash, .. } = &e.kind {
             ranges
                 .entry((*offset, *size))
                 .or_insert_with(|| (*hash, Vec::new()))
@@ -224,9 +203,11 @@ fn check_blocks_and_files(index: &Index, data: &[u8]) -> (Vec<String>, Vec<Strin
                 if offset + size <= bend {
                     let d: [u8; 32] = std::mem::take(&mut hashers[r]).finalize().into();
                     if d != hash.0 {
-                        bad_files.extend(entries.iter().map(|&i| {
-                            String::from_utf8_lossy(&index.entries[i].path).into_owned()
-                        }));
+                        bad_files.extend(
+                            entries
+                                .iter()
+                                .map(|&i| String::from_utf8_lossy(&index.entries[i].path).into_owned()),
+                        );
                     }
                 }
             }

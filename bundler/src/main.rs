@@ -25,9 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Bundle a Nix store path and its closure into one executable.
-    #[command(
-        after_help = "Example:\n  nix build .#app && tote bundle ./result -o app && ./app --help"
-    )]
+    #[command(after_help = "Example:\n  nix build .#app && tote bundle ./result -o app && ./app --help")]
     Bundle(BundleArgs),
     /// Show a bundle's metadata, entry point, id and sizes.
     #[command(after_help = "Example:\n  tote inspect ./app")]

@@ -45,34 +45,19 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-pub fn write_bundle(
-    out: &Path,
-    stub: &[u8],
-    fill: impl FnOnce(&mut dyn Write) -> Result<Stats>,
-) -> Result<Written> {
+pub fn write_bundle(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -> Result<Stats>) -> Result<Written> {
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        bail!(
-            "output {}: directory {} does not exist",
-            out.display(),
-            dir.display()
-        );
+        bail!("output {}: directory {} does not exist", out.display(), dir.display());
     }
     if out.is_dir() {
-        bail!(
-            "output {} is a directory: give a file name with -o",
-            out.display()
-        );
+        bail!("output {} is a directory: give a file name with -o", out.display());
     }
-    let temp = Temp::create(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let file = temp
-        .file
-        .try_clone()
-        .context("duplicating the output descriptor")?;
+    let temp = Temp::create(&dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let file = temp.file.try_clone().context("duplicating the output descriptor")?;
     let mut w = Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
         hash: Sha256::new(),
@@ -80,8 +65,7 @@ pub fn write_bundle(
     };
     w.write_all(stub).context("writing the bundle")?;
     let stats = fill(&mut w)?;
-    w.flush()
-        .with_context(|| format!("writing {}", out.display()))?;
+    w.flush().with_context(|| format!("writing {}", out.display()))?;
     let Hashing { inner, hash, len } = w;
     drop(inner);
     let digest = hash.finalize();
@@ -135,10 +119,7 @@ impl Temp {
                 ) => {}
             Err(e) => return Err(e.into()),
         }
-        let (file, path) = tempfile::Builder::new()
-            .prefix(".tote-")
-            .tempfile_in(dir)?
-            .keep()?;
+        let (file, path) = tempfile::Builder::new().prefix(".tote-").tempfile_in(dir)?.keep()?;
         let c = CString::new(path.as_os_str().as_bytes())?;
         let mut slot = CLEANUP.lock().unwrap_or_else(|p| p.into_inner());
         CLEANUP_PTR.store(c.as_ptr().cast_mut(), std::sync::atomic::Ordering::SeqCst);
@@ -158,11 +139,7 @@ impl Temp {
             Some(p) => p,
             None => {
                 // Give the unnamed file a hidden name, then rename it over `out`.
-                let name = dir.join(format!(
-                    ".tote-{}-{}",
-                    std::process::id(),
-                    self.file.as_raw_fd()
-                ));
+                let name = dir.join(format!(".tote-{}-{}", std::process::id(), self.file.as_raw_fd()));
                 let src = CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
                 let dst = CString::new(name.as_os_str().as_bytes())?;
                 // SAFETY: both are valid NUL-terminated paths.
@@ -176,14 +153,12 @@ impl Temp {
                     )
                 };
                 if rc != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .with_context(|| format!("naming {}", name.display()));
+                    return Err(std::io::Error::last_os_error()).with_context(|| format!("naming {}", name.display()));
                 }
                 name
             }
         };
-        let res = std::fs::rename(&named, out)
-            .with_context(|| format!("renaming into {}", out.display()));
+        let res = std::fs::rename(&named, out).with_context(|| format!("renaming into {}", out.display()));
         if res.is_err() {
             let _ = std::fs::remove_file(&named);
         }

@@ -10,9 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use tote_format::{
-    encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, MountSpec, Sections, Stats,
-};
+use tote_format::{encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, MountSpec, Sections, Stats};
 
 use crate::scan::{ItemKind, Tree};
 
@@ -90,12 +88,8 @@ pub fn pack(
             path: it.path.clone(),
             kind: match &it.kind {
                 ItemKind::Dir => EntryKind::Dir,
-                ItemKind::Symlink { target } => EntryKind::Symlink {
-                    target: target.clone(),
-                },
-                ItemKind::File {
-                    executable, size, ..
-                } => {
+                ItemKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
+                ItemKind::File { executable, size, .. } => {
                     let (offset, hash) = file_at[&i];
                     EntryKind::File {
                         executable: *executable,
@@ -185,14 +179,10 @@ pub fn pack(
         mounts: launch.mounts.clone(),
         stats: stats.clone(),
     };
-    let index = Index {
-        blocks: refs,
-        entries,
-    };
+    let index = Index { blocks: refs, entries };
     let s = Sections::encode(&meta, &index, data_offset, level).context("compressing the index")?;
     w.write_all(&s.meta).context("writing the bundle")?;
     w.write_all(&s.index).context("writing the bundle")?;
-    w.write_all(&s.trailer.encode())
-        .context("writing the bundle")?;
+    w.write_all(&s.trailer.encode()).context("writing the bundle")?;
     Ok(stats)
 }

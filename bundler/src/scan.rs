@@ -47,11 +47,7 @@ impl Tree {
 pub fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
     let mut items = Vec::new();
     let mut anc = PathBuf::new();
-    for c in store_dir
-        .strip_prefix("/")
-        .unwrap_or(store_dir)
-        .components()
-    {
+    for c in store_dir.strip_prefix("/").unwrap_or(store_dir).components() {
         anc.push(c);
         items.push(Item {
             path: anc.as_os_str().as_bytes().to_vec(),
@@ -64,10 +60,7 @@ pub fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
     items.sort_by(|a, b| a.path.cmp(&b.path)); // determinism: never inode order
     for w in items.windows(2) {
         if w[0].path == w[1].path {
-            bail!(
-                "/{} appears twice in the input",
-                String::from_utf8_lossy(&w[0].path)
-            );
+            bail!("/{} appears twice in the input", String::from_utf8_lossy(&w[0].path));
         }
     }
     Ok(Tree { items })
@@ -75,12 +68,7 @@ pub fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
 
 fn walk(path: &Path, items: &mut Vec<Item>) -> Result<()> {
     let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let rel = path
-        .strip_prefix("/")
-        .unwrap_or(path)
-        .as_os_str()
-        .as_bytes()
-        .to_vec();
+    let rel = path.strip_prefix("/").unwrap_or(path).as_os_str().as_bytes().to_vec();
     let ft = meta.file_type();
     if ft.is_dir() {
         items.push(Item {
@@ -107,8 +95,7 @@ fn walk(path: &Path, items: &mut Vec<Item>) -> Result<()> {
             },
         });
     } else if ft.is_symlink() {
-        let target =
-            fs::read_link(path).with_context(|| format!("reading symlink {}", path.display()))?;
+        let target = fs::read_link(path).with_context(|| format!("reading symlink {}", path.display()))?;
         items.push(Item {
             path: rel,
             kind: ItemKind::Symlink {
@@ -116,7 +103,10 @@ fn walk(path: &Path, items: &mut Vec<Item>) -> Result<()> {
             },
         });
     } else {
-        bail!("{}: unsupported file type (only directories, regular files and symlinks can be bundled)", path.display());
+        bail!(
+            "{}: unsupported file type (only directories, regular files and symlinks can be bundled)",
+            path.display()
+        );
     }
     Ok(())
 }

@@ -59,6 +59,10 @@ mod tests {
     #[test]
     fn embedded_stub_fits_its_size_budget() {
         let budget = 1536 * 1024;
-        assert!(super::EMBEDDED.len() <= budget, "stub is {} bytes, budget {budget}", super::EMBEDDED.len());
+        assert!(
+            super::EMBEDDED.len() <= budget,
+            "stub is {} bytes, budget {budget}",
+            super::EMBEDDED.len()
+        );
     }
 }

@@ -23,16 +23,8 @@ pub struct BlockRef {
 /// The hash is checked before zstd sees a single byte, so corrupt or hostile
 /// frames never reach the decompressor, and `out` bounds what any frame can
 /// produce.
-pub fn decode_block(
-    compressed: &[u8],
-    block: &BlockRef,
-    number: u32,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    let fail = |reason: String| FormatError::Block {
-        block: number,
-        reason,
-    };
+pub fn decode_block(compressed: &[u8], block: &BlockRef, number: u32, out: &mut [u8]) -> Result<(), FormatError> {
+    let fail = |reason: String| FormatError::Block { block: number, reason };
     if compressed.len() != block.clen as usize || out.len() != block.rlen as usize {
         return Err(fail("length does not match the index".into()));
     }

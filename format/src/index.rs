@@ -47,16 +47,12 @@ pub struct Index {
 impl Index {
     /// Length of the uncompressed data stream.
     pub fn stream_len(&self) -> u64 {
-        self.blocks
-            .last()
-            .map_or(0, |b| b.raw_offset + u64::from(b.rlen))
+        self.blocks.last().map_or(0, |b| b.raw_offset + u64::from(b.rlen))
     }
 
     /// Length of the compressed data section.
     pub fn data_len(&self) -> u64 {
-        self.blocks
-            .last()
-            .map_or(0, |b| b.offset + u64::from(b.clen))
+        self.blocks.last().map_or(0, |b| b.offset + u64::from(b.clen))
     }
 
     /// The blocks that hold stream bytes `offset..offset+size`.
@@ -101,9 +97,7 @@ impl Index {
             raw_offset += u64::from(rlen);
         }
         if offset != data_len {
-            return Err(bad(format!(
-                "blocks cover {offset} bytes, data section has {data_len}"
-            )));
+            return Err(bad(format!("blocks cover {offset} bytes, data section has {data_len}")));
         }
         let stream_len = raw_offset;
 
@@ -114,17 +108,11 @@ impl Index {
             let kind = r.u8()?;
             let path = r.short_blob()?;
             if !is_clean_relative(path) {
-                return Err(bad(format!(
-                    "entry {i} has an unsafe path {:?}",
-                    lossy(path)
-                )));
+                return Err(bad(format!("entry {i} has an unsafe path {:?}", lossy(path))));
             }
             if let Some(prev) = entries.last() {
                 if prev.path.as_slice() >= path {
-                    return Err(bad(format!(
-                        "entry {:?} is out of order or a duplicate",
-                        lossy(path)
-                    )));
+                    return Err(bad(format!("entry {:?} is out of order or a duplicate", lossy(path))));
                 }
             }
             if let Some(parent) = parent_of(path) {
@@ -145,10 +133,7 @@ impl Index {
                     let offset = r.u64()?;
                     let hash = Digest32(r.array()?);
                     if offset.checked_add(size).is_none_or(|end| end > stream_len) {
-                        return Err(bad(format!(
-                            "file {:?} lies outside the data stream",
-                            lossy(path)
-                        )));
+                        return Err(bad(format!("file {:?} lies outside the data stream", lossy(path))));
                     }
                     EntryKind::File {
                         executable: kind == KIND_EXEC,
@@ -160,21 +145,13 @@ impl Index {
                 KIND_SYMLINK => {
                     let target = r.short_blob()?;
                     if target.is_empty() || target.contains(&0) {
-                        return Err(bad(format!(
-                            "symlink {:?} has an invalid target",
-                            lossy(path)
-                        )));
+                        return Err(bad(format!("symlink {:?} has an invalid target", lossy(path))));
                     }
                     EntryKind::Symlink {
                         target: target.to_vec(),
                     }
                 }
-                other => {
-                    return Err(bad(format!(
-                        "entry {:?} has unknown kind {other}",
-                        lossy(path)
-                    )))
-                }
+                other => return Err(bad(format!("entry {:?} has unknown kind {other}", lossy(path)))),
             };
             entries.push(Entry {
                 path: path.to_vec(),
@@ -201,21 +178,15 @@ impl Index {
         for e in &self.entries {
             let kind = match e.kind {
                 EntryKind::Dir => KIND_DIR,
-                EntryKind::File {
-                    executable: false, ..
-                } => KIND_FILE,
-                EntryKind::File {
-                    executable: true, ..
-                } => KIND_EXEC,
+                EntryKind::File { executable: false, .. } => KIND_FILE,
+                EntryKind::File { executable: true, .. } => KIND_EXEC,
                 EntryKind::Symlink { .. } => KIND_SYMLINK,
             };
             out.push(kind);
             put_short_blob(&mut out, &e.path);
             match &e.kind {
                 EntryKind::Dir => {}
-                EntryKind::File {
-                    size, offset, hash, ..
-                } => {
+                EntryKind::File { size, offset, hash, .. } => {
                     out.extend_from_slice(&size.to_le_bytes());
                     out.extend_from_slice(&offset.to_le_bytes());
                     out.extend_from_slice(&hash.0);

@@ -88,20 +88,14 @@ impl Meta {
 
     fn validate(&self) -> Result<(), FormatError> {
         if !is_clean_absolute(&self.entrypoint) {
-            return Err(FormatError::Meta(
-                "entry point is not a clean absolute path".into(),
-            ));
+            return Err(FormatError::Meta("entry point is not a clean absolute path".into()));
         }
         for m in &self.mounts {
             if !crate::index::is_clean_relative(&m.source) {
-                return Err(FormatError::Meta(
-                    "mount source is not a clean relative path".into(),
-                ));
+                return Err(FormatError::Meta("mount source is not a clean relative path".into()));
             }
             if !is_clean_absolute(&m.target) || m.target == b"/" {
-                return Err(FormatError::Meta(
-                    "mount target is not a clean absolute path".into(),
-                ));
+                return Err(FormatError::Meta("mount target is not a clean absolute path".into()));
             }
         }
         Ok(())
@@ -185,11 +179,7 @@ mod tests {
         for bad in [&b"relative"[..], b"/a/../b", b"/a//b", b"/a/", b""] {
             let mut m = sample();
             m.entrypoint = bad.to_vec();
-            assert!(
-                Meta::decode(&m.encode()).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(Meta::decode(&m.encode()).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let mut m = sample();
         m.mounts[0].target = b"/".to_vec();

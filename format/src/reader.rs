@@ -68,20 +68,12 @@ impl<'a> Reader<'a> {
 /// The matching writer helpers.
 #[cfg(feature = "write")]
 pub(crate) fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(
-        &u32::try_from(b.len())
-            .expect("blob under 4 GiB")
-            .to_le_bytes(),
-    );
+    out.extend_from_slice(&u32::try_from(b.len()).expect("blob under 4 GiB").to_le_bytes());
     out.extend_from_slice(b);
 }
 
 #[cfg(feature = "write")]
 pub(crate) fn put_short_blob(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(
-        &u16::try_from(b.len())
-            .expect("short blob under 64 KiB")
-            .to_le_bytes(),
-    );
+    out.extend_from_slice(&u16::try_from(b.len()).expect("short blob under 64 KiB").to_le_bytes());
     out.extend_from_slice(b);
 }

@@ -109,10 +109,7 @@ impl Trailer {
             index_hash: Digest32(r.array()?),
         };
         t.check_layout(file_len)?;
-        Ok(Layout {
-            trailer: t,
-            file_len,
-        })
+        Ok(Layout { trailer: t, file_len })
     }
 
     fn check_layout(&self, file_len: u64) -> Result<(), FormatError> {
@@ -175,14 +172,11 @@ impl Layout {
         let t = &self.trailer;
         let bytes = self.slice(file, t.index_offset, t.index_len, "index")?;
         if sha256(bytes) != t.index_hash {
-            return Err(FormatError::HashMismatch {
-                what: "index".into(),
-            });
+            return Err(FormatError::HashMismatch { what: "index".into() });
         }
         let mut raw = vec![0u8; t.index_raw_len as usize];
-        let n = zstd::zstd_safe::decompress(&mut raw[..], bytes).map_err(|code| {
-            FormatError::Index(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))
-        })?;
+        let n = zstd::zstd_safe::decompress(&mut raw[..], bytes)
+            .map_err(|code| FormatError::Index(format!("zstd: {}", zstd::zstd_safe::get_error_name(code))))?;
         if n != raw.len() {
             return Err(FormatError::Index(format!(
                 "decoded {n} bytes, trailer says {}",
@@ -192,13 +186,7 @@ impl Layout {
         crate::Index::decode(&raw, t.meta_offset - t.data_offset)
     }
 
-    fn slice<'a>(
-        &self,
-        file: &'a [u8],
-        off: u64,
-        len: u64,
-        what: &'static str,
-    ) -> Result<&'a [u8], FormatError> {
+    fn slice<'a>(&self, file: &'a [u8], off: u64, len: u64, what: &'static str) -> Result<&'a [u8], FormatError> {
         if file.len() as u64 != self.file_len {
             return Err(FormatError::Truncated {
                 what,
@@ -243,10 +231,7 @@ mod tests {
             for bit in 0..8 {
                 let mut b = enc;
                 b[i] ^= 1 << bit;
-                assert!(
-                    Trailer::decode(&b, 1000).is_err(),
-                    "flip at {i}:{bit} went unnoticed"
-                );
+                assert!(Trailer::decode(&b, 1000).is_err(), "flip at {i}:{bit} went unnoticed");
             }
         }
     }
@@ -266,19 +251,13 @@ mod tests {
         enc[132..136].copy_from_slice(&7u32.to_le_bytes());
         assert_eq!(
             Trailer::decode(&enc, 1000),
-            Err(FormatError::UnsupportedVersion {
-                found: 7,
-                supported: 1
-            })
+            Err(FormatError::UnsupportedVersion { found: 7, supported: 1 })
         );
     }
 
     #[test]
     fn layout_must_match_file_length() {
         let enc = sample(1000).encode();
-        assert!(matches!(
-            Trailer::decode(&enc, 1001),
-            Err(FormatError::Trailer(_))
-        ));
+        assert!(matches!(Trailer::decode(&enc, 1001), Err(FormatError::Trailer(_))));
     }
 }

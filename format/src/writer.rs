@@ -32,12 +32,7 @@ pub struct Sections {
 
 impl Sections {
     /// `data_offset` is where the data section starts (the stub's length).
-    pub fn encode(
-        meta: &Meta,
-        index: &Index,
-        data_offset: u64,
-        level: i32,
-    ) -> io::Result<Sections> {
+    pub fn encode(meta: &Meta, index: &Index, data_offset: u64, level: i32) -> io::Result<Sections> {
         let meta_bytes = meta.encode();
         let index_raw = index.encode();
         let index_bytes = compress(&index_raw, level)?;

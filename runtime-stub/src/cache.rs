@@ -81,7 +81,10 @@ pub fn choose_root(env: &Env, uid: u32, dbg: &Debug) -> Result<PathBuf> {
     }
     Err(Failure::new(
         Code::Cache,
-        format!("no usable cache directory ({}); set TOTE_CACHE_DIR to a writable, exec-allowed directory", refused.join("; ")),
+        format!(
+            "no usable cache directory ({}); set TOTE_CACHE_DIR to a writable, exec-allowed directory",
+            refused.join("; ")
+        ),
     ))
 }
 
@@ -93,10 +96,7 @@ fn usable(path: &Path, uid: u32, parent_must_exist: bool) -> std::result::Result
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if parent_must_exist {
-                let home = path
-                    .parent()
-                    .and_then(Path::parent)
-                    .unwrap_or(Path::new("/"));
+                let home = path.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
                 if !home.is_dir() {
                     return Err(format!("{} does not exist", home.display()));
                 }
@@ -117,10 +117,7 @@ fn usable(path: &Path, uid: u32, parent_must_exist: bool) -> std::result::Result
         return Err(format!("owned by uid {}, not {uid}", meta.uid()));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "writable by group or others (mode {:o})",
-            meta.mode() & 0o7777
-        ));
+        return Err(format!("writable by group or others (mode {:o})", meta.mode() & 0o7777));
     }
     let vfs = statvfs(path).map_err(describe)?;
     if vfs.flags().contains(FsFlags::ST_NOEXEC) {
@@ -231,8 +228,7 @@ pub fn create(root: &Path, id: &str, fill: impl FnOnce(&Path) -> Result<()>) -> 
     }
     fill(&tree)?;
     let marker = staging.dir.join(MARKER);
-    fs::write(&marker, MARKER_TEXT)
-        .map_err(|e| Failure::io(Code::Cache, "writing", &marker, &e))?;
+    fs::write(&marker, MARKER_TEXT).map_err(|e| Failure::io(Code::Cache, "writing", &marker, &e))?;
     let dest = root.join(id);
     if !staging.commit(&dest)? {
         // Someone else committed first, or a broken entry sits there.

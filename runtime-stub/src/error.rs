@@ -38,10 +38,7 @@ impl Failure {
 
     /// A failed system call on a path.
     pub fn sys(code: Code, step: &str, path: &Path, errno: Errno) -> Failure {
-        Failure::new(
-            code,
-            format!("{step} {}: {}", path.display(), describe(errno)),
-        )
+        Failure::new(code, format!("{step} {}: {}", path.display(), describe(errno)))
     }
 
     pub fn io(code: Code, step: &str, path: &Path, err: &std::io::Error) -> Failure {

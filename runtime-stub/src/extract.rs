@@ -6,6 +6,10 @@
 //! a file spread over several blocks is created up front and filled with
 //! positioned writes. Parents are always directories this function made
 //! itself (the index guarantees it), so nothing is written through a symlink.
+//!
+//! Every entry gets mtime (and atime) 1, the Nix store's canonical time:
+//! programs compare timestamps between files (CPython's `.pyc` records its
+//! source's mtime), so they must look as they did in the store.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,7 +21,8 @@ use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmodat, mkdirat, FchmodatFlags, Mode};
+use nix::sys::stat::{fchmodat, futimens, mkdirat, utimensat, FchmodatFlags, Mode, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 use tote_format::{decode_block, EntryKind, Index};
 
 use crate::error::{describe, Code, Failure, Result};
@@ -57,21 +62,14 @@ struct Piece {
 
 /// Extract everything into `dest`, an existing empty directory. A corrupt
 /// block gives a `Code::Bundle` failure whose message is the format error.
-pub fn extract(
-    index: &Index,
-    data: &[u8],
-    dest: &Path,
-    modes: Modes,
-    threads: usize,
-) -> Result<()> {
+pub fn extract(index: &Index, data: &[u8], dest: &Path, modes: Modes, threads: usize) -> Result<()> {
     let dir = open_dir(dest)?;
     let fail = |path: &[u8], step: &str, e: Errno| {
         Failure::new(
             Code::Cache,
             format!(
                 "{step} {}: {}",
-                dest.join(Path::new(std::ffi::OsStr::from_bytes(path)))
-                    .display(),
+                dest.join(Path::new(std::ffi::OsStr::from_bytes(path))).display(),
                 hint(e)
             ),
         )
@@ -93,6 +91,8 @@ pub fn extract(
             EntryKind::Symlink { target } => {
                 nix::unistd::symlinkat(target.as_slice(), &dir, path)
                     .map_err(|err| fail(path, "creating symlink", err))?;
+                set_time(&dir, path, UtimensatFlags::NoFollowSymlink)
+                    .map_err(|err| fail(path, "setting time of", err))?;
             }
             EntryKind::File {
                 executable,
@@ -103,8 +103,8 @@ pub fn extract(
                 let range = index.blocks_for(*offset, *size);
                 if range.len() != 1 {
                     // Empty, or spread over several blocks: create it now.
-                    let f = create(&dir, path, 0o600)
-                        .map_err(|err| fail(path, "creating file", err))?;
+                    let f = create(&dir, path, 0o600).map_err(|err| fail(path, "creating file", err))?;
+                    futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1).map_err(|err| fail(path, "setting time of", err))?;
                     if range.len() > 1 {
                         File::from(f).set_len(*size).map_err(|err| {
                             fail(
@@ -147,10 +147,7 @@ pub fn extract(
             }
             if let Err(e) = write_block(index, data, b, &pieces[b], &dir, dest, modes, &mut buf) {
                 stop.store(true, Ordering::Relaxed);
-                first_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
+                first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                 return;
             }
         }
@@ -166,17 +163,20 @@ pub fn extract(
         return Err(e);
     }
 
-    // Pass 3: final modes of spread files and directories.
+    // Pass 3: final modes (and times) of spread files; times and modes of
+    // directories, deepest first (creating an entry touches its parent).
     for &i in &spread {
         let e = &index.entries[i as usize];
         if let EntryKind::File { executable, .. } = e.kind {
-            chmod(&dir, &e.path, mode_of(executable, modes))
-                .map_err(|err| fail(&e.path, "setting mode of", err))?;
+            set_time(&dir, &e.path, UtimensatFlags::FollowSymlink)
+                .map_err(|err| fail(&e.path, "setting time of", err))?;
+            chmod(&dir, &e.path, mode_of(executable, modes)).map_err(|err| fail(&e.path, "setting mode of", err))?;
         }
     }
-    if modes.dir != 0o755 {
-        for &i in dirs.iter().rev() {
-            let p = &index.entries[i as usize].path;
+    for &i in dirs.iter().rev() {
+        let p = &index.entries[i as usize].path;
+        set_time(&dir, p, UtimensatFlags::FollowSymlink).map_err(|err| fail(p, "setting time of", err))?;
+        if modes.dir != 0o755 {
             chmod(&dir, p, modes.dir).map_err(|err| fail(p, "setting mode of", err))?;
         }
     }
@@ -197,21 +197,20 @@ fn write_block(
     let block = &index.blocks[b];
     let compressed = &data[block.offset as usize..(block.offset + u64::from(block.clen)) as usize];
     buf.resize(block.rlen as usize, 0);
-    decode_block(compressed, block, b as u32, buf)
-        .map_err(|e| Failure::new(Code::Bundle, e.to_string()))?;
+    decode_block(compressed, block, b as u32, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))?;
     for p in pieces {
         let e = &index.entries[p.entry as usize];
-        let EntryKind::File {
-            executable, size, ..
-        } = e.kind
-        else {
+        let EntryKind::File { executable, size, .. } = e.kind else {
             continue;
         };
         let bytes = &buf[p.block_off as usize..(p.block_off + p.len) as usize];
         let whole = u64::from(p.len) == size;
         let res = if whole {
-            create(dir, &e.path, mode_of(executable, modes))
-                .and_then(|f| write_at(&File::from(f), bytes, 0))
+            create(dir, &e.path, mode_of(executable, modes)).and_then(|f| {
+                let f = File::from(f);
+                write_at(&f, bytes, 0)?;
+                futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1)
+            })
         } else {
             openat(
                 dir,
@@ -226,14 +225,20 @@ fn write_block(
                 Code::Cache,
                 format!(
                     "writing {}: {}",
-                    dest.join(Path::new(std::ffi::OsStr::from_bytes(&e.path)))
-                        .display(),
+                    dest.join(Path::new(std::ffi::OsStr::from_bytes(&e.path))).display(),
                     hint(err)
                 ),
             )
         })?;
     }
     Ok(())
+}
+
+/// The Nix store's canonical timestamp: 1 second after the epoch.
+const EPOCH_PLUS_1: TimeSpec = TimeSpec::new(1, 0);
+
+fn set_time(dir: &OwnedFd, path: &[u8], follow: UtimensatFlags) -> nix::Result<()> {
+    utimensat(dir, path, &EPOCH_PLUS_1, &EPOCH_PLUS_1, follow)
 }
 
 fn mode_of(executable: bool, modes: Modes) -> u32 {
@@ -284,10 +289,7 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
 fn hint(e: Errno) -> String {
     match e {
         Errno::ENOSPC | Errno::EDQUOT => {
-            format!(
-                "{}: free space or set TOTE_CACHE_DIR to a larger disk",
-                describe(e)
-            )
+            format!("{}: free space or set TOTE_CACHE_DIR to a larger disk", describe(e))
         }
         _ => describe(e),
     }

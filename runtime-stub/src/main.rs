@@ -49,21 +49,14 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
     if p.is_absolute() {
         return Ok(p);
     }
-    let cwd = std::env::current_dir().map_err(|e| {
-        Failure::io(
-            Code::Usage,
-            "reading the working directory",
-            Path::new("."),
-            &e,
-        )
-    })?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::io(Code::Usage, "reading the working directory", Path::new("."), &e))?;
     Ok(cwd.join(p))
 }
 
 fn run() -> Result<Infallible> {
     let dbg = Debug::new(flag("TOTE_DEBUG"));
-    let exe =
-        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let payload = Payload::open(&exe)?;
     dbg.step(|| format!("bundle {} read, id {}", exe.display(), payload.id()));
 
@@ -79,10 +72,7 @@ fn run() -> Result<Infallible> {
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     let env = cache::Env {
-        cache_dir: var("TOTE_CACHE_DIR")
-            .map(PathBuf::from)
-            .map(absolute)
-            .transpose()?,
+        cache_dir: var("TOTE_CACHE_DIR").map(PathBuf::from).map(absolute).transpose()?,
         xdg_cache_home: var("XDG_CACHE_HOME"),
         home: var("HOME"),
         tmpdir: var("TMPDIR"),
@@ -108,14 +98,8 @@ fn run() -> Result<Infallible> {
         p.extend_from_slice(&meta.entrypoint);
         p
     } else {
-        let cwd = std::env::current_dir().map_err(|e| {
-            Failure::io(
-                Code::Namespace,
-                "reading the working directory",
-                Path::new("."),
-                &e,
-            )
-        })?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| Failure::io(Code::Namespace, "reading the working directory", Path::new("."), &e))?;
         let tree = entry.tree();
         let scratch = entry.mnt();
         let req = plan::Request {
@@ -126,12 +110,7 @@ fn run() -> Result<Infallible> {
             mounts: meta
                 .mounts
                 .iter()
-                .map(|m| {
-                    (
-                        tree.join(plan::path_of(&m.source)),
-                        plan::path_of(&m.target),
-                    )
-                })
+                .map(|m| (tree.join(plan::path_of(&m.source)), plan::path_of(&m.target)))
                 .collect(),
             cwd: &cwd,
         };
@@ -163,12 +142,8 @@ fn cold(payload: &Payload, root: &Path, id: &str, dbg: &Debug) -> Result<cache::
     }
     let map = payload.map()?;
     let layout = &payload.layout;
-    let index = layout
-        .index(&map)
-        .map_err(|e| Failure::bundle(&payload.path, e))?;
-    let data = layout
-        .data(&map)
-        .map_err(|e| Failure::bundle(&payload.path, e))?;
+    let index = layout.index(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
+    let data = layout.data(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
     dbg.step(|| {
         format!(
             "index verified: {} entries, {} blocks",
@@ -205,34 +180,21 @@ fn extract_to(payload: &Payload, dir: &Path, dbg: &Debug) -> Result<()> {
     let staging = cache::Staging::new(parent, &name)?;
     let map = payload.map()?;
     let layout = &payload.layout;
-    let index = layout
-        .index(&map)
-        .map_err(|e| Failure::bundle(&payload.path, e))?;
-    let data = layout
-        .data(&map)
-        .map_err(|e| Failure::bundle(&payload.path, e))?;
+    let index = layout.index(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
+    let data = layout.data(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
     extract::extract(&index, data, &staging.dir, extract::Modes::USER, threads())
         .map_err(|f| name_bundle(f, &payload.path))?;
     if !staging.commit(dir)? {
         return Err(usage("the directory was filled by someone else meanwhile"));
     }
-    dbg.step(|| {
-        format!(
-            "extracted {} entries into {}",
-            index.entries.len(),
-            dir.display()
-        )
-    });
+    dbg.step(|| format!("extracted {} entries into {}", index.entries.len(), dir.display()));
     Ok(())
 }
 
 /// Corrupt-block failures from extraction get the bundle's path in front.
 fn name_bundle(f: Failure, bundle: &Path) -> Failure {
     if f.code == Code::Bundle {
-        Failure::new(
-            Code::Bundle,
-            format!("bundle {}: {}", bundle.display(), f.message),
-        )
+        Failure::new(Code::Bundle, format!("bundle {}: {}", bundle.display(), f.message))
     } else {
         f
     }

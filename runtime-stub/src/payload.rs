@@ -18,8 +18,7 @@ pub struct Payload {
 
 impl Payload {
     pub fn open(path: &Path) -> Result<Payload> {
-        let file =
-            File::open(path).map_err(|e| Failure::io(Code::Bundle, "opening bundle", path, &e))?;
+        let file = File::open(path).map_err(|e| Failure::io(Code::Bundle, "opening bundle", path, &e))?;
         let len = file
             .metadata()
             .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?
@@ -56,7 +55,6 @@ impl Payload {
 
     /// Map the whole bundle read-only.
     pub fn map(&self) -> Result<memmap2::Mmap> {
-        crate::sys::map_readonly(&self.file)
-            .map_err(|e| Failure::io(Code::Bundle, "mapping bundle", &self.path, &e))
+        crate::sys::map_readonly(&self.file).map_err(|e| Failure::io(Code::Bundle, "mapping bundle", &self.path, &e))
     }
 }

@@ -191,9 +191,7 @@ fn replicate(dir: &Path, targets: &[&Path], host: &dyn Host, steps: &mut Vec<Ste
             continue;
         };
         let path = dir.join(first);
-        let present = listing
-            .iter()
-            .any(|(n, k)| dir.join(n) == path && *k == HostKind::Dir);
+        let present = listing.iter().any(|(n, k)| dir.join(n) == path && *k == HostKind::Dir);
         let is_target = *t == path;
         if (!present || is_target) && !made.contains(&path) {
             // A hidden non-directory of the same name: drop the steps made for it.
@@ -278,11 +276,9 @@ mod tests {
 
     impl Host for FakeHost {
         fn list(&self, dir: &Path) -> Option<Vec<(OsString, HostKind)>> {
-            self.0.get(dir.to_str().unwrap()).map(|v| {
-                v.iter()
-                    .map(|(n, k)| (OsString::from(n), k.clone()))
-                    .collect()
-            })
+            self.0
+                .get(dir.to_str().unwrap())
+                .map(|v| v.iter().map(|(n, k)| (OsString::from(n), k.clone())).collect())
         }
     }
 
@@ -292,10 +288,7 @@ mod tests {
             uid: 1000,
             gid: 100,
             scratch: Path::new("/c/id/mnt"),
-            mounts: vec![(
-                PathBuf::from("/c/id/tree/nix/store"),
-                PathBuf::from("/nix/store"),
-            )],
+            mounts: vec![(PathBuf::from("/c/id/tree/nix/store"), PathBuf::from("/nix/store"))],
             cwd,
         }
     }
@@ -323,14 +316,9 @@ mod tests {
             steps,
             vec![
                 Step::Unshare { user: true },
-                Step::MapIds {
-                    uid: 1000,
-                    gid: 100
-                },
+                Step::MapIds { uid: 1000, gid: 100 },
                 Step::MakePrivate,
-                Step::MountTmpfs {
-                    target: p("/c/id/mnt")
-                },
+                Step::MountTmpfs { target: p("/c/id/mnt") },
                 Step::Mkdir {
                     path: p("/c/id/mnt/newroot")
                 },
@@ -341,9 +329,7 @@ mod tests {
                     new_root: p("/c/id/mnt"),
                     put_old: p("/c/id/mnt/oldroot")
                 },
-                Step::MountTmpfs {
-                    target: p("/newroot")
-                },
+                Step::MountTmpfs { target: p("/newroot") },
                 Step::Symlink {
                     target: "usr/bin".into(),
                     path: p("/newroot/bin")
@@ -380,9 +366,7 @@ mod tests {
                     target: p("/newroot/nix/store"),
                     host_lower: None
                 },
-                Step::EnterRoot {
-                    path: p("/newroot")
-                },
+                Step::EnterRoot { path: p("/newroot") },
                 Step::RemountRootReadOnly,
                 Step::Chdir { path: p("/home/u") },
             ]
@@ -400,10 +384,7 @@ mod tests {
     fn host_with_nix_keeps_its_other_entries_and_store() {
         let mut h = debian();
         h.0.get_mut("/").unwrap().push(("nix", HostKind::Dir));
-        h.0.insert(
-            "/nix",
-            vec![("store", HostKind::Dir), ("var", HostKind::Dir)],
-        );
+        h.0.insert("/nix", vec![("store", HostKind::Dir), ("var", HostKind::Dir)]);
         h.0.insert("/nix/store", vec![]);
         let steps = plan(&req(false, Path::new("/")), &h);
         let tail: Vec<_> = steps
@@ -436,9 +417,7 @@ mod tests {
                     target: p("/newroot/nix/store"),
                     host_lower: Some(p("/oldroot/nix/store"))
                 },
-                Step::EnterRoot {
-                    path: p("/newroot")
-                },
+                Step::EnterRoot { path: p("/newroot") },
             ]
         );
         // The host's /nix itself is never bound wholesale.

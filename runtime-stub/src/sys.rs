@@ -72,16 +72,14 @@ fn run_step(step: &Step, dbg: &Debug) -> Result<()> {
             .map_err(|e| ns("mounting tmpfs on", target, e))?;
         }
         Step::Mkdir { path } => {
-            std::fs::create_dir(path)
-                .map_err(|e| Failure::io(Code::Namespace, "creating mount point", path, &e))?;
+            std::fs::create_dir(path).map_err(|e| Failure::io(Code::Namespace, "creating mount point", path, &e))?;
         }
         Step::Symlink { target, path } => {
             std::os::unix::fs::symlink(target, path)
                 .map_err(|e| Failure::io(Code::Namespace, "creating symlink", path, &e))?;
         }
         Step::Touch { path } => {
-            File::create(path)
-                .map_err(|e| Failure::io(Code::Namespace, "creating mount point", path, &e))?;
+            File::create(path).map_err(|e| Failure::io(Code::Namespace, "creating mount point", path, &e))?;
         }
         Step::Bind { source, target } => {
             mount(
@@ -104,24 +102,14 @@ fn run_step(step: &Step, dbg: &Debug) -> Result<()> {
                 opts.push(escape_overlay(source.as_os_str()));
                 opts.push(":");
                 opts.push(escape_overlay(lower.as_os_str()));
-                match mount(
-                    Some("tote"),
-                    target,
-                    Some("overlay"),
-                    ro,
-                    Some(opts.as_os_str()),
-                ) {
+                match mount(Some("tote"), target, Some("overlay"), ro, Some(opts.as_os_str())) {
                     Ok(()) => {
                         dbg.step(|| format!("overlay of bundle and host on {}", target.display()));
                         return Ok(());
                     }
-                    Err(e) => dbg.step(|| {
-                        format!(
-                            "overlay refused ({}), bundle only on {}",
-                            describe(e),
-                            target.display()
-                        )
-                    }),
+                    Err(e) => {
+                        dbg.step(|| format!("overlay refused ({}), bundle only on {}", describe(e), target.display()))
+                    }
                 }
             }
             mount(
@@ -132,14 +120,8 @@ fn run_step(step: &Step, dbg: &Debug) -> Result<()> {
                 none,
             )
             .map_err(|e| ns(&format!("binding {} on", source.display()), target, e))?;
-            mount(
-                none,
-                target,
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
-                none,
-            )
-            .map_err(|e| ns("making read-only", target, e))?;
+            mount(none, target, none, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro, none)
+                .map_err(|e| ns("making read-only", target, e))?;
         }
         Step::PivotRoot { new_root, put_old } => {
             pivot_root(new_root, put_old).map_err(|e| pivot_failure(new_root, e))?;
@@ -149,24 +131,23 @@ fn run_step(step: &Step, dbg: &Debug) -> Result<()> {
             chdir(path).map_err(|e| ns("entering", path, e))?;
             pivot_root(".", ".").map_err(|e| pivot_failure(path, e))?;
             // The previous root is now stacked on top of the new one: detach it.
-            umount2(".", MntFlags::MNT_DETACH)
-                .map_err(|e| ns("detaching the old root at", path, e))?;
+            umount2(".", MntFlags::MNT_DETACH).map_err(|e| ns("detaching the old root at", path, e))?;
             chdir("/").map_err(|e| ns("entering", Path::new("/"), e))?;
         }
         Step::RemountRootReadOnly => {
-            let flags = MsFlags::MS_REMOUNT
-                | MsFlags::MS_BIND
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV;
-            mount(none, "/", none, flags, none)
-                .map_err(|e| ns("making read-only", Path::new("/"), e))?;
+            let flags =
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            mount(none, "/", none, flags, none).map_err(|e| ns("making read-only", Path::new("/"), e))?;
         }
         Step::Chdir { path } => {
             chdir(path.as_path()).map_err(|e| {
                 Failure::new(
                     Code::Namespace,
-                    format!("restoring the working directory {}: {} (it is not visible inside the bundle's view)", path.display(), describe(e)),
+                    format!(
+                        "restoring the working directory {}: {} (it is not visible inside the bundle's view)",
+                        path.display(),
+                        describe(e)
+                    ),
                 )
             })?;
         }
@@ -181,9 +162,7 @@ fn run_step(step: &Step, dbg: &Debug) -> Result<()> {
 /// the extraction threads are really gone.
 fn wait_single_threaded() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count()) > 1
-        && std::time::Instant::now() < deadline
-    {
+    while std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count()) > 1 && std::time::Instant::now() < deadline {
         std::thread::yield_now();
     }
 }
@@ -210,18 +189,14 @@ fn unshare_failure(user: bool, e: Errno) -> Failure {
         (false, Errno::EPERM) => ": CAP_SYS_ADMIN is missing",
         _ => "",
     };
-    Failure::new(
-        Code::Namespace,
-        format!("unshare({what}): {}{fix}", describe(e)),
-    )
+    Failure::new(Code::Namespace, format!("unshare({what}): {}{fix}", describe(e)))
 }
 
 fn pivot_failure(path: &Path, e: Errno) -> Failure {
     let mut f = ns("pivot_root into", path, e);
     if e == Errno::EINVAL {
-        f.message.push_str(
-            ": the current root is not a mount point (a chroot, or Nomad's no_pivot_root)",
-        );
+        f.message
+            .push_str(": the current root is not a mount point (a chroot, or Nomad's no_pivot_root)");
     }
     f
 }
@@ -271,12 +246,8 @@ pub fn exec(path: &[u8], argv: &[Vec<u8>]) -> Failure {
 pub fn exec_as_init(path: &[u8], argv: &[Vec<u8>], dbg: &Debug) -> ! {
     let all = SigSet::all();
     let mut old = SigSet::empty();
-    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old))
-    {
-        crate::fail(Failure::new(
-            Code::Exec,
-            format!("blocking signals: {}", describe(e)),
-        ));
+    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old)) {
+        crate::fail(Failure::new(Code::Exec, format!("blocking signals: {}", describe(e))));
     }
     // SAFETY: single-threaded at this point (extraction threads were joined),
     // so the child may run any code before exec.
@@ -306,9 +277,7 @@ fn supervise(child: Pid, set: &SigSet) -> ! {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
-                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
-                    std::process::exit(128 + s as i32)
-                }
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => std::process::exit(128 + s as i32),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             }

@@ -16,11 +16,7 @@ fn copy_exec(from: &Path, to: &Path) {
 fn stub_len(bundle: &Path) -> u64 {
     let o = tote().arg("inspect").arg(bundle).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("stub size:"))
-        .unwrap()
-        .to_string();
+    let line = text.lines().find(|l| l.starts_with("stub size:")).unwrap().to_string();
     line.rsplit('(')
         .next()
         .unwrap()
@@ -92,15 +88,7 @@ fn truncated_bundles_are_refused() {
     let t = TestDir::new();
     let len = std::fs::metadata(&f.probe).unwrap().len();
     let stub = stub_len(&f.probe);
-    let mut cuts = vec![
-        stub,
-        stub + 1,
-        len - 145,
-        len - 144,
-        len - 100,
-        len - 16,
-        len - 1,
-    ];
+    let mut cuts = vec![stub, stub + 1, len - 145, len - 144, len - 100, len - 16, len - 1];
     cuts.extend((1..12).map(|i| stub + (len - stub) * i / 12));
     for cut in cuts {
         let app = t.join(format!("cut-{cut}"));

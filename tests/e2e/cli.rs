@@ -21,20 +21,14 @@ fn bundle_reports_path_size_closure_and_sha256() {
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(
-        lines[0].starts_with(&format!("{}: ", out.display())),
-        "{text}"
-    );
+    assert!(lines[0].starts_with(&format!("{}: ", out.display())), "{text}");
     assert!(lines[0].contains("closure: 2 store paths"), "{text}");
     let sha: String = Sha256::digest(std::fs::read(&out).unwrap())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(lines[1], format!("sha256:{sha}"));
-    assert_eq!(
-        std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777, 0o755);
 }
 
 #[test]
@@ -54,11 +48,7 @@ fn default_output_is_named_after_the_entry_point() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        std::fs::metadata(t.join("probe"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
+        std::fs::metadata(t.join("probe")).unwrap().permissions().mode() & 0o7777,
         0o755
     );
     assert_eq!(t.entries("."), ["probe", "result"]);
@@ -68,12 +58,7 @@ fn default_output_is_named_after_the_entry_point() {
 fn several_executables_need_an_explicit_entry_point() {
     let t = TestDir::new();
     let p = build("twobin", "cli");
-    let o = tote()
-        .arg("bundle")
-        .arg(&p)
-        .current_dir(t.path())
-        .output()
-        .unwrap();
+    let o = tote().arg("bundle").arg(&p).current_dir(t.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{e}");
@@ -99,10 +84,7 @@ fn fails_with(args: &[&str], path_env: Option<&str>, needle: &str) {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
     assert_eq!(e.lines().count(), 1, "one line expected: {e}");
-    assert!(
-        e.starts_with("tote: ") && e.contains(needle),
-        "{args:?}: {e}"
-    );
+    assert!(e.starts_with("tote: ") && e.contains(needle), "{args:?}: {e}");
     assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"));
     assert!(
         t.entries(".").is_empty(),
@@ -158,20 +140,11 @@ fn an_interrupted_bundle_leaves_nothing_behind() {
         .unwrap();
         let status = child.wait().unwrap();
         let left: Vec<String> = t.entries(".").into_iter().filter(|n| n != "app").collect();
-        assert!(
-            left.is_empty(),
-            "leftovers after SIGINT at {delay_ms} ms: {left:?}"
-        );
+        assert!(left.is_empty(), "leftovers after SIGINT at {delay_ms} ms: {left:?}");
         if out.exists() {
             // It finished before the signal: then it must be complete.
             assert!(status.success());
-            assert!(tote()
-                .arg("verify")
-                .arg(&out)
-                .output()
-                .unwrap()
-                .status
-                .success());
+            assert!(tote().arg("verify").arg(&out).output().unwrap().status.success());
         }
     }
 }
@@ -194,10 +167,7 @@ fn inspect_and_verify() {
     ] {
         assert!(text.contains(want), "{want:?} missing in\n{text}");
     }
-    assert!(
-        text.contains(&format!("entry point:     {p}/bin/probe")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("entry point:     {p}/bin/probe")), "{text}");
     let v = tote().arg("verify").arg(&out).output().unwrap();
     assert!(v.status.success(), "{}", stderr(&v));
     assert!(String::from_utf8_lossy(&v.stdout).contains(": ok ("));
@@ -217,8 +187,8 @@ fn the_stub_is_static() {
         .program_headers
         .iter()
         .any(|p| p.p_type == goblin::elf::program_header::PT_INTERP));
-    assert!(!elf.dynamic.as_ref().is_some_and(|d| d
-        .dyns
-        .iter()
-        .any(|d| d.d_tag == goblin::elf::dynamic::DT_NEEDED)));
+    assert!(!elf
+        .dynamic
+        .as_ref()
+        .is_some_and(|d| d.dyns.iter().any(|d| d.d_tag == goblin::elf::dynamic::DT_NEEDED)));
 }

@@ -25,11 +25,7 @@ fn same_closure_same_bytes_whatever_mtimes_umask_order_or_threads() {
     assert!(o.status.success());
     let first = std::fs::read(&a).unwrap();
     assert_eq!(first, std::fs::read(&b).unwrap());
-    assert_eq!(
-        first,
-        std::fs::read(&c).unwrap(),
-        "thread count changed the bytes"
-    );
+    assert_eq!(first, std::fs::read(&c).unwrap(), "thread count changed the bytes");
 
     // The closure copied with new mtimes, umask 022 -> 077 and files created
     // in reverse order, bound over the store paths in a mount namespace.
@@ -53,15 +49,7 @@ done
 exec "$TOTE" bundle "$root" -o "$out"
 "#;
     let o = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
+        .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(t.join("copy"))
         .arg(&d)
         .arg(&p)
@@ -73,20 +61,11 @@ exec "$TOTE" bundle "$root" -o "$out"
     // The copy really differs in mtime and mode bits.
     let probe_copy = t
         .join("copy")
-        .join(
-            &closure(&p)
-                .iter()
-                .find(|s| s.ends_with("-tote-test-probe"))
-                .unwrap()[1..],
-        )
+        .join(&closure(&p).iter().find(|s| s.ends_with("-tote-test-probe")).unwrap()[1..])
         .join("bin/probe");
     let m = std::fs::metadata(&probe_copy).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(m.mode() & 0o777, 0o700);
     assert_ne!(m.mtime(), 1);
-    assert_eq!(
-        first,
-        std::fs::read(&d).unwrap(),
-        "a copy of the tree gave other bytes"
-    );
+    assert_eq!(first, std::fs::read(&d).unwrap(), "a copy of the tree gave other bytes");
 }

@@ -78,10 +78,7 @@ fn runs_in_a_busybox_rootfs_without_nix_usr_or_glibc() {
     let f = fixture();
     let t = TestDir::new();
     let root = busybox_rootfs(&t, &f.probe);
-    assert!(
-        is_static(&root.join("bin/busybox")),
-        "busybox-static is required"
-    );
+    assert!(is_static(&root.join("bin/busybox")), "busybox-static is required");
     for missing in ["nix", "usr", "lib", "lib64"] {
         assert!(!root.join(missing).exists());
     }
@@ -102,10 +99,7 @@ fn runs_in_a_busybox_rootfs_without_nix_usr_or_glibc() {
         ]);
         argv.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
-    for user in [
-        vec![],
-        vec!["--unshare-user", "--uid", "65534", "--gid", "65534"],
-    ] {
+    for user in [vec![], vec!["--unshare-user", "--uid", "65534", "--gid", "65534"]] {
         let argv = bwrap(&user);
         let out = Command::new(&argv[0])
             .args(&argv[1..])
@@ -243,18 +237,14 @@ fn second_launch_is_warm_and_other_bundles_get_other_entries() {
     let cache = l.cache.clone().unwrap();
     let entries = t.entries(&cache);
     assert_eq!(entries.len(), 1, "{entries:?}");
-    let ino = std::fs::metadata(cache.join(&entries[0]).join("tree"))
-        .unwrap()
-        .ino();
+    let ino = std::fs::metadata(cache.join(&entries[0]).join("tree")).unwrap().ino();
 
     let second = l.run(&f.probe, &[]);
     assert!(stderr(&second).contains("warm:"), "{}", stderr(&second));
     assert!(!stderr(&second).contains("cold:"));
     assert_eq!(report(&second), report(&first));
     assert_eq!(
-        std::fs::metadata(cache.join(&entries[0]).join("tree"))
-            .unwrap()
-            .ino(),
+        std::fs::metadata(cache.join(&entries[0]).join("tree")).unwrap().ino(),
         ino
     );
 
@@ -264,8 +254,11 @@ fn second_launch_is_warm_and_other_bundles_get_other_entries() {
     assert!(after.contains(&entries[0]));
 }
 
+/// Regression: extracted files carried the extraction time, so CPython's
+/// `.pyc` files (which record their source's mtime, 1 in a Nix store) all
+/// looked stale and every launch recompiled the standard library.
 #[test]
-fn cache_entries_are_read_only() {
+fn cache_entries_look_like_the_store_read_only_with_mtime_1() {
     let f = fixture();
     let t = TestDir::new();
     let l = Launch::nobody(&t);
@@ -273,11 +266,22 @@ fn cache_entries_are_read_only() {
     let cache = l.cache.unwrap();
     let entry = cache.join(&t.entries(&cache)[0]);
     let bin = entry.join("tree").join(&f.probe_store[1..]).join("bin");
-    assert_eq!(
-        std::fs::metadata(bin.join("probe")).unwrap().mode() & 0o7777,
-        0o555
-    );
+    assert_eq!(std::fs::metadata(bin.join("probe")).unwrap().mode() & 0o7777, 0o555);
     assert_eq!(std::fs::metadata(&bin).unwrap().mode() & 0o7777, 0o555);
+    let tree = entry.join("tree");
+    let mut checked = 0;
+    let mut stack = vec![tree.clone()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if p != tree {
+            assert_eq!(m.mtime(), 1, "{}", p.display());
+            checked += 1;
+        }
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(checked > 5);
 }
 
 #[test]
@@ -299,11 +303,7 @@ fn tote_extract_writes_the_tree_and_exits() {
         .env("TOTE_EXTRACT", dest.to_str().unwrap())
         .run(&f.probe, &[]);
     assert_eq!(o.status.code(), Some(113));
-    assert!(
-        stderr(&o).starts_with("tote: TOTE_EXTRACT="),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).starts_with("tote: TOTE_EXTRACT="), "{}", stderr(&o));
     assert_eq!(t.entries(&parent), ["out"]);
 }
 
@@ -321,10 +321,7 @@ fn tote_info_prints_metadata_and_exits() {
     );
     assert!(out.contains("bundle id: "));
     assert!(out.contains("format version: 1"));
-    assert!(
-        t.entries(l.cache.unwrap()).is_empty(),
-        "TOTE_INFO must not extract"
-    );
+    assert!(t.entries(l.cache.unwrap()).is_empty(), "TOTE_INFO must not extract");
 }
 
 #[test]
@@ -332,53 +329,29 @@ fn as_pid1_it_forwards_signals_and_returns_the_status() {
     let f = fixture();
     let t = TestDir::new();
     let pidns = ["unshare", "--pid", "--fork", "--mount-proc"];
-    let os = |a: &[&str]| {
-        a.iter()
-            .map(|s| OsStr::new(*s).to_os_string())
-            .collect::<Vec<_>>()
-    };
+    let os = |a: &[&str]| a.iter().map(|s| OsStr::new(*s).to_os_string()).collect::<Vec<_>>();
     let o = Launch::root(&t).run_with(
         &pidns,
         &f.probe,
-        &os(&["exit", "7"])
-            .iter()
-            .map(|s| s.as_os_str())
-            .collect::<Vec<_>>(),
+        &os(&["exit", "7"]).iter().map(|s| s.as_os_str()).collect::<Vec<_>>(),
     );
     assert_eq!(o.status.code(), Some(7));
     let o = Launch::root(&t).run_with(
         &pidns,
         &f.probe,
-        &os(&["kill", "15"])
-            .iter()
-            .map(|s| s.as_os_str())
-            .collect::<Vec<_>>(),
+        &os(&["kill", "15"]).iter().map(|s| s.as_os_str()).collect::<Vec<_>>(),
     );
     assert_eq!(o.status.code(), Some(128 + 15));
 
     // SIGTERM sent from outside to PID 1 reaches the program.
     let mut c = Launch::root(&t).command(&pidns, &f.probe, &[OsStr::new("sleep")]);
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
     assert_eq!(line, "ready\n");
-    let children =
-        std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
-            .unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id())).unwrap();
     let init: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(init),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + 15));
 }

@@ -15,10 +15,7 @@ pub fn tote() -> Command {
 }
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// A temp dir every user can enter (tests also run bundles as nobody).
@@ -28,10 +25,7 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new() -> TestDir {
-        let dir = tempfile::Builder::new()
-            .prefix("tote-test-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("tote-test-").tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         TestDir { dir }
     }
@@ -199,18 +193,7 @@ impl Launch {
         let mut argv: Vec<&OsStr> = prefix.iter().map(OsStr::new).collect();
         let uid = self.uid.to_string();
         if self.uid != 0 {
-            argv.extend(
-                [
-                    "setpriv",
-                    "--reuid",
-                    &uid,
-                    "--regid",
-                    &uid,
-                    "--clear-groups",
-                    "--",
-                ]
-                .map(OsStr::new),
-            );
+            argv.extend(["setpriv", "--reuid", &uid, "--regid", &uid, "--clear-groups", "--"].map(OsStr::new));
         }
         argv.push(program.as_os_str());
         argv.extend_from_slice(args);
@@ -275,10 +258,7 @@ pub fn report(o: &Output) -> Vec<(String, String)> {
     );
     String::from_utf8_lossy(&o.stdout)
         .lines()
-        .filter_map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect()
 }
 
