@@ -192,3 +192,32 @@ fn the_stub_is_static() {
         .as_ref()
         .is_some_and(|d| d.dyns.iter().any(|d| d.d_tag == goblin::elf::dynamic::DT_NEEDED)));
 }
+
+#[test]
+fn stub_override() {
+    let t = TestDir::new();
+    let p = live_probe();
+    // The stub cut from a bundle is a valid --stub; the result is identical.
+    let a = t.join("a");
+    bundle(&p, &a, &[]);
+    let bytes = std::fs::read(&a).unwrap();
+    let elf_end = {
+        let o = tote().arg("inspect").arg(&a).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = text.lines().find(|l| l.starts_with("stub size:")).unwrap().to_string();
+        line.rsplit('(').next().unwrap().trim_end_matches(" bytes)").parse::<usize>().unwrap()
+    };
+    let stub = t.join("stub");
+    std::fs::write(&stub, &bytes[..elf_end]).unwrap();
+    let b = t.join("b");
+    bundle(&p, &b, &["--stub", stub.to_str().unwrap()]);
+    assert_eq!(bytes, std::fs::read(&b).unwrap());
+
+    // A dynamically linked program, or a whole bundle, is refused.
+    for (bad, why) in [("/bin/true", "dynamically linked"), (a.to_str().unwrap(), "already a bundle")] {
+        let o = tote().args(["bundle", &p, "-o"]).arg(t.join("c")).args(["--stub", bad]).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(why), "{}", stderr(&o));
+        assert!(!t.join("c").exists());
+    }
+}

@@ -190,6 +190,20 @@ fn cwd_and_environment_are_the_callers() {
 }
 
 #[test]
+fn the_program_replaces_the_launcher_in_place() {
+    // Same PID as the process we started: no supervisor, signals go straight
+    // to the program.
+    let f = fixture();
+    let t = TestDir::new();
+    for l in [Launch::root(&t), Launch::nobody(&t)] {
+        let child = l.command(&[], &f.probe, &[]).stdout(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        let r = report(&child.wait_with_output().unwrap());
+        assert_eq!(field(&r, "pid"), pid.to_string());
+    }
+}
+
+#[test]
 fn exit_status_passes_through() {
     let f = fixture();
     let t = TestDir::new();
@@ -242,7 +256,8 @@ fn second_launch_is_warm_and_other_bundles_get_other_entries() {
     let second = l.run(&f.probe, &[]);
     assert!(stderr(&second).contains("warm:"), "{}", stderr(&second));
     assert!(!stderr(&second).contains("cold:"));
-    assert_eq!(report(&second), report(&first));
+    let without_pid = |o| report(o).into_iter().filter(|(k, _)| k != "pid").collect::<Vec<_>>();
+    assert_eq!(without_pid(&second), without_pid(&first));
     assert_eq!(
         std::fs::metadata(cache.join(&entries[0]).join("tree")).unwrap().ino(),
         ino
