@@ -196,7 +196,7 @@ fn the_program_replaces_the_launcher_in_place() {
     let f = fixture();
     let t = TestDir::new();
     for l in [Launch::root(&t), Launch::nobody(&t)] {
-        let child = l.command(&[], &f.probe, &[]).stdout(Stdio::piped()).spawn().unwrap();
+        let child = spawn(l.command(&[], &f.probe, &[]).stdout(Stdio::piped()));
         let pid = child.id();
         let r = report(&child.wait_with_output().unwrap());
         assert_eq!(field(&r, "pid"), pid.to_string());
@@ -360,7 +360,7 @@ fn as_pid1_it_forwards_signals_and_returns_the_status() {
 
     // SIGTERM sent from outside to PID 1 reaches the program.
     let mut c = Launch::root(&t).command(&pidns, &f.probe, &[OsStr::new("sleep")]);
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = spawn(c.stdout(Stdio::piped()).stderr(Stdio::piped()));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
     assert_eq!(line, "ready\n");

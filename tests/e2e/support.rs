@@ -230,7 +230,7 @@ impl Launch {
             Stdio::null()
         });
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
+        let mut child = spawn(&mut c);
         // Feed stdin from a thread: the child's stdout must be drained meanwhile.
         let feeder = self.stdin.clone().map(|input| {
             let mut pipe = child.stdin.take().unwrap();
@@ -245,6 +245,19 @@ impl Launch {
         }
         out
     }
+}
+
+/// Spawn, retrying while the program is "busy": another test thread may have
+/// forked while this one still held the freshly written file open for
+/// writing, and that child keeps the descriptor until it execs.
+pub fn spawn(c: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match c.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{c:?}: text file stayed busy")
 }
 
 /// `key=value` lines of the probe's report.
