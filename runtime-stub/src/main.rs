@@ -137,6 +137,11 @@ fn cold(payload: &Payload, root: &Path, id: &str, dbg: &Debug) -> Result<cache::
     cache::sweep(root, dbg);
     let stale = root.join(id);
     if stale.symlink_metadata().is_ok() {
+        // Another launch may have committed it since our lookup: never
+        // discard a complete entry (a running program may be using it).
+        if let Some(e) = cache::lookup(root, id) {
+            return Ok(e);
+        }
         dbg.step(|| format!("removing incomplete {}", stale.display()));
         cache::discard(root, &stale)?;
     }

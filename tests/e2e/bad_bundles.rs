@@ -13,18 +13,6 @@ fn copy_exec(from: &Path, to: &Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn stub_len(bundle: &Path) -> u64 {
-    let o = tote().arg("inspect").arg(bundle).output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let line = text.lines().find(|l| l.starts_with("stub size:")).unwrap().to_string();
-    line.rsplit('(')
-        .next()
-        .unwrap()
-        .trim_end_matches(" bytes)")
-        .parse()
-        .unwrap()
-}
-
 fn refused(t: &TestDir, app: &Path, what: &str) {
     let l = Launch::root(t);
     let o = l.run(app, &[]);

@@ -201,12 +201,7 @@ fn stub_override() {
     let a = t.join("a");
     bundle(&p, &a, &[]);
     let bytes = std::fs::read(&a).unwrap();
-    let elf_end = {
-        let o = tote().arg("inspect").arg(&a).output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let line = text.lines().find(|l| l.starts_with("stub size:")).unwrap().to_string();
-        line.rsplit('(').next().unwrap().trim_end_matches(" bytes)").parse::<usize>().unwrap()
-    };
+    let elf_end = stub_len(&a) as usize;
     let stub = t.join("stub");
     std::fs::write(&stub, &bytes[..elf_end]).unwrap();
     let b = t.join("b");
