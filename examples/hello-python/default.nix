@@ -3,7 +3,8 @@
 #
 #   nix-build examples/hello-python --no-out-link \
 #     --option sandbox false --option build-users-group "" --option substituters ""
-{ nonce ? "" }:
+# `greeting` changes only the app's own store path (for update benchmarks).
+{ nonce ? "", greeting ? "hello from a tote bundle" }:
 let
   host = import ../../tests/fixtures/host.nix { inherit nonce; };
 in
@@ -11,6 +12,6 @@ in
   set -e
   mkdir -p $out/bin
   printf '#!%s -I\n' ${host.python}/bin/python3 > $out/bin/hello-python
-  cat ${./hello.py} >> $out/bin/hello-python
+  sed "s/hello from a tote bundle/${greeting}/" ${./hello.py} >> $out/bin/hello-python
   chmod 0555 $out/bin/hello-python
 '') // { meta.mainProgram = "hello-python"; }

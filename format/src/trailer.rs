@@ -155,11 +155,16 @@ impl Layout {
         )
     }
 
-    /// Verify and decode the metadata section.
+    /// Verify and decode the metadata section of `file` (the whole bundle).
     pub fn meta(&self, file: &[u8]) -> Result<crate::Meta, FormatError> {
         let t = &self.trailer;
-        let bytes = self.slice(file, t.meta_offset, t.meta_len, "metadata")?;
-        if sha256(bytes) != t.meta_hash {
+        self.decode_meta(self.slice(file, t.meta_offset, t.meta_len, "metadata")?)
+    }
+
+    /// Verify and decode the metadata section given on its own
+    /// (`meta_len` bytes read at `meta_offset`).
+    pub fn decode_meta(&self, bytes: &[u8]) -> Result<crate::Meta, FormatError> {
+        if sha256(bytes) != self.trailer.meta_hash {
             return Err(FormatError::HashMismatch {
                 what: "metadata".into(),
             });
@@ -167,10 +172,16 @@ impl Layout {
         crate::Meta::decode(bytes)
     }
 
-    /// Verify, decompress and decode the index.
+    /// Verify, decompress and decode the index of `file` (the whole bundle).
     pub fn index(&self, file: &[u8]) -> Result<crate::Index, FormatError> {
         let t = &self.trailer;
-        let bytes = self.slice(file, t.index_offset, t.index_len, "index")?;
+        self.decode_index(self.slice(file, t.index_offset, t.index_len, "index")?)
+    }
+
+    /// Verify, decompress and decode the index section given on its own
+    /// (`index_len` bytes read at `index_offset`).
+    pub fn decode_index(&self, bytes: &[u8]) -> Result<crate::Index, FormatError> {
+        let t = &self.trailer;
         if sha256(bytes) != t.index_hash {
             return Err(FormatError::HashMismatch { what: "index".into() });
         }

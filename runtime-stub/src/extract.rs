@@ -1,11 +1,18 @@
-//! Turn a verified index and the data section into a directory tree.
+//! Turn a verified index and the bundle's blocks into a directory tree.
 //!
 //! Directories and symlinks are made first, on one thread. Then every core
-//! takes blocks off a shared counter: verify the block's hash, decompress it,
-//! write the file pieces it holds. Files are created with their final mode;
-//! a file spread over several blocks is created up front and filled with
-//! positioned writes. Parents are always directories this function made
-//! itself (the index guarantees it), so nothing is written through a symlink.
+//! takes blocks off a shared counter: read the block, verify its hash,
+//! decompress it, write the file pieces it holds. Files are created with
+//! their final mode; a file spread over several blocks is created up front
+//! and filled with positioned writes. Parents are always directories this
+//! function made itself (the index guarantees it), so nothing is written
+//! through a symlink.
+//!
+//! With an object store (cache entries), a file whose content an earlier
+//! extraction already wrote is hard-linked from `objects/<sha256>[x]`
+//! instead; only blocks that hold missing files are read and decompressed,
+//! and every file written is published there for the next bundle. Store
+//! paths shared between versions of an app are thus extracted once.
 //!
 //! Every entry gets mtime (and atime) 1, the Nix store's canonical time:
 //! programs compare timestamps between files (CPython's `.pyc` records its
@@ -20,12 +27,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmodat, futimens, mkdirat, utimensat, FchmodatFlags, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use tote_format::{decode_block, EntryKind, Index};
+use nix::unistd::linkat;
+use tote_format::{decode_block, Digest32, Entry, EntryKind, Index};
 
 use crate::error::{describe, Code, Failure, Result};
+use crate::payload::Payload;
 
 /// Permission bits of what gets extracted.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +58,75 @@ impl Modes {
         exec: 0o755,
         dir: 0o755,
     };
+
+    fn of(&self, executable: bool) -> u32 {
+        if executable {
+            self.exec
+        } else {
+            self.file
+        }
+    }
+}
+
+/// Content-addressed files shared by all cache entries under one root:
+/// `objects/<sha256 hex>`, with `x` appended for executables (another mode,
+/// so another inode).
+pub struct Objects {
+    fd: OwnedFd,
+}
+
+impl Objects {
+    pub fn open(dir: &Path) -> Result<Objects> {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Failure::io(Code::Cache, "creating", dir, &e)),
+        }
+        Ok(Objects { fd: open_dir(dir)? })
+    }
+
+    fn name(hash: &Digest32, executable: bool) -> String {
+        let mut n = hash.to_hex();
+        if executable {
+            n.push('x');
+        }
+        n
+    }
+
+    /// Hard-link the object into place; false if there is none (or the
+    /// link is impossible, e.g. too many links).
+    fn take(&self, hash: &Digest32, executable: bool, dir: &OwnedFd, path: &[u8]) -> bool {
+        linkat(
+            &self.fd,
+            Self::name(hash, executable).as_str(),
+            dir,
+            path,
+            AtFlags::empty(),
+        )
+        .is_ok()
+    }
+
+    /// Offer a finished file (final mode and time) to later extractions.
+    fn publish(&self, hash: &Digest32, executable: bool, dir: &OwnedFd, path: &[u8]) {
+        let _ = linkat(
+            dir,
+            path,
+            &self.fd,
+            Self::name(hash, executable).as_str(),
+            AtFlags::empty(),
+        );
+    }
+}
+
+/// What an extraction did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Files hard-linked from the object store.
+    pub linked: usize,
+    /// Files written from blocks.
+    pub written: usize,
+    /// Blocks read and decompressed.
+    pub blocks: usize,
 }
 
 /// One piece of a file that lives in one block.
@@ -60,23 +138,67 @@ struct Piece {
     len: u32,
 }
 
+/// Where and how to write.
+struct Target<'a> {
+    dir: OwnedFd,
+    dest: &'a Path,
+    modes: Modes,
+    objects: Option<&'a Objects>,
+}
+
+impl Target<'_> {
+    fn fail(&self, path: &[u8], step: &str, e: Errno) -> Failure {
+        let full = self.dest.join(Path::new(std::ffi::OsStr::from_bytes(path)));
+        Failure::new(Code::Cache, format!("{step} {}: {}", full.display(), hint(e)))
+    }
+
+    fn create(&self, path: &[u8], mode: u32) -> nix::Result<OwnedFd> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        openat(&self.dir, path, flags, Mode::from_bits_truncate(mode))
+    }
+
+    fn set_time(&self, path: &[u8], follow: UtimensatFlags) -> Result<()> {
+        utimensat(&self.dir, path, &EPOCH_PLUS_1, &EPOCH_PLUS_1, follow)
+            .map_err(|e| self.fail(path, "setting time of", e))
+    }
+
+    fn chmod(&self, path: &[u8], mode: u32) -> Result<()> {
+        fchmodat(
+            self.dir.as_fd(),
+            path,
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| self.fail(path, "setting mode of", e))
+    }
+
+    fn publish(&self, e: &Entry) {
+        if let (Some(o), EntryKind::File { executable, hash, .. }) = (self.objects, &e.kind) {
+            o.publish(hash, *executable, &self.dir, &e.path);
+        }
+    }
+}
+
 /// Extract everything into `dest`, an existing empty directory. A corrupt
 /// block gives a `Code::Bundle` failure whose message is the format error.
-pub fn extract(index: &Index, data: &[u8], dest: &Path, modes: Modes, threads: usize) -> Result<()> {
-    let dir = open_dir(dest)?;
-    let fail = |path: &[u8], step: &str, e: Errno| {
-        Failure::new(
-            Code::Cache,
-            format!(
-                "{step} {}: {}",
-                dest.join(Path::new(std::ffi::OsStr::from_bytes(path))).display(),
-                hint(e)
-            ),
-        )
+pub fn extract(
+    index: &Index,
+    payload: &Payload,
+    dest: &Path,
+    modes: Modes,
+    threads: usize,
+    objects: Option<&Objects>,
+) -> Result<Report> {
+    let t = Target {
+        dir: open_dir(dest)?,
+        dest,
+        modes,
+        objects,
     };
+    let mut report = Report::default();
 
-    // Pass 1: directories, symlinks, empty and multi-block files; and the
-    // pieces each block must write.
+    // Pass 1: directories, symlinks, files found in the object store, empty
+    // and multi-block files; and the pieces each block must write.
     let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); index.blocks.len()];
     let mut spread: Vec<u32> = Vec::new();
     let mut dirs: Vec<u32> = Vec::new();
@@ -84,39 +206,40 @@ pub fn extract(index: &Index, data: &[u8], dest: &Path, modes: Modes, threads: u
         let path = e.path.as_slice();
         match &e.kind {
             EntryKind::Dir => {
-                mkdirat(&dir, path, Mode::from_bits_truncate(0o755))
-                    .map_err(|err| fail(path, "creating directory", err))?;
+                mkdirat(&t.dir, path, Mode::from_bits_truncate(0o755))
+                    .map_err(|err| t.fail(path, "creating directory", err))?;
                 dirs.push(i as u32);
             }
             EntryKind::Symlink { target } => {
-                nix::unistd::symlinkat(target.as_slice(), &dir, path)
-                    .map_err(|err| fail(path, "creating symlink", err))?;
-                set_time(&dir, path, UtimensatFlags::NoFollowSymlink)
-                    .map_err(|err| fail(path, "setting time of", err))?;
+                nix::unistd::symlinkat(target.as_slice(), &t.dir, path)
+                    .map_err(|err| t.fail(path, "creating symlink", err))?;
+                t.set_time(path, UtimensatFlags::NoFollowSymlink)?;
             }
             EntryKind::File {
                 executable,
                 size,
                 offset,
-                ..
+                hash,
             } => {
+                if *size > 0 && objects.is_some_and(|o| o.take(hash, *executable, &t.dir, path)) {
+                    report.linked += 1;
+                    continue;
+                }
+                report.written += 1;
                 let range = index.blocks_for(*offset, *size);
                 if range.len() != 1 {
                     // Empty, or spread over several blocks: create it now.
-                    let f = create(&dir, path, 0o600).map_err(|err| fail(path, "creating file", err))?;
-                    futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1).map_err(|err| fail(path, "setting time of", err))?;
+                    let f = File::from(
+                        t.create(path, 0o600)
+                            .map_err(|err| t.fail(path, "creating file", err))?,
+                    );
+                    futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1).map_err(|err| t.fail(path, "setting time of", err))?;
                     if range.len() > 1 {
-                        File::from(f).set_len(*size).map_err(|err| {
-                            fail(
-                                path,
-                                "allocating file",
-                                Errno::from_raw(err.raw_os_error().unwrap_or(0)),
-                            )
-                        })?;
+                        f.set_len(*size)
+                            .map_err(|err| t.fail(path, "allocating file", errno(&err)))?;
                         spread.push(i as u32);
                     } else {
-                        chmod(&dir, path, mode_of(*executable, modes))
-                            .map_err(|err| fail(path, "setting mode of", err))?;
+                        t.chmod(path, modes.of(*executable))?;
                     }
                 }
                 for b in range {
@@ -134,27 +257,29 @@ pub fn extract(index: &Index, data: &[u8], dest: &Path, modes: Modes, threads: u
         }
     }
 
-    // Pass 2: blocks in parallel.
+    // Pass 2: the blocks that hold something to write, in parallel.
+    let todo: Vec<usize> = (0..index.blocks.len()).filter(|&b| !pieces[b].is_empty()).collect();
+    report.blocks = todo.len();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_error: Mutex<Option<Failure>> = Mutex::new(None);
     let worker = || {
-        let mut buf = Vec::new();
+        let (mut packed, mut buf) = (Vec::new(), Vec::new());
         loop {
-            let b = next.fetch_add(1, Ordering::Relaxed);
-            if b >= index.blocks.len() || stop.load(Ordering::Relaxed) {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            if n >= todo.len() || stop.load(Ordering::Relaxed) {
                 return;
             }
-            if let Err(e) = write_block(index, data, b, &pieces[b], &dir, dest, modes, &mut buf) {
+            let b = todo[n];
+            if let Err(e) = write_block(index, payload, b, &pieces[b], &t, (&mut packed, &mut buf)) {
                 stop.store(true, Ordering::Relaxed);
                 first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                 return;
             }
         }
     };
-    let threads = threads.clamp(1, index.blocks.len().max(1));
     std::thread::scope(|s| {
-        for _ in 1..threads {
+        for _ in 1..threads.clamp(1, todo.len().max(1)) {
             s.spawn(worker);
         }
         worker();
@@ -163,73 +288,65 @@ pub fn extract(index: &Index, data: &[u8], dest: &Path, modes: Modes, threads: u
         return Err(e);
     }
 
-    // Pass 3: final modes (and times) of spread files; times and modes of
-    // directories, deepest first (creating an entry touches its parent).
+    // Pass 3: final time and mode of spread files, then publish them; time
+    // and mode of directories, deepest first (creating an entry touches its
+    // parent).
     for &i in &spread {
         let e = &index.entries[i as usize];
         if let EntryKind::File { executable, .. } = e.kind {
-            set_time(&dir, &e.path, UtimensatFlags::FollowSymlink)
-                .map_err(|err| fail(&e.path, "setting time of", err))?;
-            chmod(&dir, &e.path, mode_of(executable, modes)).map_err(|err| fail(&e.path, "setting mode of", err))?;
+            t.set_time(&e.path, UtimensatFlags::FollowSymlink)?;
+            t.chmod(&e.path, modes.of(executable))?;
+            t.publish(e);
         }
     }
     for &i in dirs.iter().rev() {
         let p = &index.entries[i as usize].path;
-        set_time(&dir, p, UtimensatFlags::FollowSymlink).map_err(|err| fail(p, "setting time of", err))?;
+        t.set_time(p, UtimensatFlags::FollowSymlink)?;
         if modes.dir != 0o755 {
-            chmod(&dir, p, modes.dir).map_err(|err| fail(p, "setting mode of", err))?;
+            t.chmod(p, modes.dir)?;
         }
     }
-    Ok(())
+    Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_block(
     index: &Index,
-    data: &[u8],
+    payload: &Payload,
     b: usize,
     pieces: &[Piece],
-    dir: &OwnedFd,
-    dest: &Path,
-    modes: Modes,
-    buf: &mut Vec<u8>,
+    t: &Target<'_>,
+    (packed, buf): (&mut Vec<u8>, &mut Vec<u8>),
 ) -> Result<()> {
     let block = &index.blocks[b];
-    let compressed = &data[block.offset as usize..(block.offset + u64::from(block.clen)) as usize];
+    payload.read_block(block, packed)?;
     buf.resize(block.rlen as usize, 0);
-    decode_block(compressed, block, b as u32, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))?;
+    decode_block(packed, block, b as u32, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))?;
     for p in pieces {
         let e = &index.entries[p.entry as usize];
         let EntryKind::File { executable, size, .. } = e.kind else {
             continue;
         };
         let bytes = &buf[p.block_off as usize..(p.block_off + p.len) as usize];
-        let whole = u64::from(p.len) == size;
-        let res = if whole {
-            create(dir, &e.path, mode_of(executable, modes)).and_then(|f| {
-                let f = File::from(f);
-                write_at(&f, bytes, 0)?;
-                futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1)
-            })
+        if u64::from(p.len) == size {
+            // The whole file: create, write, stamp, publish.
+            t.create(&e.path, t.modes.of(executable))
+                .and_then(|f| {
+                    let f = File::from(f);
+                    f.write_all_at(bytes, 0).map_err(|err| errno(&err))?;
+                    futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1)
+                })
+                .map_err(|err| t.fail(&e.path, "writing", err))?;
+            t.publish(e);
         } else {
             openat(
-                dir,
+                &t.dir,
                 e.path.as_slice(),
                 OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
                 Mode::empty(),
             )
-            .and_then(|f| write_at(&File::from(f), bytes, p.file_off))
-        };
-        res.map_err(|err| {
-            Failure::new(
-                Code::Cache,
-                format!(
-                    "writing {}: {}",
-                    dest.join(Path::new(std::ffi::OsStr::from_bytes(&e.path))).display(),
-                    hint(err)
-                ),
-            )
-        })?;
+            .and_then(|f| File::from(f).write_all_at(bytes, p.file_off).map_err(|err| errno(&err)))
+            .map_err(|err| t.fail(&e.path, "writing", err))?;
+        }
     }
     Ok(())
 }
@@ -237,43 +354,8 @@ fn write_block(
 /// The Nix store's canonical timestamp: 1 second after the epoch.
 const EPOCH_PLUS_1: TimeSpec = TimeSpec::new(1, 0);
 
-fn set_time(dir: &OwnedFd, path: &[u8], follow: UtimensatFlags) -> nix::Result<()> {
-    utimensat(dir, path, &EPOCH_PLUS_1, &EPOCH_PLUS_1, follow)
-}
-
-fn mode_of(executable: bool, modes: Modes) -> u32 {
-    if executable {
-        modes.exec
-    } else {
-        modes.file
-    }
-}
-
-fn create(dir: &OwnedFd, path: &[u8], mode: u32) -> nix::Result<OwnedFd> {
-    openat(
-        dir,
-        path,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(mode),
-    )
-}
-
-fn write_at(f: &File, bytes: &[u8], off: u64) -> nix::Result<()> {
-    f.write_all_at(bytes, off)
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio())))
-}
-
-fn libc_eio() -> i32 {
-    Errno::EIO as i32
-}
-
-fn chmod(dir: &OwnedFd, path: &[u8], mode: u32) -> nix::Result<()> {
-    fchmodat(
-        dir.as_fd(),
-        path,
-        Mode::from_bits_truncate(mode),
-        FchmodatFlags::FollowSymlink,
-    )
+fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {

@@ -145,10 +145,7 @@ fn cold(payload: &Payload, root: &Path, id: &str, dbg: &Debug) -> Result<cache::
         dbg.step(|| format!("removing incomplete {}", stale.display()));
         cache::discard(root, &stale)?;
     }
-    let map = payload.map()?;
-    let layout = &payload.layout;
-    let index = layout.index(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
-    let data = layout.data(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
+    let index = payload.index()?;
     dbg.step(|| {
         format!(
             "index verified: {} entries, {} blocks",
@@ -156,9 +153,20 @@ fn cold(payload: &Payload, root: &Path, id: &str, dbg: &Debug) -> Result<cache::
             index.blocks.len()
         )
     });
+    let objects = extract::Objects::open(&root.join("objects"))?;
     let entry = cache::create(root, id, |tree| {
-        extract::extract(&index, data, tree, extract::Modes::CACHE, threads())
-            .map_err(|f| name_bundle(f, &payload.path))
+        let r = extract::extract(&index, payload, tree, extract::Modes::CACHE, threads(), Some(&objects))
+            .map_err(|f| name_bundle(f, &payload.path))?;
+        dbg.step(|| {
+            format!(
+                "extracted: {} files written from {} of {} blocks, {} files linked from the object store",
+                r.written,
+                r.blocks,
+                index.blocks.len(),
+                r.linked
+            )
+        });
+        Ok(())
     })?;
     dbg.step(|| format!("extracted into {}", entry.dir.display()));
     Ok(entry)
@@ -183,11 +191,8 @@ fn extract_to(payload: &Payload, dir: &Path, dbg: &Debug) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let staging = cache::Staging::new(parent, &name)?;
-    let map = payload.map()?;
-    let layout = &payload.layout;
-    let index = layout.index(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
-    let data = layout.data(&map).map_err(|e| Failure::bundle(&payload.path, e))?;
-    extract::extract(&index, data, &staging.dir, extract::Modes::USER, threads())
+    let index = payload.index()?;
+    extract::extract(&index, payload, &staging.dir, extract::Modes::USER, threads(), None)
         .map_err(|f| name_bundle(f, &payload.path))?;
     if !staging.commit(dir)? {
         return Err(usage("the directory was filled by someone else meanwhile"));

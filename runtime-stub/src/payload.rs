@@ -1,11 +1,13 @@
-//! The bundle's own bytes: trailer and metadata read with two small reads
-//! (all a warm start needs); the whole file mapped only to extract.
+//! The bundle's own bytes, read with positioned reads: the trailer and the
+//! metadata (all a warm start needs), the index and single blocks on a cold
+//! start. The file is never mapped whole, so resident memory stays at a few
+//! block buffers however large the bundle is.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use tote_format::{BundleId, Layout, Meta, Trailer, TRAILER_LEN};
+use tote_format::{BlockRef, BundleId, Index, Layout, Meta, Trailer, TRAILER_LEN};
 
 use crate::error::{Code, Failure, Result};
 
@@ -24,23 +26,11 @@ impl Payload {
             .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?
             .len();
         let tail_len = len.min(TRAILER_LEN as u64);
-        let mut tail = vec![0u8; tail_len as usize];
-        file.read_exact_at(&mut tail, len - tail_len)
-            .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?;
+        let tail = read_at(&file, path, len - tail_len, tail_len)?;
         let layout = Trailer::decode(&tail, len).map_err(|e| Failure::bundle(path, e))?;
         let t = &layout.trailer;
-        let mut meta_bytes = vec![0u8; t.meta_len as usize];
-        file.read_exact_at(&mut meta_bytes, t.meta_offset)
-            .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?;
-        if tote_format::sha256(&meta_bytes) != t.meta_hash {
-            return Err(Failure::bundle(
-                path,
-                tote_format::FormatError::HashMismatch {
-                    what: "metadata".into(),
-                },
-            ));
-        }
-        let meta = Meta::decode(&meta_bytes).map_err(|e| Failure::bundle(path, e))?;
+        let meta_bytes = read_at(&file, path, t.meta_offset, t.meta_len)?;
+        let meta = layout.decode_meta(&meta_bytes).map_err(|e| Failure::bundle(path, e))?;
         Ok(Payload {
             path: path.to_path_buf(),
             file,
@@ -53,8 +43,28 @@ impl Payload {
         self.layout.trailer.bundle_id()
     }
 
-    /// Map the whole bundle read-only.
-    pub fn map(&self) -> Result<memmap2::Mmap> {
-        crate::sys::map_readonly(&self.file).map_err(|e| Failure::io(Code::Bundle, "mapping bundle", &self.path, &e))
+    /// Read, verify and decode the index.
+    pub fn index(&self) -> Result<Index> {
+        let t = &self.layout.trailer;
+        let bytes = read_at(&self.file, &self.path, t.index_offset, t.index_len)?;
+        self.layout
+            .decode_index(&bytes)
+            .map_err(|e| Failure::bundle(&self.path, e))
     }
+
+    /// Read one block's compressed bytes into `buf`.
+    pub fn read_block(&self, block: &BlockRef, buf: &mut Vec<u8>) -> Result<()> {
+        buf.resize(block.clen as usize, 0);
+        let at = self.layout.trailer.data_offset + block.offset;
+        self.file
+            .read_exact_at(buf, at)
+            .map_err(|e| Failure::io(Code::Bundle, "reading bundle", &self.path, &e))
+    }
+}
+
+fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?;
+    Ok(buf)
 }

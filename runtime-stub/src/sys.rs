@@ -20,15 +20,6 @@ use crate::debug::Debug;
 use crate::error::{describe, Code, Failure, Result};
 use crate::plan::Step;
 
-/// Map `file` read-only.
-pub fn map_readonly(file: &File) -> std::io::Result<memmap2::Mmap> {
-    // SAFETY: the map is read-only and private to this process. If another
-    // process truncates the bundle while it is mapped, reads past the new end
-    // raise SIGBUS; bundles are immutable build outputs, and every offset we
-    // read was validated against the length seen at open time.
-    unsafe { memmap2::Mmap::map(file) }
-}
-
 /// Carry out the plan's steps in order.
 pub fn run(steps: &[Step], dbg: &Debug) -> Result<()> {
     for step in steps {

@@ -22,11 +22,8 @@ fn refused(t: &TestDir, app: &Path, what: &str) {
     assert_eq!(e.lines().count(), 1, "{what}: {e}");
     assert!(e.starts_with("tote: bundle "), "{what}: {e}");
     let cache = l.cache.unwrap();
-    assert!(
-        t.entries(&cache).is_empty(),
-        "{what}: cache not clean: {:?}",
-        t.entries(&cache)
-    );
+    let left: Vec<String> = t.entries(&cache).into_iter().filter(|n| n != "objects").collect();
+    assert!(left.is_empty(), "{what}: cache not clean: {left:?}");
 }
 
 #[test]

@@ -209,8 +209,16 @@ fn stub_override() {
     assert_eq!(bytes, std::fs::read(&b).unwrap());
 
     // A dynamically linked program, or a whole bundle, is refused.
-    for (bad, why) in [("/bin/true", "dynamically linked"), (a.to_str().unwrap(), "already a bundle")] {
-        let o = tote().args(["bundle", &p, "-o"]).arg(t.join("c")).args(["--stub", bad]).output().unwrap();
+    for (bad, why) in [
+        ("/bin/true", "dynamically linked"),
+        (a.to_str().unwrap(), "already a bundle"),
+    ] {
+        let o = tote()
+            .args(["bundle", &p, "-o"])
+            .arg(t.join("c"))
+            .args(["--stub", bad])
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains(why), "{}", stderr(&o));
         assert!(!t.join("c").exists());

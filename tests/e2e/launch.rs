@@ -249,7 +249,7 @@ fn second_launch_is_warm_and_other_bundles_get_other_entries() {
     let first = l.run(&f.probe, &[]);
     assert!(stderr(&first).contains("cold:"), "{}", stderr(&first));
     let cache = l.cache.clone().unwrap();
-    let entries = t.entries(&cache);
+    let entries = bundle_entries(&t, &cache);
     assert_eq!(entries.len(), 1, "{entries:?}");
     let ino = std::fs::metadata(cache.join(&entries[0]).join("tree")).unwrap().ino();
 
@@ -264,9 +264,45 @@ fn second_launch_is_warm_and_other_bundles_get_other_entries() {
     );
 
     report(&l.run(&f.greet, &[]));
-    let after = t.entries(&cache);
+    let after = bundle_entries(&t, &cache);
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after.contains(&entries[0]));
+}
+
+/// Cache entries (named by bundle id), without the shared object store.
+fn bundle_entries(t: &TestDir, cache: &Path) -> Vec<String> {
+    t.entries(cache).into_iter().filter(|n| n != "objects").collect()
+}
+
+#[test]
+fn an_update_extracts_only_what_the_cache_lacks() {
+    // greet's closure (script, dash, probe, glibc) contains probe's (probe,
+    // glibc): after probe ran, greet's first launch links those files from
+    // the object store and decompresses only blocks holding the rest.
+    let f = fixture();
+    let t = TestDir::new();
+    let l = Launch::nobody(&t).env("TOTE_DEBUG", "1");
+    report(&l.run(&f.probe, &[]));
+    let o = l.run(&f.greet, &["x"]);
+    assert_eq!(field(&report(&o), "arg1"), hex(b"x"));
+    let log = stderr(&o);
+    let line = log.lines().find(|l| l.contains("files linked from the object store")).expect(&log);
+    // "... extracted: W files written from B of N blocks, L files linked ..."
+    let nums: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let [written, blocks, total, linked] = nums[nums.len() - 4..] else { panic!("{line}") };
+    assert!(linked >= 4, "{line}"); // probe, ld.so, libc, libm, ...
+    assert!(written >= 2, "{line}"); // greet, dash
+    assert!(blocks < total, "{line}");
+
+    // The shared files are one inode in both entries.
+    let cache = l.cache.clone().unwrap();
+    let libc = |entry: &String| {
+        let p = cache.join(entry).join("tree").join(&f.glibc_store[1..]).join("lib/libc.so.6");
+        std::fs::metadata(p).unwrap().ino()
+    };
+    let entries = bundle_entries(&t, &cache);
+    assert_eq!(entries.len(), 2);
+    assert_eq!(libc(&entries[0]), libc(&entries[1]));
 }
 
 /// Regression: extracted files carried the extraction time, so CPython's
@@ -279,7 +315,7 @@ fn cache_entries_look_like_the_store_read_only_with_mtime_1() {
     let l = Launch::nobody(&t);
     report(&l.run(&f.probe, &[]));
     let cache = l.cache.unwrap();
-    let entry = cache.join(&t.entries(&cache)[0]);
+    let entry = cache.join(&bundle_entries(&t, &cache)[0]);
     let bin = entry.join("tree").join(&f.probe_store[1..]).join("bin");
     assert_eq!(std::fs::metadata(bin.join("probe")).unwrap().mode() & 0o7777, 0o555);
     assert_eq!(std::fs::metadata(&bin).unwrap().mode() & 0o7777, 0o555);

@@ -110,7 +110,12 @@ pub fn stub_len(bundle: &Path) -> u64 {
     let o = tote().arg("inspect").arg(bundle).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     let line = text.lines().find(|l| l.starts_with("stub size:")).unwrap().to_string();
-    line.rsplit('(').next().unwrap().trim_end_matches(" bytes)").parse().unwrap()
+    line.rsplit('(')
+        .next()
+        .unwrap()
+        .trim_end_matches(" bytes)")
+        .parse()
+        .unwrap()
 }
 
 /// Bundles of the test closures whose store paths were deleted after
