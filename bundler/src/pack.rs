@@ -15,7 +15,9 @@ use tote_format::{encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Met
 use crate::scan::{ItemKind, Tree};
 
 pub const DEFAULT_LEVEL: i32 = 19;
-pub const DEFAULT_BLOCK_KIB: u32 = 1024;
+/// 8 MiB: zstd level 19's own window, few enough blocks to compress well,
+/// enough of them to decode on every core.
+pub const DEFAULT_BLOCK_KIB: u32 = 8192;
 
 /// What the bundle runs and where its files appear.
 pub struct Launch {
@@ -62,16 +64,20 @@ pub fn pack(
         })
         .collect::<Result<_>>()?;
 
-    // 2. Identical contents are stored once, in order of first appearance.
-    let mut unique: Vec<(&PathBuf, u64)> = Vec::new();
+    // 2. Identical contents are stored once, in stream order (see
+    // `stream_order`), at their first appearance.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_cached_key(|&f| stream_order(&tree.items[files[f].0].path, &launch.mounts)); // determinism
+    let mut unique: Vec<(&PathBuf, u64, &[u8])> = Vec::new();
     let mut offset_of: HashMap<Digest32, u64> = HashMap::new(); // lookups only, never iterated
     let mut stream_len = 0u64;
     let mut file_at: HashMap<usize, (u64, Digest32)> = HashMap::new();
-    for ((item, src, size), hash) in files.iter().zip(&hashes) {
+    for f in order {
+        let ((item, src, size), hash) = (&files[f], &hashes[f]);
         let off = *offset_of.entry(*hash).or_insert_with(|| {
             let o = stream_len;
             if *size > 0 {
-                unique.push((src, *size));
+                unique.push((src, *size, group_of(&tree.items[*item].path, &launch.mounts)));
                 stream_len += size;
             }
             o
@@ -102,11 +108,17 @@ pub fn pack(
         })
         .collect();
 
-    // 4. Cut the stream into blocks.
+    // 4. Cut the stream into blocks; a new top-level item (store path)
+    // starts a new block, so a bundle that shares store paths with one the
+    // host already ran needs only the blocks of the items that changed.
     let mut blocks: Vec<Vec<Piece>> = Vec::new();
     let mut cur: Vec<Piece> = Vec::new();
     let mut fill = 0usize;
-    for (source, (_, size)) in unique.iter().enumerate() {
+    for (source, (_, size, group)) in unique.iter().enumerate() {
+        if fill > 0 && source > 0 && unique[source - 1].2 != *group {
+            blocks.push(std::mem::take(&mut cur));
+            fill = 0;
+        }
         let mut off = 0u64;
         while off < *size {
             let take = ((*size - off) as usize).min(block_size - fill);
@@ -185,4 +197,69 @@ pub fn pack(
     w.write_all(&s.index).context("writing the bundle")?;
     w.write_all(&s.trailer.encode()).context("writing the bundle")?;
     Ok(stats)
+}
+
+/// The top-level item a path belongs to: the first component below a mount
+/// source (`nix/store/<hash>-name`), else its first component.
+fn group_of<'a>(path: &'a [u8], mounts: &[MountSpec]) -> &'a [u8] {
+    let base = mounts
+        .iter()
+        .find(|m| path.starts_with(&m.source) && path.get(m.source.len()) == Some(&b'/'))
+        .map_or(0, |m| m.source.len() + 1);
+    let end = path[base..].iter().position(|&c| c == b'/').map_or(path.len(), |i| base + i);
+    &path[..end]
+}
+
+/// Where a file's bytes go in the data stream. Grouped by top-level item;
+/// within it, files that compress well together sit together: by directory,
+/// then by name up to the first dot, so `os.py` and
+/// `__pycache__/os.cpython-311.pyc` (which repeats its names and strings)
+/// are neighbours. The full path breaks ties, so the order is total.
+fn stream_order(path: &[u8], mounts: &[MountSpec]) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let group = group_of(path, mounts).to_vec();
+    let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
+    };
+    let dir = dir.strip_suffix(b"/__pycache__").unwrap_or(dir);
+    let stem = name.split(|&c| c == b'.').next().unwrap_or(name);
+    (group, dir.to_vec(), stem.to_vec(), path.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Vec<MountSpec> {
+        vec![MountSpec { source: b"nix/store".to_vec(), target: b"/nix/store".to_vec() }]
+    }
+
+    #[test]
+    fn groups_are_store_paths() {
+        assert_eq!(group_of(b"nix/store/abc-py/lib/os.py", &store()), b"nix/store/abc-py");
+        assert_eq!(group_of(b"nix/store/abc-py", &store()), b"nix/store/abc-py");
+        assert_eq!(group_of(b"opt/x/y", &store()), b"opt");
+    }
+
+    #[test]
+    fn modules_sit_next_to_their_bytecode() {
+        let mut paths: Vec<&[u8]> = vec![
+            b"nix/store/a-py/lib/__pycache__/os.cpython-311.pyc",
+            b"nix/store/a-py/lib/abc.py",
+            b"nix/store/a-py/lib/os.py",
+            b"nix/store/a-py/lib/__pycache__/abc.cpython-311.pyc",
+            b"nix/store/0-glibc/lib/libc.so.6",
+        ];
+        paths.sort_by_key(|p| stream_order(p, &store()));
+        assert_eq!(
+            paths,
+            [
+                &b"nix/store/0-glibc/lib/libc.so.6"[..],
+                b"nix/store/a-py/lib/__pycache__/abc.cpython-311.pyc",
+                b"nix/store/a-py/lib/abc.py",
+                b"nix/store/a-py/lib/__pycache__/os.cpython-311.pyc",
+                b"nix/store/a-py/lib/os.py",
+            ]
+        );
+    }
 }

@@ -279,7 +279,7 @@ pub fn extract(
         }
     };
     std::thread::scope(|s| {
-        for _ in 1..threads.clamp(1, todo.len().max(1)) {
+        for _ in 1..decode_threads(index, threads).min(todo.len().max(1)) {
             s.spawn(worker);
         }
         worker();
@@ -349,6 +349,17 @@ fn write_block(
         }
     }
     Ok(())
+}
+
+/// Each decoding thread holds one compressed and one decompressed block:
+/// keep their sum under this, whatever the core count (Nomad tasks often run
+/// with a few hundred MB).
+const DECODE_MEMORY: usize = 48 << 20;
+
+fn decode_threads(index: &Index, cores: usize) -> usize {
+    let max = |f: fn(&tote_format::BlockRef) -> u32| index.blocks.iter().map(f).max().unwrap_or(0) as usize;
+    let per_thread = (max(|b| b.rlen) + max(|b| b.clen)).max(1);
+    cores.min(DECODE_MEMORY / per_thread).max(1)
 }
 
 /// The Nix store's canonical timestamp: 1 second after the epoch.
