@@ -206,7 +206,10 @@ fn group_of<'a>(path: &'a [u8], mounts: &[MountSpec]) -> &'a [u8] {
         .iter()
         .find(|m| path.starts_with(&m.source) && path.get(m.source.len()) == Some(&b'/'))
         .map_or(0, |m| m.source.len() + 1);
-    let end = path[base..].iter().position(|&c| c == b'/').map_or(path.len(), |i| base + i);
+    let end = path[base..]
+        .iter()
+        .position(|&c| c == b'/')
+        .map_or(path.len(), |i| base + i);
     &path[..end]
 }
 
@@ -231,7 +234,10 @@ mod tests {
     use super::*;
 
     fn store() -> Vec<MountSpec> {
-        vec![MountSpec { source: b"nix/store".to_vec(), target: b"/nix/store".to_vec() }]
+        vec![MountSpec {
+            source: b"nix/store".to_vec(),
+            target: b"/nix/store".to_vec(),
+        }]
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! 4. plan and enter the mount namespace the bundle needs;
 //! 5. exec the entry point in place (or supervise it when PID 1).
 
+#![cfg_attr(not(test), no_main)]
+// Under `cfg(test)` the C entry point is compiled out, and with it the launch path.
+#![cfg_attr(test, allow(dead_code))]
+
 mod cache;
 mod debug;
 mod error;
@@ -23,7 +27,13 @@ use debug::Debug;
 use error::{Code, Failure, Result};
 use payload::Payload;
 
-fn main() {
+// No std runtime set-up: the stub needs none of it, and on glibc it reads
+// /proc/self/maps to place a main-thread stack guard, on every launch.
+// `std::env::args_os` still works (glibc hands the arguments to std early).
+#[cfg(not(test))]
+#[allow(unsafe_code)] // `no_mangle`: this is the C entry point
+#[no_mangle]
+extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
     match run() {
         Ok(never) => match never {},
         Err(f) => fail(f),

@@ -24,6 +24,8 @@ pub enum HostKind {
 pub trait Host {
     /// Entries of directory `dir`, sorted by name; `None` if it is not a directory.
     fn list(&self, dir: &Path) -> Option<Vec<(OsString, HostKind)>>;
+    /// Is `path` a directory (following symlinks)? Cheaper than listing it.
+    fn is_dir(&self, path: &Path) -> bool;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +128,7 @@ pub fn plan(req: &Request<'_>, host: &dyn Host) -> Vec<Step> {
     let targets: Vec<&Path> = req.mounts.iter().map(|(_, t)| t.as_path()).collect();
     replicate(Path::new("/"), &targets, host, &mut steps);
     for (source, target) in &req.mounts {
-        let host_lower = host.list(target).map(|_| under(OLD, target));
+        let host_lower = host.is_dir(target).then(|| under(OLD, target));
         steps.push(Step::BundleMount {
             source: under(OLD, source),
             target: under(NEW, target),
@@ -260,6 +262,10 @@ impl Host for RealHost {
         out.sort_by(|a, b| a.0.cmp(&b.0)); // determinism: the same host gives the same plan
         Some(out)
     }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
 }
 
 /// Mount targets as paths, from the metadata's byte strings.
@@ -279,6 +285,10 @@ mod tests {
             self.0
                 .get(dir.to_str().unwrap())
                 .map(|v| v.iter().map(|(n, k)| (OsString::from(n), k.clone())).collect())
+        }
+
+        fn is_dir(&self, path: &Path) -> bool {
+            self.0.contains_key(path.to_str().unwrap())
         }
     }
 

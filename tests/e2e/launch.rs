@@ -286,10 +286,18 @@ fn an_update_extracts_only_what_the_cache_lacks() {
     let o = l.run(&f.greet, &["x"]);
     assert_eq!(field(&report(&o), "arg1"), hex(b"x"));
     let log = stderr(&o);
-    let line = log.lines().find(|l| l.contains("files linked from the object store")).expect(&log);
+    let line = log
+        .lines()
+        .find(|l| l.contains("files linked from the object store"))
+        .expect(&log);
     // "... extracted: W files written from B of N blocks, L files linked ..."
-    let nums: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-    let [written, blocks, total, linked] = nums[nums.len() - 4..] else { panic!("{line}") };
+    let nums: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [written, blocks, total, linked] = nums[nums.len() - 4..] else {
+        panic!("{line}")
+    };
     assert!(linked >= 4, "{line}"); // probe, ld.so, libc, libm, ...
     assert!(written >= 2, "{line}"); // greet, dash
     assert!(blocks < total, "{line}");
@@ -297,7 +305,11 @@ fn an_update_extracts_only_what_the_cache_lacks() {
     // The shared files are one inode in both entries.
     let cache = l.cache.clone().unwrap();
     let libc = |entry: &String| {
-        let p = cache.join(entry).join("tree").join(&f.glibc_store[1..]).join("lib/libc.so.6");
+        let p = cache
+            .join(entry)
+            .join("tree")
+            .join(&f.glibc_store[1..])
+            .join("lib/libc.so.6");
         std::fs::metadata(p).unwrap().ino()
     };
     let entries = bundle_entries(&t, &cache);
