@@ -56,10 +56,15 @@ fn main() {
             cmd.env_remove(&*k);
         }
     }
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        "-Ctarget-feature=+crt-static\u{1f}-Crelocation-model=static",
-    );
+    // Static, non-PIE; no unwind tables (panic = abort) and no .eh_frame_hdr:
+    // together 0.1 MB less to write into every bundle.
+    let flags = [
+        "-Ctarget-feature=+crt-static",
+        "-Crelocation-model=static",
+        "-Cforce-unwind-tables=no",
+        "-Clink-arg=-Wl,--no-eh-frame-hdr",
+    ];
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"));
     let status = cmd.status().expect("running cargo to build the runtime stub");
     assert!(status.success(), "building the runtime stub failed");
     let built = target_dir.join(TARGET).join("stub").join("tote-stub");
