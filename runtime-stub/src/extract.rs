@@ -73,6 +73,8 @@ impl Modes {
 /// so another inode).
 pub struct Objects {
     fd: OwnedFd,
+    /// Nothing to take: skip a failing `linkat` per file on a first launch.
+    empty: bool,
 }
 
 impl Objects {
@@ -82,7 +84,11 @@ impl Objects {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Failure::io(Code::Cache, "creating", dir, &e)),
         }
-        Ok(Objects { fd: open_dir(dir)? })
+        let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+        Ok(Objects {
+            fd: open_dir(dir)?,
+            empty,
+        })
     }
 
     fn name(hash: &Digest32, executable: bool) -> String {
@@ -96,14 +102,15 @@ impl Objects {
     /// Hard-link the object into place; false if there is none (or the
     /// link is impossible, e.g. too many links).
     fn take(&self, hash: &Digest32, executable: bool, dir: &OwnedFd, path: &[u8]) -> bool {
-        linkat(
-            &self.fd,
-            Self::name(hash, executable).as_str(),
-            dir,
-            path,
-            AtFlags::empty(),
-        )
-        .is_ok()
+        !self.empty
+            && linkat(
+                &self.fd,
+                Self::name(hash, executable).as_str(),
+                dir,
+                path,
+                AtFlags::empty(),
+            )
+            .is_ok()
     }
 
     /// Offer a finished file (final mode and time) to later extractions.

@@ -2,7 +2,11 @@
 //! which mounts to make, where to pivot. Built from the bundle's metadata and
 //! a view of the host, tested as data; `sys` carries it out.
 //!
-//! Shape of the launch view: a scratch tmpfs becomes the root first (the old
+//! Where every mount target already exists on the host (`/nix/store` on a
+//! host with Nix), the bundle's subtree is layered over it in place: the
+//! host's root stays as it is, and a warm start costs one mount.
+//!
+//! Otherwise, the shape of the launch view: a scratch tmpfs becomes the root first (the old
 //! root at `/oldroot`), a second tmpfs at `/newroot` gets the host's entries
 //! bound in (all but those on the way to a bundle mount, which are rebuilt
 //! one level deeper), then the bundle's subtrees, then `/newroot` becomes the
@@ -109,6 +113,21 @@ pub fn plan(req: &Request<'_>, host: &dyn Host) -> Vec<Step> {
         });
     }
     steps.push(Step::MakePrivate);
+    if !req.mounts.is_empty() && req.mounts.iter().all(|(_, t)| host.is_dir(t)) {
+        // Every target exists (a host with Nix): layer the bundle over it in
+        // place. The root stays the host's, untouched; no new root needed.
+        for (source, target) in &req.mounts {
+            steps.push(Step::BundleMount {
+                source: source.clone(),
+                target: target.clone(),
+                host_lower: Some(target.clone()),
+            });
+        }
+        steps.push(Step::Chdir {
+            path: req.cwd.to_path_buf(),
+        });
+        return steps;
+    }
     steps.push(Step::MountTmpfs {
         target: req.scratch.to_path_buf(),
     });
@@ -391,12 +410,37 @@ mod tests {
     }
 
     #[test]
-    fn host_with_nix_keeps_its_other_entries_and_store() {
+    fn host_with_the_store_gets_the_bundle_layered_in_place() {
         let mut h = debian();
         h.0.get_mut("/").unwrap().push(("nix", HostKind::Dir));
         h.0.insert("/nix", vec![("store", HostKind::Dir), ("var", HostKind::Dir)]);
         h.0.insert("/nix/store", vec![]);
-        let steps = plan(&req(false, Path::new("/")), &h);
+        let steps = plan(&req(false, Path::new("/srv")), &h);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Unshare { user: true },
+                Step::MapIds { uid: 1000, gid: 100 },
+                Step::MakePrivate,
+                Step::BundleMount {
+                    source: p("/c/id/tree/nix/store"),
+                    target: p("/nix/store"),
+                    host_lower: Some(p("/nix/store"))
+                },
+                Step::Chdir { path: p("/srv") },
+            ]
+        );
+    }
+
+    #[test]
+    fn one_missing_target_means_a_new_root_that_keeps_the_hosts_store() {
+        let mut h = debian();
+        h.0.get_mut("/").unwrap().push(("nix", HostKind::Dir));
+        h.0.insert("/nix", vec![("store", HostKind::Dir), ("var", HostKind::Dir)]);
+        h.0.insert("/nix/store", vec![]);
+        let mut r = req(false, Path::new("/"));
+        r.mounts.push((p("/c/id/tree/opt/tool"), p("/opt/tool")));
+        let steps = plan(&r, &h);
         let tail: Vec<_> = steps
             .iter()
             .skip_while(|s| {
@@ -407,7 +451,7 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(
-            tail[..6],
+            tail[..5],
             [
                 Step::Mkdir {
                     path: p("/newroot/nix")
@@ -422,19 +466,28 @@ mod tests {
                 Step::Mkdir {
                     path: p("/newroot/nix/store")
                 },
-                Step::BundleMount {
-                    source: p("/oldroot/c/id/tree/nix/store"),
-                    target: p("/newroot/nix/store"),
-                    host_lower: Some(p("/oldroot/nix/store"))
+                Step::Mkdir {
+                    path: p("/newroot/opt")
                 },
-                Step::EnterRoot { path: p("/newroot") },
             ]
         );
+        assert!(steps.contains(&Step::BundleMount {
+            source: p("/oldroot/c/id/tree/nix/store"),
+            target: p("/newroot/nix/store"),
+            host_lower: Some(p("/oldroot/nix/store"))
+        }));
+        assert!(steps.contains(&Step::BundleMount {
+            source: p("/oldroot/c/id/tree/opt/tool"),
+            target: p("/newroot/opt/tool"),
+            host_lower: None
+        }));
         // The host's /nix itself is never bound wholesale.
         assert!(!steps.contains(&Step::Bind {
             source: p("/oldroot/nix"),
             target: p("/newroot/nix")
         }));
+        let mkdirs = |t: &str| steps.iter().filter(|s| **s == Step::Mkdir { path: p(t) }).count();
+        assert_eq!((mkdirs("/newroot/nix/store"), mkdirs("/newroot/opt/tool")), (1, 1));
     }
 
     #[test]
@@ -462,23 +515,5 @@ mod tests {
         assert!(steps.contains(&Step::Mkdir {
             path: p("/newroot/nix/store")
         }));
-    }
-
-    #[test]
-    fn every_mount_target_gets_exactly_one_mkdir() {
-        let mut h = debian();
-        h.0.get_mut("/").unwrap().push(("nix", HostKind::Dir));
-        h.0.insert("/nix", vec![("store", HostKind::Dir)]);
-        h.0.insert("/nix/store", vec![]);
-        let steps = plan(&req(false, Path::new("/")), &h);
-        let n = steps
-            .iter()
-            .filter(|s| {
-                **s == Step::Mkdir {
-                    path: p("/newroot/nix/store"),
-                }
-            })
-            .count();
-        assert_eq!(n, 1);
     }
 }
