@@ -63,6 +63,9 @@ fn main() {
         "-Crelocation-model=static",
         "-Cforce-unwind-tables=no",
         "-Clink-arg=-Wl,--no-eh-frame-hdr",
+        // Fold identical functions whose address is never taken (lld, the
+        // default linker here).
+        "-Clink-arg=-Wl,--icf=safe",
     ];
     cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"));
     // zstd's decoder built for the stub only: no unwind tables, and one of

@@ -108,8 +108,9 @@ pub fn verify(path: &Path) -> Result<()> {
     let ctx = || format!("{}", path.display());
     crate::stub::check(&o.map[..o.layout.trailer.data_offset as usize])
         .with_context(|| format!("{}: stub", path.display()))?;
-    o.layout.meta(&o.map).with_context(ctx)?;
+    let meta = o.layout.meta(&o.map).with_context(ctx)?;
     let index = o.layout.index(&o.map).with_context(ctx)?;
+    meta.check_stats(&index).with_context(ctx)?;
     let data = o.layout.data(&o.map).with_context(ctx)?;
 
     // Every block once: its hash, its decompression, and the hash of every

@@ -45,6 +45,21 @@ pub struct Index {
 }
 
 impl Index {
+    /// The summary figures this index implies; the metadata must agree.
+    pub fn stats(&self) -> crate::Stats {
+        let files = self.entries.iter().filter_map(|e| match e.kind {
+            EntryKind::File { size, .. } => Some(size),
+            _ => None,
+        });
+        crate::Stats {
+            entries: self.entries.len() as u64,
+            files: files.clone().count() as u64,
+            total_size: files.sum(),
+            unique_size: self.stream_len(),
+            blocks: self.blocks.len() as u64,
+        }
+    }
+
     /// Length of the uncompressed data stream.
     pub fn stream_len(&self) -> u64 {
         self.blocks.last().map_or(0, |b| b.raw_offset + u64::from(b.rlen))
@@ -110,6 +125,9 @@ impl Index {
             if !is_clean_relative(path) {
                 return Err(bad(format!("entry {i} has an unsafe path {:?}", lossy(path))));
             }
+            if let Some(why) = too_long(path) {
+                return Err(bad(format!("entry {i} has a path that is {why}")));
+            }
             if let Some(prev) = entries.last() {
                 if prev.path.as_slice() >= path {
                     return Err(bad(format!("entry {:?} is out of order or a duplicate", lossy(path))));
@@ -144,7 +162,7 @@ impl Index {
                 }
                 KIND_SYMLINK => {
                     let target = r.short_blob()?;
-                    if target.is_empty() || target.contains(&0) {
+                    if target.is_empty() || target.contains(&0) || target.len() > MAX_PATH {
                         return Err(bad(format!("symlink {:?} has an invalid target", lossy(path))));
                     }
                     EntryKind::Symlink {
@@ -204,6 +222,21 @@ pub(crate) fn is_clean_relative(p: &[u8]) -> bool {
         && !p.contains(&0)
         && p.split(|&c| c == b'/')
             .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+/// Longest entry path or symlink target, in bytes: what one system call on
+/// a path relative to the tree accepts (PATH_MAX less its NUL).
+pub const MAX_PATH: usize = 4095;
+/// Longest path component (NAME_MAX).
+pub const MAX_NAME: usize = 255;
+
+/// Why `p` cannot be created on Linux, if it cannot.
+fn too_long(p: &[u8]) -> Option<String> {
+    if p.len() > MAX_PATH {
+        return Some(format!("{} bytes long (at most {MAX_PATH})", p.len()));
+    }
+    let longest = p.split(|&c| c == b'/').map(<[u8]>::len).max().unwrap_or(0);
+    (longest > MAX_NAME).then(|| format!("{longest} bytes long in one component (at most {MAX_NAME})"))
 }
 
 fn parent_of(p: &[u8]) -> Option<&[u8]> {
@@ -321,6 +354,44 @@ mod tests {
         assert!(refused(vec![file("x", 101, 0)]));
         assert!(refused(vec![file("x", 1, u64::MAX)]));
         assert!(!refused(vec![dir("a"), file("a/x", 100, 0)]));
+    }
+
+    #[test]
+    fn paths_linux_cannot_create_are_refused() {
+        // Nesting 10,000 deep: 19,999 bytes.
+        let mut deep = Vec::new();
+        let mut p = String::from("d");
+        for _ in 0..10_000 {
+            deep.push(dir(&p));
+            p.push_str("/d");
+        }
+        assert!(refused(deep));
+        assert!(refused(vec![file(&"n".repeat(256), 1, 0)]));
+        assert!(!refused(vec![file(&"n".repeat(255), 1, 0)]));
+        let long_target = Entry {
+            path: b"l".to_vec(),
+            kind: EntryKind::Symlink {
+                target: vec![b'a'; MAX_PATH + 1],
+            },
+        };
+        assert!(refused(vec![long_target]));
+    }
+
+    #[test]
+    fn stats_are_what_the_index_holds() {
+        let i = sample();
+        let s = i.stats();
+        assert_eq!(s.entries, i.entries.len() as u64);
+        assert_eq!(s.blocks, i.blocks.len() as u64);
+        assert_eq!(s.unique_size, i.stream_len());
+        let mut meta = crate::Meta {
+            stats: s.clone(),
+            ..Default::default()
+        };
+        assert!(meta.check_stats(&i).is_ok());
+        meta.stats.total_size += 1;
+        let e = meta.check_stats(&i).unwrap_err().to_string();
+        assert!(e.contains("disagree with the index"), "{e}");
     }
 
     #[test]

@@ -86,6 +86,23 @@ impl Meta {
         Ok(meta)
     }
 
+    /// The summary figures must be the index's: a bundle whose declared
+    /// sizes disagree with its contents is refused.
+    pub fn check_stats(&self, index: &crate::Index) -> Result<(), FormatError> {
+        let (m, i) = (&self.stats, index.stats());
+        if *m == i {
+            return Ok(());
+        }
+        let what = if m.entries != i.entries || m.files != i.files {
+            "entry counts"
+        } else if m.total_size != i.total_size || m.unique_size != i.unique_size {
+            "content sizes"
+        } else {
+            "block count"
+        };
+        Err(FormatError::Meta(format!("its {what} disagree with the index")))
+    }
+
     fn validate(&self) -> Result<(), FormatError> {
         if !is_clean_absolute(&self.entrypoint) {
             return Err(FormatError::Meta("entry point is not a clean absolute path".into()));

@@ -6,8 +6,14 @@
 //!   `mnt/`   an empty directory the launcher mounts its scratch root on
 //!   `ok`     the completion marker, written last
 //! An entry is built in `<root>/.tmp-<id>-<pid>-<nanos>/` (flock'ed by its
-//! builder for as long as it works on it) and renamed into place. Readers
-//! trust only entries that have the marker.
+//! builder for as long as it works on it) and renamed into place; launches
+//! that find no entry take `<root>/.lock-<id>` first, so one extracts while
+//! the others wait for it. Readers trust only entries that have the marker.
+//!
+//! No file is fsynced: the marker records the boot id, and an entry marked
+//! under another boot (the host may have lost power since) is verified in
+//! full before its first use, then marked anew. The object store records
+//! its boot id the same way and is emptied when it is not this boot's.
 
 use std::ffi::OsString;
 use std::fs;
@@ -25,7 +31,20 @@ use crate::debug::Debug;
 use crate::error::{describe, Code, Failure, Result};
 
 const MARKER: &str = "ok";
-const MARKER_TEXT: &[u8] = b"tote cache entry v1\n";
+const MARKER_HEAD: &str = "tote cache entry v2\nboot ";
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), or `unknown`.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && !s.contains('\n'))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn marker_text(boot: &str) -> String {
+    format!("{MARKER_HEAD}{boot}\n")
+}
 
 /// Where the cache may live, in order of preference.
 pub fn candidates(env: &Env, uid: u32) -> Vec<(PathBuf, &'static str)> {
@@ -149,13 +168,108 @@ impl Entry {
     }
 }
 
-/// The complete entry for `id`, if there is one.
-pub fn lookup(root: &Path, id: &str) -> Option<Entry> {
+/// What the cache holds for a bundle.
+pub enum Lookup {
+    /// Complete, marked under this boot.
+    Complete(Entry),
+    /// Marked complete under another boot: verify before use.
+    OtherBoot(Entry),
+    Missing,
+}
+
+/// The entry for `id`, and whether it is complete as of this boot.
+pub fn lookup(root: &Path, id: &str, boot: &str) -> Lookup {
     let dir = root.join(id);
-    match fs::read(dir.join(MARKER)) {
-        Ok(text) if text == MARKER_TEXT => Some(Entry { dir }),
-        _ => None,
+    let Ok(text) = fs::read_to_string(dir.join(MARKER)) else {
+        return Lookup::Missing;
+    };
+    match text.strip_prefix(MARKER_HEAD).and_then(|b| b.strip_suffix('\n')) {
+        Some(b) if b == boot => Lookup::Complete(Entry { dir }),
+        Some(b) if !b.is_empty() && !b.contains('\n') => Lookup::OtherBoot(Entry { dir }),
+        _ => Lookup::Missing,
     }
+}
+
+/// Mark a verified entry complete under this boot (atomically).
+pub fn mark(entry: &Entry, boot: &str) -> Result<()> {
+    let tmp = entry.dir.join(format!("{MARKER}.tmp-{}", std::process::id()));
+    let dest = entry.dir.join(MARKER);
+    fs::write(&tmp, marker_text(boot)).map_err(|e| Failure::io(Code::Cache, "writing", &tmp, &e))?;
+    fs::rename(&tmp, &dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Failure::io(Code::Cache, "writing", &dest, &e)
+    })
+}
+
+/// Held while extracting a bundle: other launches of it wait, then find the
+/// entry complete. Released when dropped or when the process dies.
+pub struct ExtractLock {
+    path: PathBuf,
+    _lock: Flock<OwnedFd>,
+}
+
+impl Drop for ExtractLock {
+    /// Remove the lock file, then release it. A launch still waiting on the
+    /// unlinked file finds the entry complete; one that opens the path anew
+    /// meanwhile may extract a second copy, which the commit protocol
+    /// resolves. So the root keeps no lock files.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Take `<root>/.lock-<id>`, waiting for a launch that holds it; `waiting`
+/// is called first if it is held.
+pub fn lock_entry(root: &Path, id: &str, waiting: impl FnOnce()) -> Result<ExtractLock> {
+    let path = root.join(format!(".lock-{id}"));
+    let fd = nix::fcntl::open(
+        &path,
+        OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| Failure::sys(Code::Cache, "opening", &path, e))?;
+    let fd = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => return Ok(ExtractLock { path, _lock: lock }),
+        Err((fd, Errno::EWOULDBLOCK)) => fd,
+        Err((_, e)) => return Err(Failure::sys(Code::Cache, "locking", &path, e)),
+    };
+    waiting();
+    let lock =
+        Flock::lock(fd, FlockArg::LockExclusive).map_err(|(_, e)| Failure::sys(Code::Cache, "locking", &path, e))?;
+    Ok(ExtractLock { path, _lock: lock })
+}
+
+/// Free space check before a first extraction: one line naming the
+/// directory and how much it needs, instead of a half-written tree.
+pub fn check_space(root: &Path, bytes: u64, inodes: u64) -> Result<()> {
+    let Ok(vfs) = statvfs(root) else { return Ok(()) };
+    let free = vfs.blocks_available() * vfs.fragment_size();
+    let free_inodes = vfs.files_available();
+    let short_of_inodes = vfs.files() != 0 && free_inodes < inodes;
+    if free >= bytes && !short_of_inodes {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Code::Cache,
+        format!(
+            "not enough space in {}: extracting this bundle needs {} and {inodes} inodes, {} and {free_inodes} \
+             inodes are free; free space there or set TOTE_CACHE_DIR to a larger disk",
+            root.display(),
+            human(bytes),
+            human(free)
+        ),
+    ))
+}
+
+/// `12.3 MiB`, with integers only (see `debug`).
+pub fn human(n: u64) -> String {
+    let (unit, name) = if n >= 1 << 20 {
+        (1u64 << 20, "MiB")
+    } else {
+        (1 << 10, "KiB")
+    };
+    let tenths = (n * 10 + unit / 2) / unit;
+    format!("{}.{} {name}", tenths / 10, tenths % 10)
 }
 
 /// A directory being built: removed on drop unless committed.
@@ -220,7 +334,7 @@ impl Drop for Staging {
 /// Build a cache entry: `fill` extracts into the given tree directory.
 /// Returns the complete entry (ours, or the one a concurrent launch
 /// committed first).
-pub fn create(root: &Path, id: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<Entry> {
+pub fn create(root: &Path, id: &str, boot: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<Entry> {
     let staging = Staging::new(root, id)?;
     let tree = staging.dir.join("tree");
     for d in [&tree, &staging.dir.join("mnt")] {
@@ -228,11 +342,11 @@ pub fn create(root: &Path, id: &str, fill: impl FnOnce(&Path) -> Result<()>) -> 
     }
     fill(&tree)?;
     let marker = staging.dir.join(MARKER);
-    fs::write(&marker, MARKER_TEXT).map_err(|e| Failure::io(Code::Cache, "writing", &marker, &e))?;
+    fs::write(&marker, marker_text(boot)).map_err(|e| Failure::io(Code::Cache, "writing", &marker, &e))?;
     let dest = root.join(id);
     if !staging.commit(&dest)? {
         // Someone else committed first, or a broken entry sits there.
-        if let Some(e) = lookup(root, id) {
+        if let Lookup::Complete(e) = lookup(root, id, boot) {
             return Ok(e);
         }
         discard(root, &dest)?;
@@ -264,10 +378,24 @@ pub fn sweep(root: &Path, dbg: &Debug) {
     let Ok(rd) = fs::read_dir(root) else { return };
     for ent in rd.flatten() {
         let name = ent.file_name().into_vec();
+        let path = ent.path();
+        if name.starts_with(b".lock-") {
+            // A killed launch's lock file: nobody holds it.
+            if let Ok(fd) = nix::fcntl::open(
+                &path,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            ) {
+                if let Ok(lock) = Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+                    let _ = fs::remove_file(&path);
+                    drop(lock);
+                }
+            }
+            continue;
+        }
         if !name.starts_with(b".tmp-") {
             continue;
         }
-        let path = ent.path();
         let Ok(fd) = nix::fcntl::open(
             &path,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
@@ -372,14 +500,51 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_from_another_boot_is_not_complete_until_marked() {
+        let t = tempfile::tempdir().unwrap();
+        let e = create(t.path(), "id", "boot-1", |_| Ok(())).unwrap();
+        assert!(matches!(lookup(t.path(), "id", "boot-1"), Lookup::Complete(_)));
+        assert!(matches!(lookup(t.path(), "id", "boot-2"), Lookup::OtherBoot(_)));
+        mark(&e, "boot-2").unwrap();
+        assert!(matches!(lookup(t.path(), "id", "boot-2"), Lookup::Complete(_)));
+        fs::write(e.dir.join(MARKER), b"tote cache entry v1\n").unwrap();
+        assert!(matches!(lookup(t.path(), "id", "boot-2"), Lookup::Missing));
+        fs::write(e.dir.join(MARKER), b"").unwrap();
+        assert!(matches!(lookup(t.path(), "id", "boot-2"), Lookup::Missing));
+        assert_eq!(boot_id().len(), 36);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 20), "3.0 MiB");
+        assert_eq!(human((1 << 20) + (1 << 19)), "1.5 MiB");
+    }
+
+    #[test]
+    fn the_extract_lock_serialises_and_leaves_no_file() {
+        let t = tempfile::tempdir().unwrap();
+        let first = lock_entry(t.path(), "id", || panic!("free: no wait")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = t.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let _second = lock_entry(&root, "id", || tx.send(()).unwrap()).unwrap();
+        });
+        rx.recv().unwrap(); // the second launch is waiting
+        drop(first);
+        waiter.join().unwrap();
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn losing_the_race_keeps_the_winner() {
         let t = tempfile::tempdir().unwrap();
-        let a = create(t.path(), "id", |tree| {
+        let a = create(t.path(), "id", "b1", |tree| {
             fs::write(tree.join("f"), "a").unwrap();
             Ok(())
         })
         .unwrap();
-        let b = create(t.path(), "id", |tree| {
+        let b = create(t.path(), "id", "b1", |tree| {
             fs::write(tree.join("f"), "b").unwrap();
             Ok(())
         })

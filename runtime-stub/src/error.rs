@@ -10,7 +10,8 @@ use tote_format::FormatError;
 /// range that programs rarely use, away from 1/2, 126/127 and 128+n.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
-    /// A `TOTE_*` variable has a value the launcher cannot use.
+    /// A `TOTE_*` variable has a value the launcher cannot use, or the
+    /// launch itself is refused (set-user-ID or set-group-ID).
     Usage = 113,
     /// The bundle is not a bundle, truncated, corrupt or of another version.
     Bundle = 114,
@@ -26,6 +27,8 @@ pub enum Code {
 pub struct Failure {
     pub code: Code,
     pub message: String,
+    /// The system call's error, when one caused the failure.
+    pub errno: Option<Errno>,
 }
 
 impl Failure {
@@ -33,12 +36,23 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            errno: None,
         }
+    }
+
+    pub fn with_errno(mut self, errno: Errno) -> Failure {
+        self.errno = Some(errno);
+        self
+    }
+
+    /// Out of space or quota?
+    pub fn is_no_space(&self) -> bool {
+        matches!(self.errno, Some(Errno::ENOSPC | Errno::EDQUOT))
     }
 
     /// A failed system call on a path.
     pub fn sys(code: Code, step: &str, path: &Path, errno: Errno) -> Failure {
-        Failure::new(code, format!("{step} {}: {}", path.display(), describe(errno)))
+        Failure::new(code, format!("{step} {}: {}", path.display(), describe(errno))).with_errno(errno)
     }
 
     pub fn io(code: Code, step: &str, path: &Path, err: &std::io::Error) -> Failure {

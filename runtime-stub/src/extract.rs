@@ -70,25 +70,56 @@ impl Modes {
 
 /// Content-addressed files shared by all cache entries under one root:
 /// `objects/<sha256 hex>`, with `x` appended for executables (another mode,
-/// so another inode).
+/// so another inode). `objects/.boot` holds the boot id the objects were
+/// written under: after a reboot (and a possible power loss) the store is
+/// emptied rather than trusted.
 pub struct Objects {
     fd: OwnedFd,
     /// Nothing to take: skip a failing `linkat` per file on a first launch.
     empty: bool,
+    /// Names published by this extraction, unlinked if it fails.
+    published: Mutex<Vec<String>>,
 }
 
+const BOOT_FILE: &str = ".boot";
+
 impl Objects {
-    pub fn open(dir: &Path) -> Result<Objects> {
-        match std::fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Failure::io(Code::Cache, "creating", dir, &e)),
+    /// Open (or create) the store at `dir` for this `boot`. With `take`
+    /// false nothing is linked from it (`TOTE_VERIFY=1`), only published.
+    pub fn open(dir: &Path, boot: &str, take: bool) -> Result<Objects> {
+        let current = std::fs::read_to_string(dir.join(BOOT_FILE)).is_ok_and(|b| b == boot);
+        if !current && dir.exists() {
+            // Another boot's objects: set them aside for removal.
+            crate::cache::discard(dir.parent().unwrap_or(Path::new("/")), dir)?;
         }
-        let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+        if !current {
+            match std::fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Failure::io(Code::Cache, "creating", dir, &e)),
+            }
+            let b = dir.join(BOOT_FILE);
+            std::fs::write(&b, boot).map_err(|e| Failure::io(Code::Cache, "writing", &b, &e))?;
+        }
+        let empty = !take || std::fs::read_dir(dir).map_or(true, |d| d.flatten().all(|e| e.file_name() == BOOT_FILE));
         Ok(Objects {
             fd: open_dir(dir)?,
             empty,
+            published: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Does the store at `dir` hold objects usable under this `boot`?
+    pub fn holds_any(dir: &Path, boot: &str) -> bool {
+        std::fs::read_to_string(dir.join(BOOT_FILE)).is_ok_and(|b| b == boot)
+            && std::fs::read_dir(dir).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != BOOT_FILE)))
+    }
+
+    /// Unlink what this extraction published (it failed: leave nothing).
+    fn unpublish(&self) {
+        for name in self.published.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = nix::unistd::unlinkat(&self.fd, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
     }
 
     fn name(hash: &Digest32, executable: bool) -> String {
@@ -115,13 +146,10 @@ impl Objects {
 
     /// Offer a finished file (final mode and time) to later extractions.
     fn publish(&self, hash: &Digest32, executable: bool, dir: &OwnedFd, path: &[u8]) {
-        let _ = linkat(
-            dir,
-            path,
-            &self.fd,
-            Self::name(hash, executable).as_str(),
-            AtFlags::empty(),
-        );
+        let name = Self::name(hash, executable);
+        if linkat(dir, path, &self.fd, name.as_str(), AtFlags::empty()).is_ok() {
+            self.published.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+        }
     }
 }
 
@@ -156,7 +184,7 @@ struct Target<'a> {
 impl Target<'_> {
     fn fail(&self, path: &[u8], step: &str, e: Errno) -> Failure {
         let full = self.dest.join(Path::new(std::ffi::OsStr::from_bytes(path)));
-        Failure::new(Code::Cache, format!("{step} {}: {}", full.display(), hint(e)))
+        Failure::new(Code::Cache, format!("{step} {}: {}", full.display(), hint(e))).with_errno(e)
     }
 
     fn create(&self, path: &[u8], mode: u32) -> nix::Result<OwnedFd> {
@@ -189,6 +217,23 @@ impl Target<'_> {
 /// Extract everything into `dest`, an existing empty directory. A corrupt
 /// block gives a `Code::Bundle` failure whose message is the format error.
 pub fn extract(
+    index: &Index,
+    payload: &Payload,
+    dest: &Path,
+    modes: Modes,
+    threads: usize,
+    objects: Option<&Objects>,
+) -> Result<Report> {
+    let r = extract_into(index, payload, dest, modes, threads, objects);
+    if r.is_err() {
+        if let Some(o) = objects {
+            o.unpublish();
+        }
+    }
+    r
+}
+
+fn extract_into(
     index: &Index,
     payload: &Payload,
     dest: &Path,
@@ -356,6 +401,21 @@ fn write_block(
         }
     }
     Ok(())
+}
+
+/// What extracting `index` takes at most: bytes (file contents rounded up
+/// to 4 KiB pages or blocks, a block per directory) and inodes.
+pub fn space_needed(index: &Index) -> (u64, u64) {
+    let bytes = index
+        .entries
+        .iter()
+        .map(|e| match e.kind {
+            EntryKind::File { size, .. } => size.div_ceil(4096) * 4096,
+            EntryKind::Dir => 4096,
+            EntryKind::Symlink { .. } => 0,
+        })
+        .sum();
+    (bytes, index.entries.len() as u64)
 }
 
 /// Each decoding thread holds one compressed and one decompressed block:

@@ -17,6 +17,7 @@ mod extract;
 mod payload;
 mod plan;
 mod sys;
+mod verify;
 
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -67,6 +68,7 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
 fn run() -> Result<Infallible> {
     let dbg = Debug::new(flag("TOTE_DEBUG"));
     let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    refuse_setuid(&exe)?;
     let payload = Payload::open(&exe)?;
     dbg.step(|| format!("bundle {} read, id {}", exe.display(), payload.id()));
 
@@ -89,13 +91,8 @@ fn run() -> Result<Infallible> {
     };
     let root = cache::choose_root(&env, uid, &dbg)?;
     let id = payload.id().to_hex();
-    let entry = match cache::lookup(&root, &id) {
-        Some(e) => {
-            dbg.step(|| format!("warm: {} is complete", e.dir.display()));
-            e
-        }
-        None => cold(&payload, &root, &id, &dbg)?,
-    };
+    let boot = cache::boot_id();
+    let entry = find_or_extract(&payload, &root, &id, &boot, flag("TOTE_VERIFY"), &dbg)?;
 
     let meta = &payload.meta;
     let mut argv: Vec<Vec<u8>> = vec![meta.entrypoint.clone()];
@@ -137,21 +134,100 @@ fn run() -> Result<Infallible> {
     Err(sys::exec(&program, &argv))
 }
 
+/// CPUs this process may run on. (Not `available_parallelism`: its cgroup
+/// parsing costs 5 KB of stub and a handful of file reads per launch, and
+/// decoding threads are capped by memory anyway.)
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_or(1, |set| {
+        (0..nix::sched::CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .count()
+            .max(1)
+    })
 }
 
-/// Extract into a new cache entry.
-fn cold(payload: &Payload, root: &Path, id: &str, dbg: &Debug) -> Result<cache::Entry> {
+/// A set-user-ID bundle would extract and mount with another user's rights
+/// on behalf of this one: never.
+fn refuse_setuid(exe: &Path) -> Result<()> {
+    use nix::unistd::{getegid, geteuid, getgid, getuid};
+    let (uid, euid, gid, egid) = (getuid(), geteuid(), getgid(), getegid());
+    if uid == euid && gid == egid {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Code::Usage,
+        format!(
+            "{}: refusing to run set-user-ID or set-group-ID (uid {uid}, effective {euid}; gid {gid}, \
+             effective {egid}); remove the bits with chmod u-s,g-s",
+            exe.display()
+        ),
+    ))
+}
+
+/// The complete cache entry for the bundle: trusted as it is (warm),
+/// verified first (marked under another boot, or `TOTE_VERIFY=1`), or
+/// extracted now (cold; one launch extracts while concurrent ones wait).
+fn find_or_extract(
+    payload: &Payload,
+    root: &Path,
+    id: &str,
+    boot: &str,
+    verify_all: bool,
+    dbg: &Debug,
+) -> Result<cache::Entry> {
+    let mut lock = None;
+    loop {
+        match cache::lookup(root, id, boot) {
+            cache::Lookup::Complete(e) if !verify_all => {
+                dbg.step(|| format!("warm: {} is complete", e.dir.display()));
+                return Ok(e);
+            }
+            cache::Lookup::Complete(e) | cache::Lookup::OtherBoot(e) => {
+                let index = payload.index()?;
+                let why = if verify_all {
+                    "TOTE_VERIFY"
+                } else {
+                    "marked under another boot"
+                };
+                dbg.step(|| format!("verifying {} ({why})", e.dir.display()));
+                match verify::tree(&index, &e.tree(), extract::Modes::CACHE, threads()) {
+                    Ok(()) => {
+                        cache::mark(&e, boot)?;
+                        dbg.step(|| format!("verified {}", e.dir.display()));
+                        return Ok(e);
+                    }
+                    Err(m) => {
+                        eprintln!(
+                            "tote: cache entry {}: /{} {}; extracting it again",
+                            e.dir.display(),
+                            m.path,
+                            m.what
+                        );
+                        // Its files may be hard links to objects: trust none.
+                        cache::discard(root, &root.join("objects"))?;
+                        cache::discard(root, &e.dir)?;
+                        continue;
+                    }
+                }
+            }
+            cache::Lookup::Missing if lock.is_none() => {
+                lock = Some(cache::lock_entry(root, id, || {
+                    dbg.step(|| "waiting for another launch extracting this bundle".into())
+                })?);
+                continue; // it may be complete now
+            }
+            cache::Lookup::Missing => {}
+        }
+        return cold(payload, root, id, boot, verify_all, dbg);
+    }
+}
+
+/// Extract into a new cache entry (the caller holds the entry's lock).
+fn cold(payload: &Payload, root: &Path, id: &str, boot: &str, verify_all: bool, dbg: &Debug) -> Result<cache::Entry> {
     dbg.step(|| "cold: no complete cache entry".into());
     cache::sweep(root, dbg);
     let stale = root.join(id);
     if stale.symlink_metadata().is_ok() {
-        // Another launch may have committed it since our lookup: never
-        // discard a complete entry (a running program may be using it).
-        if let Some(e) = cache::lookup(root, id) {
-            return Ok(e);
-        }
         dbg.step(|| format!("removing incomplete {}", stale.display()));
         cache::discard(root, &stale)?;
     }
@@ -163,10 +239,32 @@ fn cold(payload: &Payload, root: &Path, id: &str, dbg: &Debug) -> Result<cache::
             index.blocks.len()
         )
     });
-    let objects = extract::Objects::open(&root.join("objects"))?;
-    let entry = cache::create(root, id, |tree| {
+    let objects_dir = root.join("objects");
+    let (bytes, inodes) = extract::space_needed(&index);
+    if verify_all || !extract::Objects::holds_any(&objects_dir, boot) {
+        // Everything will be written: refuse now rather than half-way.
+        cache::check_space(root, bytes, inodes)?;
+    }
+    let objects = extract::Objects::open(&objects_dir, boot, !verify_all)?;
+    let entry = cache::create(root, id, boot, |tree| {
         let r = extract::extract(&index, payload, tree, extract::Modes::CACHE, threads(), Some(&objects))
-            .map_err(|f| name_bundle(f, &payload.path))?;
+            .map_err(|f| name_bundle(f, &payload.path))
+            .map_err(|f| {
+                if f.is_no_space() {
+                    Failure::new(
+                        Code::Cache,
+                        format!(
+                            "not enough space in {}: extracting this bundle needs up to {} ({}); free space \
+                             there or set TOTE_CACHE_DIR to a larger disk",
+                            root.display(),
+                            cache::human(bytes),
+                            f.message
+                        ),
+                    )
+                } else {
+                    f
+                }
+            })?;
         dbg.step(|| {
             format!(
                 "extracted: {} files written from {} of {} blocks, {} files linked from the object store",

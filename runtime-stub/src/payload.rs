@@ -47,9 +47,14 @@ impl Payload {
     pub fn index(&self) -> Result<Index> {
         let t = &self.layout.trailer;
         let bytes = read_at(&self.file, &self.path, t.index_offset, t.index_len)?;
-        self.layout
+        let index = self
+            .layout
             .decode_index(&bytes)
-            .map_err(|e| Failure::bundle(&self.path, e))
+            .map_err(|e| Failure::bundle(&self.path, e))?;
+        self.meta
+            .check_stats(&index)
+            .map_err(|e| Failure::bundle(&self.path, e))?;
+        Ok(index)
     }
 
     /// Read one block's compressed bytes into `buf`.

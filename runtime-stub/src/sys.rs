@@ -173,14 +173,54 @@ fn unshare_failure(user: bool, e: Errno) -> Failure {
         "CLONE_NEWNS"
     };
     let fix = match (user, e) {
-        (true, Errno::EPERM | Errno::ENOSPC | Errno::EINVAL) => {
-            ": user namespaces are disabled or restricted here (sysctl user.max_user_namespaces, \
-             kernel.apparmor_restrict_unprivileged_userns, a container's seccomp profile, or a chroot)"
-        }
-        (false, Errno::EPERM) => ": CAP_SYS_ADMIN is missing",
-        _ => "",
+        (true, Errno::EPERM | Errno::ENOSPC | Errno::EINVAL | Errno::EACCES) => userns_refusal_cause(e),
+        (false, Errno::EPERM) => "CAP_SYS_ADMIN is missing".into(),
+        _ => String::new(),
     };
-    Failure::new(Code::Namespace, format!("unshare({what}): {}{fix}", describe(e)))
+    let sep = if fix.is_empty() { "" } else { ": " };
+    Failure::new(Code::Namespace, format!("unshare({what}): {}{sep}{fix}", describe(e))).with_errno(e)
+}
+
+/// Why the host refuses an unprivileged user namespace, and the fix, from
+/// the knobs that can cause it (checked in the order they apply).
+fn userns_refusal_cause(e: Errno) -> String {
+    let knob = |p: &str| std::fs::read_to_string(p).ok().map(|v| v.trim().to_string());
+    if knob("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return "user namespaces are switched off (sysctl user.max_user_namespaces is 0 here; \
+                set it to e.g. 15000 on the host, or in the enclosing namespace)"
+            .into();
+    }
+    if e == Errno::ENOSPC {
+        return "the limit on user namespaces is reached (sysctl user.max_user_namespaces, here or in an \
+                enclosing namespace)"
+            .into();
+    }
+    if knob("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return "unprivileged user namespaces are switched off (sysctl kernel.unprivileged_userns_clone=1 \
+                enables them)"
+            .into();
+    }
+    if knob("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return "AppArmor restricts unprivileged user namespaces (sysctl \
+                kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile with `userns,` for \
+                this program)"
+            .into();
+    }
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
+        })
+        .unwrap_or(false);
+    if seccomp {
+        return "a seccomp filter refuses it (Docker's default profile does: run the container with a \
+                profile that allows unshare and mount, or --security-opt seccomp=unconfined)"
+            .into();
+    }
+    "user namespaces are refused here (already inside a namespace that forbids nesting, or a chroot); \
+     run as root, or allow them with sysctl user.max_user_namespaces"
+        .into()
 }
 
 fn pivot_failure(path: &Path, e: Errno) -> Failure {

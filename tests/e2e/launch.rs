@@ -271,7 +271,10 @@ fn second_launch_is_warm_and_other_bundles_get_other_entries() {
 
 /// Cache entries (named by bundle id), without the shared object store.
 fn bundle_entries(t: &TestDir, cache: &Path) -> Vec<String> {
-    t.entries(cache).into_iter().filter(|n| n != "objects").collect()
+    t.entries(cache)
+        .into_iter()
+        .filter(|n| n != "objects" && !n.starts_with("."))
+        .collect()
 }
 
 #[test]

@@ -6,4 +6,5 @@ mod support;
 mod bad_bundles;
 mod cli;
 mod determinism;
+mod hardening;
 mod launch;

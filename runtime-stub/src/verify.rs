@@ -1,0 +1,269 @@
+//! Checking a cache entry against the bundle's index, in full: every entry
+//! present with its kind, mode, mtime, size and symlink target, nothing
+//! else in the tree, and every file's SHA-256. Done once for an entry
+//! marked complete under another boot (the host may have lost power before
+//! the page cache reached the disk) and on every launch with `TOTE_VERIFY=1`.
+//! A warm start otherwise checks only the entry's marker (see the README).
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use tote_format::{Entry, EntryKind, Index};
+
+use crate::extract::Modes;
+
+/// The first difference found.
+#[derive(Debug)]
+pub struct Mismatch {
+    /// Path inside the tree, relative.
+    pub path: String,
+    pub what: String,
+}
+
+impl Mismatch {
+    fn new(path: &[u8], what: impl Into<String>) -> Mismatch {
+        Mismatch {
+            path: String::from_utf8_lossy(path).into_owned(),
+            what: what.into(),
+        }
+    }
+}
+
+/// Compare `tree` with `index` (extracted with `modes`).
+pub fn tree(index: &Index, tree: &Path, modes: Modes, threads: usize) -> Result<(), Mismatch> {
+    let mut found = Vec::with_capacity(index.entries.len());
+    walk(tree, &mut Vec::new(), &mut found)?;
+    found.sort();
+    for (i, e) in index.entries.iter().enumerate() {
+        match found.get(i) {
+            Some(p) if *p == e.path => {}
+            Some(p) if *p < e.path => return Err(Mismatch::new(p, "is not in the bundle")),
+            _ => return Err(Mismatch::new(&e.path, "is missing")),
+        }
+    }
+    if let Some(extra) = found.get(index.entries.len()) {
+        return Err(Mismatch::new(extra, "is not in the bundle"));
+    }
+    for e in &index.entries {
+        check_metadata(e, &tree.join(std::ffi::OsStr::from_bytes(&e.path)), modes)?;
+    }
+    hash_files(index, tree, threads)
+}
+
+/// Every path below `dir`, relative, without following symlinks.
+fn walk(dir: &Path, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) -> Result<(), Mismatch> {
+    let rd = fs::read_dir(dir).map_err(|e| Mismatch::new(prefix, format!("cannot be read ({e})")))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Mismatch::new(prefix, format!("cannot be read ({e})")))?;
+        let len = prefix.len();
+        if len > 0 {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(&ent.file_name().into_vec());
+        out.push(prefix.clone());
+        if ent.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&ent.path(), prefix, out)?;
+        }
+        prefix.truncate(len);
+    }
+    Ok(())
+}
+
+fn check_metadata(e: &Entry, path: &Path, modes: Modes) -> Result<(), Mismatch> {
+    let m = fs::symlink_metadata(path).map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
+    let mode = m.permissions().mode() & 0o7777;
+    let (kind_ok, want_mode) = match &e.kind {
+        EntryKind::Dir => (m.is_dir(), Some(modes.dir)),
+        EntryKind::File { executable, size, .. } => {
+            if m.is_file() && m.len() != *size {
+                return Err(Mismatch::new(&e.path, format!("is {} bytes, not {size}", m.len())));
+            }
+            (m.is_file(), Some(if *executable { modes.exec } else { modes.file }))
+        }
+        EntryKind::Symlink { target } => {
+            if m.file_type().is_symlink() {
+                let t = fs::read_link(path).map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
+                if t.as_os_str().as_bytes() != target.as_slice() {
+                    return Err(Mismatch::new(&e.path, "points elsewhere"));
+                }
+            }
+            (m.file_type().is_symlink(), None)
+        }
+    };
+    if !kind_ok {
+        return Err(Mismatch::new(&e.path, "is of another kind"));
+    }
+    if let Some(want) = want_mode.filter(|w| *w != mode) {
+        return Err(Mismatch::new(&e.path, format!("has mode {mode:o}, not {want:o}")));
+    }
+    if m.mtime() != 1 {
+        return Err(Mismatch::new(&e.path, "was modified (mtime is not 1)"));
+    }
+    Ok(())
+}
+
+/// SHA-256 of every file's content, on `threads` threads.
+fn hash_files(index: &Index, tree: &Path, threads: usize) -> Result<(), Mismatch> {
+    let files: Vec<&Entry> = index
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::File { .. }))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let first: Mutex<Option<Mismatch>> = Mutex::new(None);
+    let worker = || {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            if n >= files.len() || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let e = files[n];
+            let EntryKind::File { hash, .. } = &e.kind else {
+                continue;
+            };
+            if let Err(m) = hash_one(&tree.join(std::ffi::OsStr::from_bytes(&e.path)), &mut buf)
+                .map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))
+                .and_then(|h| {
+                    (h == hash.0)
+                        .then_some(())
+                        .ok_or_else(|| Mismatch::new(&e.path, "has other content"))
+                })
+            {
+                stop.store(true, Ordering::Relaxed);
+                first.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(m);
+                return;
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads.min(files.len()).max(1) {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(m) => Err(m),
+        None => Ok(()),
+    }
+}
+
+fn hash_one(path: &Path, buf: &mut [u8]) -> std::io::Result<[u8; 32]> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    loop {
+        let n = f.read(buf)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tote_format::sha256;
+
+    /// A tree extracted by hand the way `extract` does, and its index.
+    fn sample(t: &Path) -> Index {
+        let content = b"hello";
+        fs::create_dir_all(t.join("d")).unwrap();
+        fs::write(t.join("d/f"), content).unwrap();
+        std::os::unix::fs::symlink("f", t.join("d/l")).unwrap();
+        let set = |p: &Path, mode: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set(&t.join("d/f"), 0o444);
+        for p in ["d/f", "d/l", "d"] {
+            let ts = nix::sys::time::TimeSpec::new(1, 0);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &t.join(p),
+                &ts,
+                &ts,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        }
+        set(&t.join("d"), 0o555);
+        Index {
+            blocks: vec![],
+            entries: vec![
+                Entry {
+                    path: b"d".to_vec(),
+                    kind: EntryKind::Dir,
+                },
+                Entry {
+                    path: b"d/f".to_vec(),
+                    kind: EntryKind::File {
+                        executable: false,
+                        size: content.len() as u64,
+                        offset: 0,
+                        hash: sha256(content),
+                    },
+                },
+                Entry {
+                    path: b"d/l".to_vec(),
+                    kind: EntryKind::Symlink { target: b"f".to_vec() },
+                },
+            ],
+        }
+    }
+
+    fn check(t: &Path, index: &Index) -> Result<(), Mismatch> {
+        tree(index, t, Modes::CACHE, 2)
+    }
+
+    #[test]
+    fn an_intact_tree_passes_and_each_kind_of_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        let index = sample(t);
+        check(t, &index).unwrap();
+
+        let mut other = index.clone();
+        if let EntryKind::File { hash, .. } = &mut other.entries[1].kind {
+            hash.0[0] ^= 1;
+        }
+        assert_eq!(check(t, &other).unwrap_err().what, "has other content");
+
+        let mut other = index.clone();
+        other.entries[2].kind = EntryKind::Symlink { target: b"g".to_vec() };
+        assert_eq!(check(t, &other).unwrap_err().what, "points elsewhere");
+
+        let mut other = index.clone();
+        other.entries.push(Entry {
+            path: b"e".to_vec(),
+            kind: EntryKind::Dir,
+        });
+        let m = check(t, &other).unwrap_err();
+        assert_eq!((m.path.as_str(), m.what.as_str()), ("e", "is missing"));
+
+        fs::set_permissions(t.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(t.join("d/extra"), b"").unwrap();
+        let m = check(t, &index).unwrap_err();
+        assert_eq!((m.path.as_str(), m.what.as_str()), ("d/extra", "is not in the bundle"));
+        fs::remove_file(t.join("d/extra")).unwrap();
+
+        let m = check(t, &index).unwrap_err();
+        assert_eq!((m.path.as_str(), m.what.as_str()), ("d", "has mode 755, not 555"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        let index = sample(t);
+        fs::set_permissions(t.join("d/f"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(t.join("d/f"), b"HELLO").unwrap();
+        let m = check(t, &index).unwrap_err();
+        assert_eq!((m.path.as_str(), m.what.as_str()), ("d/f", "has mode 644, not 444"));
+        fs::set_permissions(t.join("d/f"), fs::Permissions::from_mode(0o444)).unwrap();
+        assert_eq!(check(t, &index).unwrap_err().what, "was modified (mtime is not 1)");
+    }
+}
