@@ -23,7 +23,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -83,16 +82,31 @@ pub struct Objects {
 
 const BOOT_FILE: &str = ".boot";
 
+/// The object store as found: written under this boot, holding objects.
+pub struct Probe {
+    current: bool,
+    pub any: bool,
+}
+
 impl Objects {
-    /// Open (or create) the store at `dir` for this `boot`. With `take`
-    /// false nothing is linked from it (`TOTE_VERIFY=1`), only published.
-    pub fn open(dir: &Path, boot: &str, take: bool) -> Result<Objects> {
+    /// What the store at `dir` holds for this `boot` (read once, before
+    /// deciding whether to check free space and before opening it).
+    pub fn probe(dir: &Path, boot: &str) -> Probe {
         let current = std::fs::read_to_string(dir.join(BOOT_FILE)).is_ok_and(|b| b == boot);
-        if !current && dir.exists() {
-            // Another boot's objects: set them aside for removal.
-            crate::cache::discard(dir.parent().unwrap_or(Path::new("/")), dir)?;
-        }
-        if !current {
+        let any =
+            current && std::fs::read_dir(dir).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != BOOT_FILE)));
+        Probe { current, any }
+    }
+
+    /// Open (or create) the store at `dir` for this `boot`, as `probe`
+    /// found it. With `take` false nothing is linked from it
+    /// (`TOTE_VERIFY=1`), only published.
+    pub fn open(dir: &Path, boot: &str, take: bool, probe: &Probe) -> Result<Objects> {
+        if !probe.current {
+            if dir.exists() {
+                // Another boot's objects: set them aside for removal.
+                crate::cache::discard(dir.parent().unwrap_or(Path::new("/")), dir)?;
+            }
             match std::fs::create_dir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -101,18 +115,11 @@ impl Objects {
             let b = dir.join(BOOT_FILE);
             std::fs::write(&b, boot).map_err(|e| Failure::io(Code::Cache, "writing", &b, &e))?;
         }
-        let empty = !take || std::fs::read_dir(dir).map_or(true, |d| d.flatten().all(|e| e.file_name() == BOOT_FILE));
         Ok(Objects {
             fd: open_dir(dir)?,
-            empty,
+            empty: !take || !probe.any,
             published: Mutex::new(Vec::new()),
         })
-    }
-
-    /// Does the store at `dir` hold objects usable under this `boot`?
-    pub fn holds_any(dir: &Path, boot: &str) -> bool {
-        std::fs::read_to_string(dir.join(BOOT_FILE)).is_ok_and(|b| b == boot)
-            && std::fs::read_dir(dir).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != BOOT_FILE)))
     }
 
     /// Unlink what this extraction published (it failed: leave nothing).
@@ -312,33 +319,15 @@ fn extract_into(
     // Pass 2: the blocks that hold something to write, in parallel.
     let todo: Vec<usize> = (0..index.blocks.len()).filter(|&b| !pieces[b].is_empty()).collect();
     report.blocks = todo.len();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let first_error: Mutex<Option<Failure>> = Mutex::new(None);
-    let worker = || {
-        let (mut packed, mut buf) = (Vec::new(), Vec::new());
-        loop {
-            let n = next.fetch_add(1, Ordering::Relaxed);
-            if n >= todo.len() || stop.load(Ordering::Relaxed) {
-                return;
-            }
+    crate::par::for_each(
+        todo.len(),
+        decode_threads(index, threads),
+        || (Vec::new(), Vec::new()),
+        |n, (packed, buf)| {
             let b = todo[n];
-            if let Err(e) = write_block(index, payload, b, &pieces[b], &t, (&mut packed, &mut buf)) {
-                stop.store(true, Ordering::Relaxed);
-                first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                return;
-            }
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..decode_threads(index, threads).min(todo.len().max(1)) {
-            s.spawn(worker);
-        }
-        worker();
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+            write_block(index, payload, b, &pieces[b], &t, (packed, buf))
+        },
+    )?;
 
     // Pass 3: final time and mode of spread files, then publish them; time
     // and mode of directories, deepest first (creating an entry touches its

@@ -14,6 +14,7 @@ mod cache;
 mod debug;
 mod error;
 mod extract;
+mod par;
 mod payload;
 mod plan;
 mod sys;
@@ -241,11 +242,12 @@ fn cold(payload: &Payload, root: &Path, id: &str, boot: &str, verify_all: bool, 
     });
     let objects_dir = root.join("objects");
     let (bytes, inodes) = extract::space_needed(&index);
-    if verify_all || !extract::Objects::holds_any(&objects_dir, boot) {
+    let probe = extract::Objects::probe(&objects_dir, boot);
+    if verify_all || !probe.any {
         // Everything will be written: refuse now rather than half-way.
         cache::check_space(root, bytes, inodes)?;
     }
-    let objects = extract::Objects::open(&objects_dir, boot, !verify_all)?;
+    let objects = extract::Objects::open(&objects_dir, boot, !verify_all, &probe)?;
     let entry = cache::create(root, id, boot, |tree| {
         let r = extract::extract(&index, payload, tree, extract::Modes::CACHE, threads(), Some(&objects))
             .map_err(|f| name_bundle(f, &payload.path))

@@ -10,8 +10,6 @@ use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use tote_format::{Entry, EntryKind, Index};
@@ -115,44 +113,24 @@ fn hash_files(index: &Index, tree: &Path, threads: usize) -> Result<(), Mismatch
         .iter()
         .filter(|e| matches!(e.kind, EntryKind::File { .. }))
         .collect();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let first: Mutex<Option<Mismatch>> = Mutex::new(None);
-    let worker = || {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = next.fetch_add(1, Ordering::Relaxed);
-            if n >= files.len() || stop.load(Ordering::Relaxed) {
-                return;
-            }
+    crate::par::for_each(
+        files.len(),
+        threads,
+        || vec![0u8; 1 << 20],
+        |n, buf| {
             let e = files[n];
             let EntryKind::File { hash, .. } = &e.kind else {
-                continue;
+                return Ok(());
             };
-            if let Err(m) = hash_one(&tree.join(std::ffi::OsStr::from_bytes(&e.path)), &mut buf)
-                .map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))
-                .and_then(|h| {
-                    (h == hash.0)
-                        .then_some(())
-                        .ok_or_else(|| Mismatch::new(&e.path, "has other content"))
-                })
-            {
-                stop.store(true, Ordering::Relaxed);
-                first.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(m);
-                return;
+            let h = hash_one(&tree.join(std::ffi::OsStr::from_bytes(&e.path)), buf)
+                .map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
+            if h == hash.0 {
+                Ok(())
+            } else {
+                Err(Mismatch::new(&e.path, "has other content"))
             }
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..threads.min(files.len()).max(1) {
-            s.spawn(worker);
-        }
-        worker();
-    });
-    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(m) => Err(m),
-        None => Ok(()),
-    }
+        },
+    )
 }
 
 fn hash_one(path: &Path, buf: &mut [u8]) -> std::io::Result<[u8; 32]> {
