@@ -33,10 +33,21 @@ pub struct Sections {
 impl Sections {
     /// `data_offset` is where the data section starts (the stub's length).
     pub fn encode(meta: &Meta, index: &Index, data_offset: u64, level: i32) -> io::Result<Sections> {
+        Sections::encode_raw(meta, &index.encode(), data_offset, index.data_len(), level)
+    }
+
+    /// As `encode`, from an index already encoded (tests hand-craft hostile
+    /// ones the `Index` type cannot hold); `data_len` is the data section's.
+    pub fn encode_raw(
+        meta: &Meta,
+        index_raw: &[u8],
+        data_offset: u64,
+        data_len: u64,
+        level: i32,
+    ) -> io::Result<Sections> {
         let meta_bytes = meta.encode();
-        let index_raw = index.encode();
-        let index_bytes = compress(&index_raw, level)?;
-        let meta_offset = data_offset + index.data_len();
+        let index_bytes = compress(index_raw, level)?;
+        let meta_offset = data_offset + data_len;
         let index_offset = meta_offset + meta_bytes.len() as u64;
         let trailer = Trailer {
             data_offset,

@@ -220,7 +220,19 @@ fn sigkill_at_random_moments_of_a_cold_start_never_breaks_the_next_launch() {
 
 /// Empty a cache root (entries are read-only trees) but keep the root.
 fn remove_entries(root: &Path) {
+    remove_from(root, |_| true);
+}
+
+/// Remove the bundle entries of a cache root, keeping its object store.
+fn remove_entries_but_objects(root: &Path) {
+    remove_from(root, |name| !name.starts_with('.') && name != "objects");
+}
+
+fn remove_from(root: &Path, which: impl Fn(&str) -> bool) {
     for e in fs::read_dir(root).unwrap().flatten() {
+        if !which(&e.file_name().to_string_lossy()) {
+            continue;
+        }
         let p = e.path();
         let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&p).status();
         if p.is_dir() {
@@ -317,24 +329,18 @@ fn after_a_reboot_an_entry_is_verified_once_and_lost_data_is_extracted_again() {
     assert_eq!(fs::read_to_string(objects.join(".boot")).unwrap(), boot.trim());
 }
 
-fn remove_entries_but_objects(root: &Path) {
-    for e in entries(root) {
-        let p = root.join(e);
-        Command::new("chmod").args(["-R", "u+w"]).arg(&p).status().unwrap();
-        fs::remove_dir_all(p).unwrap();
-    }
-}
-
 // 4. Disk full
 
-fn tmpfs(at: &Path, size: &str) {
+/// A tmpfs at `at` (created) with mount options `opts`, unmounted on drop.
+fn tmpfs(at: &Path, opts: &str) -> Unmount {
     fs::create_dir_all(at).unwrap();
-    let s = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tote-test"])
-        .arg(at)
-        .status()
-        .unwrap();
-    assert!(s.success());
+    mount(&["-t", "tmpfs", "-o", opts, "tote-test"], at);
+    Unmount(at.to_path_buf())
+}
+
+fn mount(args: &[&str], at: &Path) {
+    let s = Command::new("mount").args(args).arg(at).status().unwrap();
+    assert!(s.success(), "mount {args:?} {}", at.display());
 }
 
 struct Unmount(PathBuf);
@@ -349,8 +355,7 @@ fn a_full_cache_disk_gives_one_line_leaves_nothing_and_recovers() {
     let f = fixture();
     let t = TestDir::new();
     let root = t.join("small");
-    tmpfs(&root, "1m");
-    let _u = Unmount(root.clone());
+    let _u = tmpfs(&root, "size=1m,mode=0700");
     let mut l = Launch::root(&t);
     l.cache = Some(root.clone());
     let o = l.run(&f.probe, &[]);
@@ -364,12 +369,7 @@ fn a_full_cache_disk_gives_one_line_leaves_nothing_and_recovers() {
     );
 
     // Space freed: the next launch works.
-    let s = Command::new("mount")
-        .args(["-o", "remount,size=64m"])
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(s.success());
+    mount(&["-o", "remount,size=64m"], &root);
     report(&l.run(&f.probe, &[]));
     let used = |r: &Path| nix::sys::statvfs::statvfs(r).unwrap();
     let before = fs::read_dir(root.join("objects")).unwrap().count();
@@ -378,13 +378,7 @@ fn a_full_cache_disk_gives_one_line_leaves_nothing_and_recovers() {
     // front): the same line, and the partial entry and its objects are gone.
     let v = used(&root);
     let in_use = (v.blocks() - v.blocks_free()) * v.fragment_size();
-    let s = Command::new("mount")
-        .arg("-o")
-        .arg(format!("remount,size={}", in_use + 8 * 1024))
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(s.success());
+    mount(&["-o", &format!("remount,size={}", in_use + 8 * 1024)], &root);
     let o = l.run(&f.greet, &["x"]);
     let e = one_line(&o, CACHE_ERROR, "not enough space in ");
     assert!(e.contains("ENOSPC"), "{e}");
@@ -506,28 +500,14 @@ fn a_modified_cache_entry_runs_warm_but_tote_verify_restores_it() {
 
 mod hostile {
     use super::*;
-    use tote_format::{encode_block, sha256, BlockRef, Entry, EntryKind, Index, Meta, MountSpec, Trailer};
+    use tote_format::{encode_block, sha256, BlockRef, Entry, EntryKind, Index, Meta, MountSpec, Sections};
 
     const STORE: &str = "nix/store/00000000000000000000000000000000-x";
 
     /// A bundle around `index_raw` (encoded by hand where the writer can't).
     fn assemble(stub: &[u8], data: &[u8], meta: &Meta, index_raw: &[u8]) -> Vec<u8> {
-        let meta_bytes = meta.encode();
-        let (index_bytes, index_hash) = encode_block(index_raw, 3).unwrap();
-        let data_offset = stub.len() as u64;
-        let meta_offset = data_offset + data.len() as u64;
-        let index_offset = meta_offset + meta_bytes.len() as u64;
-        let trailer = Trailer {
-            data_offset,
-            meta_offset,
-            meta_len: meta_bytes.len() as u64,
-            index_offset,
-            index_len: index_bytes.len() as u64,
-            index_raw_len: index_raw.len() as u64,
-            meta_hash: sha256(&meta_bytes),
-            index_hash,
-        };
-        [stub, data, &meta_bytes, &index_bytes, &trailer.encode()].concat()
+        let s = Sections::encode_raw(meta, index_raw, stub.len() as u64, data.len() as u64, 3).unwrap();
+        [stub, data, &s.meta, &s.index, &s.trailer.encode()].concat()
     }
 
     fn meta(index: &Index) -> Meta {
@@ -749,14 +729,7 @@ fn untrusted_cache_roots_are_skipped_for_the_next_candidate() {
     fs::set_permissions(open.join("tote-65534"), fs::Permissions::from_mode(0o777)).unwrap();
     std::os::unix::fs::chown(open.join("tote-65534"), Some(NOBODY), Some(NOBODY)).unwrap();
     let noexec = t.join("noexec");
-    fs::create_dir(&noexec).unwrap();
-    let s = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "noexec,mode=0777", "tote-test"])
-        .arg(&noexec)
-        .status()
-        .unwrap();
-    assert!(s.success());
-    let _u = Unmount(noexec.clone());
+    let _u = tmpfs(&noexec, "noexec,mode=0777");
     let tmp = t.join("tmp");
     fs::create_dir(&tmp).unwrap();
     std::os::unix::fs::chown(&tmp, Some(NOBODY), Some(NOBODY)).unwrap();
