@@ -1,5 +1,6 @@
 //! Nix input: a store path (or a symlink to one) and its closure as
-//! `nix-store --query --requisites` reports it.
+//! `nix-store --query --requisites` reports it, or, without Nix or without
+//! the path in Nix's database, as a scan of the files for references finds it.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -17,16 +18,14 @@ pub struct NixInput {
     pub inner: Option<PathBuf>,
     /// Every store path of the closure, sorted.
     pub closure: Vec<PathBuf>,
+    /// Found by scanning contents rather than from Nix's database.
+    pub scanned: bool,
 }
 
 impl NixInput {
-    /// The store appears at its own path at launch.
+    /// The store appears at its own path at launch, over the host's.
     pub fn mount(&self) -> tote_format::MountSpec {
-        let target = self.store_dir.as_os_str().as_bytes().to_vec();
-        tote_format::MountSpec {
-            source: target[1..].to_vec(),
-            target,
-        }
+        tote_format::MountSpec::at_own_path(tote_format::MountKind::Layer, self.store_dir.as_os_str().as_bytes())
     }
 }
 
@@ -36,7 +35,14 @@ pub fn store_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from)
 }
 
-pub fn resolve(path: &Path) -> Result<NixInput> {
+/// Is `path` (after symlinks) inside the store directory?
+pub fn in_store(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p.starts_with(store_dir()))
+}
+
+/// `scan`: compute the closure from file contents even where Nix could
+/// answer (it does so anyway when Nix is missing or does not know the path).
+pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
     let store_dir = store_dir();
     let real = std::fs::canonicalize(path).with_context(|| format!("{}: cannot resolve the path", path.display()))?;
     let Ok(rest) = real.strip_prefix(&store_dir) else {
@@ -52,16 +58,27 @@ pub fn resolve(path: &Path) -> Result<NixInput> {
     };
     let root = store_dir.join(name);
     let inner = Some(parts.as_path().to_path_buf()).filter(|p| !p.as_os_str().is_empty());
-    let closure = query_requisites(&root, &store_dir)?;
+    if crate::refscan::hash_part(name.as_os_str().as_bytes()).is_none() {
+        bail!("{} is not a store path: its name must be <hash>-<name>", root.display());
+    }
+    let from_db = if scan { None } else { query_requisites(&root, &store_dir)? };
+    let scanned = from_db.is_none();
+    let closure = match from_db {
+        Some(c) => c,
+        None => crate::refscan::closure(&store_dir, &root)?,
+    };
     Ok(NixInput {
         store_dir,
         root,
         inner,
         closure,
+        scanned,
     })
 }
 
-fn query_requisites(root: &Path, store_dir: &Path) -> Result<Vec<PathBuf>> {
+/// `None` when Nix is not installed or its database does not know `root`
+/// (a closure copied by hand): the caller scans instead.
+fn query_requisites(root: &Path, store_dir: &Path) -> Result<Option<Vec<PathBuf>>> {
     let out = match Command::new("nix-store")
         .arg("--query")
         .arg("--requisites")
@@ -69,13 +86,14 @@ fn query_requisites(root: &Path, store_dir: &Path) -> Result<Vec<PathBuf>> {
         .output()
     {
         Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("nix-store not found on PATH: tote needs Nix to compute the closure of {} (install Nix, e.g. apt-get install nix-bin)", root.display())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context("running nix-store"),
     };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && (err.contains("is not valid") || err.contains("does not exist")) {
+        return Ok(None);
+    }
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
         let line = err
             .lines()
             .map(str::trim)
@@ -101,5 +119,5 @@ fn query_requisites(root: &Path, store_dir: &Path) -> Result<Vec<PathBuf>> {
     }
     paths.sort(); // determinism
     paths.dedup();
-    Ok(paths)
+    Ok(Some(paths))
 }

@@ -6,7 +6,6 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::closure::NixInput;
 use crate::scan::{ItemKind, Tree};
 
 pub struct EntryPoint {
@@ -22,37 +21,45 @@ impl EntryPoint {
     }
 }
 
-pub fn choose(input: &NixInput, tree: &Tree, requested: Option<&Path>) -> Result<EntryPoint> {
-    let rel = match requested.map(Path::to_path_buf).or_else(|| input.inner.clone()) {
+/// `root`: where the input's top appears at launch (`/nix/store/<hash>-app`,
+/// `/opt/tool`, or `/` for a relocatable directory). `requested` is relative
+/// to it; without one, the single executable in `root/bin`.
+pub fn choose(root: &Path, tree: &Tree, requested: Option<&Path>) -> Result<EntryPoint> {
+    let rel = match requested.map(Path::to_path_buf) {
         Some(r) => {
             if r.is_absolute() || r.components().any(|c| !matches!(c, Component::Normal(_))) {
                 bail!(
                     "entry point {}: must be a path relative to {}, like bin/app",
                     r.display(),
-                    input.root.display()
+                    root.display()
                 );
             }
-            let abs = input.root.join(&r);
+            let abs = root.join(&r);
             match resolve(tree, &abs) {
                 Ok(()) => r,
                 Err(why) => bail!("entry point {}: {why}", abs.display()),
             }
         }
-        None => only_executable_in_bin(input, tree)?,
+        None => only_executable_in_bin(root, tree)?,
     };
     Ok(EntryPoint {
-        absolute: input.root.join(rel).as_os_str().as_bytes().to_vec(),
+        absolute: root.join(rel).as_os_str().as_bytes().to_vec(),
     })
 }
 
-fn only_executable_in_bin(input: &NixInput, tree: &Tree) -> Result<PathBuf> {
-    let bin = input.root.join("bin");
+/// Does `abs` resolve inside the tree (following its symlinks)?
+pub fn resolves(tree: &Tree, abs: &Path) -> bool {
+    follow(tree, abs).is_ok()
+}
+
+fn only_executable_in_bin(root: &Path, tree: &Tree) -> Result<PathBuf> {
+    let bin = root.join("bin");
     let listed = match follow(tree, &bin) {
         Ok((real, ItemKind::Dir)) => real,
         _ => bail!(
             "{} does not exist: name the program with --entrypoint REL (relative to {})",
             bin.display(),
-            input.root.display()
+            root.display()
         ),
     };
     let prefix = [&rel_bytes(&listed)[..], b"/"].concat();
@@ -68,7 +75,7 @@ fn only_executable_in_bin(input: &NixInput, tree: &Tree) -> Result<PathBuf> {
         [] => bail!(
             "no executable in {}: name the program with --entrypoint REL (relative to {})",
             bin.display(),
-            input.root.display()
+            root.display()
         ),
         many => bail!(
             "{} has {} executables ({}): pick one with --entrypoint bin/NAME",

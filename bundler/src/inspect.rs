@@ -44,8 +44,26 @@ pub fn inspect(path: &Path) -> Result<()> {
     let compressed = t.meta_offset - t.data_offset;
     println!("name:            {}", meta.name);
     println!("entry point:     {}", lossy(&meta.entrypoint));
+    for a in &meta.args {
+        println!("argument:        {}", lossy(a));
+    }
+    for a in &meta.cmd {
+        println!("default arg:     {}", lossy(a));
+    }
+    for e in &meta.env {
+        println!("environment:     {}", lossy(e));
+    }
+    if !meta.root.is_empty() {
+        println!("root:            {} (the bundle's)", lossy(&meta.root));
+    }
+    if !meta.workdir.is_empty() {
+        println!("working dir:     {}", lossy(&meta.workdir));
+    }
     for m in &meta.mounts {
-        println!("mount:           {} -> {}", lossy(&m.source), lossy(&m.target));
+        println!("mount ({:7}): {} -> {}", m.kind.name(), lossy(&m.source), lossy(&m.target));
+    }
+    if !meta.needs_namespace() {
+        println!("namespace:       none (runs from the cache)");
     }
     println!("bundle id:       {}", t.bundle_id());
     println!("sha256:          sha256:{sha}");
@@ -83,7 +101,7 @@ pub fn inspect(path: &Path) -> Result<()> {
 /// Size of each item directly below a mount source (store paths), largest first.
 fn top_level(meta: &Meta, index: &Index) -> Vec<(String, u64)> {
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
-    for m in &meta.mounts {
+    for m in meta.mounts.iter().filter(|m| m.kind != tote_format::MountKind::Host) {
         let prefix = [&m.source[..], b"/"].concat();
         for e in &index.entries {
             let Some(rest) = e.path.strip_prefix(prefix.as_slice()) else {

@@ -1,10 +1,16 @@
 //! `tote`: bundle a program and its closure into one executable file.
 
 mod closure;
+mod dir;
+mod elf;
 mod entrypoint;
+mod flake;
+mod input;
 mod inspect;
+mod oci;
 mod output;
 mod pack;
+mod refscan;
 mod scan;
 mod stub;
 
@@ -24,8 +30,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bundle a Nix store path and its closure into one executable.
-    #[command(after_help = "Example:\n  nix build .#app && tote bundle ./result -o app && ./app --help")]
+    /// Bundle a program and everything it needs into one executable.
+    #[command(after_help = "Inputs:
+  ./result, /nix/store/...   a Nix store path and its closure (from Nix's database, or
+                             by scanning for references where Nix does not know it)
+  .#app, path:./dir#app      a flake installable, built with `nix build`
+  ./dir                      a directory; runs from the cache, or at --mount-at PATH
+  /usr/bin/prog              a host ELF program with its libraries (add more with --add)
+  image.tar, ./oci-dir       a docker-archive or OCI image (tar or tar.gz, or a layout dir)
+
+Examples:
+  nix build .#app && tote bundle ./result -o app && ./app --help
+  tote bundle .#app -o app
+  tote bundle ./dist --entrypoint bin/tool --mount-at /opt/tool
+  tote bundle /usr/bin/python3.11 --add /usr/lib/python3.11 -o python
+  tote bundle image.tar -o app")]
     Bundle(BundleArgs),
     /// Show a bundle's metadata, entry point, id and sizes.
     #[command(after_help = "Example:\n  tote inspect ./app")]
@@ -43,14 +62,28 @@ enum Command {
 
 #[derive(clap::Args)]
 pub struct BundleArgs {
-    /// A Nix store path, or a symlink to one (like ./result).
+    /// What to bundle: a Nix store path (or a symlink to one, like ./result),
+    /// a flake installable, a directory, an ELF program or an image.
+    #[arg(value_name = "INPUT")]
     pub path: PathBuf,
     /// Output file [default: ./<entry point's file name>].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Program to run, relative to PATH [default: the single executable in PATH/bin].
+    /// Program to run, relative to the input's top [default: meta.mainProgram of a
+    /// flake package, else the single executable in bin/; an image's Entrypoint/Cmd].
     #[arg(long, value_name = "REL")]
     pub entrypoint: Option<PathBuf>,
+    /// Directory input: make it appear at this absolute path at launch.
+    #[arg(long, value_name = "PATH")]
+    pub mount_at: Option<PathBuf>,
+    /// ELF input: also bundle this file or directory (dlopen'ed libraries,
+    /// data, NSS modules...), with the libraries its ELF files need.
+    #[arg(long, value_name = "PATH")]
+    pub add: Vec<PathBuf>,
+    /// Store path input: find the closure by scanning file contents for
+    /// references, even where Nix's database knows it.
+    #[arg(long)]
+    pub scan_references: bool,
     /// zstd compression level.
     #[arg(long, value_name = "N", default_value_t = pack::DEFAULT_LEVEL,
           value_parser = clap::value_parser!(i32).range(1..=22))]
@@ -82,22 +115,15 @@ fn main() -> ExitCode {
 
 fn bundle(args: &BundleArgs) -> Result<()> {
     let stub = stub::load(args.stub.as_deref())?;
-    let input = closure::resolve(&args.path)?;
-    let tree = scan::scan_store_paths(&input.store_dir, &input.closure)?;
-    let entry = entrypoint::choose(&input, &tree, args.entrypoint.as_deref())?;
+    let input = input::resolve(args)?;
     let output = match &args.output {
         Some(o) => o.clone(),
-        None => PathBuf::from(".").join(entry.file_name()),
-    };
-    let meta = pack::Launch {
-        name: entry.file_name().to_string_lossy().into_owned(),
-        entrypoint: entry.absolute.clone(),
-        mounts: vec![input.mount()],
+        None => PathBuf::from(".").join(&input.launch.name),
     };
     let written = output::write_bundle(&output, &stub, |w| {
         pack::pack(
-            &tree,
-            &meta,
+            &input.tree,
+            &input.launch,
             args.level,
             args.block_kib as usize * 1024,
             stub.len() as u64,
@@ -105,10 +131,10 @@ fn bundle(args: &BundleArgs) -> Result<()> {
         )
     })?;
     println!(
-        "{}: {} (closure: {} store paths, {} in {} files)",
+        "{}: {} ({}, {} in {} files)",
         output.display(),
         human(written.len),
-        input.closure.len(),
+        input.summary,
         human(written.stats.total_size),
         written.stats.files,
     );

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use tote_format::{encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, MountSpec, Sections, Stats};
+use tote_format::{encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, MountKind, MountSpec, Sections, Stats};
 
 use crate::scan::{ItemKind, Tree};
 
@@ -19,11 +19,35 @@ pub const DEFAULT_LEVEL: i32 = 19;
 /// enough of them to decode on every core.
 pub const DEFAULT_BLOCK_KIB: u32 = 8192;
 
-/// What the bundle runs and where its files appear.
+/// What the bundle runs and where its files appear (the metadata's launch
+/// fields; see `tote_format::Meta`).
+#[derive(Debug, Default, Clone)]
 pub struct Launch {
     pub name: String,
     pub entrypoint: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    pub cmd: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub workdir: Vec<u8>,
+    pub root: Vec<u8>,
     pub mounts: Vec<MountSpec>,
+}
+
+impl Launch {
+    /// Tree paths whose children are the bundle's top-level items (store
+    /// paths, an image's top directories).
+    fn group_bases(&self) -> Vec<&[u8]> {
+        let mut bases: Vec<&[u8]> = self
+            .mounts
+            .iter()
+            .filter(|m| m.kind != MountKind::Host)
+            .map(|m| m.source.as_slice())
+            .collect();
+        if !self.root.is_empty() {
+            bases.push(&self.root);
+        }
+        bases
+    }
 }
 
 /// One run of bytes of a unique file content inside a block.
@@ -66,8 +90,9 @@ pub fn pack(
 
     // 2. Identical contents are stored once, in stream order (see
     // `stream_order`), at their first appearance.
+    let bases = launch.group_bases();
     let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_cached_key(|&f| stream_order(&tree.items[files[f].0].path, &launch.mounts)); // determinism
+    order.sort_by_cached_key(|&f| stream_order(&tree.items[files[f].0].path, &bases)); // determinism
     let mut unique: Vec<(&PathBuf, u64, &[u8])> = Vec::new();
     let mut offset_of: HashMap<Digest32, u64> = HashMap::new(); // lookups only, never iterated
     let mut stream_len = 0u64;
@@ -77,7 +102,7 @@ pub fn pack(
         let off = *offset_of.entry(*hash).or_insert_with(|| {
             let o = stream_len;
             if *size > 0 {
-                unique.push((src, *size, group_of(&tree.items[*item].path, &launch.mounts)));
+                unique.push((src, *size, group_of(&tree.items[*item].path, &bases)));
                 stream_len += size;
             }
             o
@@ -187,7 +212,11 @@ pub fn pack(
         name: launch.name.clone(),
         creator: format!("tote {}", env!("CARGO_PKG_VERSION")),
         entrypoint: launch.entrypoint.clone(),
-        args: Vec::new(),
+        args: launch.args.clone(),
+        cmd: launch.cmd.clone(),
+        env: launch.env.clone(),
+        workdir: launch.workdir.clone(),
+        root: launch.root.clone(),
         mounts: launch.mounts.clone(),
         stats: stats.clone(),
     };
@@ -199,13 +228,13 @@ pub fn pack(
     Ok(stats)
 }
 
-/// The top-level item a path belongs to: the first component below a mount
-/// source (`nix/store/<hash>-name`), else its first component.
-fn group_of<'a>(path: &'a [u8], mounts: &[MountSpec]) -> &'a [u8] {
-    let base = mounts
+/// The top-level item a path belongs to: the first component below a group
+/// base (`nix/store/<hash>-name`), else its first component.
+fn group_of<'a>(path: &'a [u8], bases: &[&[u8]]) -> &'a [u8] {
+    let base = bases
         .iter()
-        .find(|m| path.starts_with(&m.source) && path.get(m.source.len()) == Some(&b'/'))
-        .map_or(0, |m| m.source.len() + 1);
+        .find(|b| path.starts_with(b) && path.get(b.len()) == Some(&b'/'))
+        .map_or(0, |b| b.len() + 1);
     let end = path[base..]
         .iter()
         .position(|&c| c == b'/')
@@ -218,8 +247,8 @@ fn group_of<'a>(path: &'a [u8], mounts: &[MountSpec]) -> &'a [u8] {
 /// then by name up to the first dot, so `os.py` and
 /// `__pycache__/os.cpython-311.pyc` (which repeats its names and strings)
 /// are neighbours. The full path breaks ties, so the order is total.
-fn stream_order(path: &[u8], mounts: &[MountSpec]) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
-    let group = group_of(path, mounts).to_vec();
+fn stream_order(path: &[u8], bases: &[&[u8]]) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let group = group_of(path, bases).to_vec();
     let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&b""[..], path),
@@ -233,11 +262,8 @@ fn stream_order(path: &[u8], mounts: &[MountSpec]) -> (Vec<u8>, Vec<u8>, Vec<u8>
 mod tests {
     use super::*;
 
-    fn store() -> Vec<MountSpec> {
-        vec![MountSpec {
-            source: b"nix/store".to_vec(),
-            target: b"/nix/store".to_vec(),
-        }]
+    fn store() -> Vec<&'static [u8]> {
+        vec![b"nix/store"]
     }
 
     #[test]

@@ -43,46 +43,80 @@ impl Tree {
     }
 }
 
-/// Every store path of a closure, with the store directory's ancestors.
-pub fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
-    let mut items = Vec::new();
-    let mut anc = PathBuf::new();
-    for c in store_dir.strip_prefix("/").unwrap_or(store_dir).components() {
-        anc.push(c);
-        items.push(Item {
-            path: anc.as_os_str().as_bytes().to_vec(),
-            kind: ItemKind::Dir,
-        });
-    }
-    for p in paths {
-        walk(p, &mut items)?;
-    }
-    items.sort_by(|a, b| a.path.cmp(&b.path)); // determinism: never inode order
-    for w in items.windows(2) {
-        if w[0].path == w[1].path {
-            bail!("/{} appears twice in the input", String::from_utf8_lossy(&w[0].path));
-        }
-    }
-    Ok(Tree { items })
+/// Collects items from several places, then sorts them into a [`Tree`].
+#[derive(Default)]
+pub struct TreeBuilder {
+    items: Vec<Item>,
 }
 
-fn walk(path: &Path, items: &mut Vec<Item>) -> Result<()> {
+impl TreeBuilder {
+    /// The directories on the way to `rel` (not `rel` itself).
+    pub fn ancestors(&mut self, rel: &Path) {
+        let mut anc = PathBuf::new();
+        let comps: Vec<_> = rel.components().collect();
+        for c in comps.iter().take(comps.len().saturating_sub(1)) {
+            anc.push(c);
+            self.items.push(Item {
+                path: anc.as_os_str().as_bytes().to_vec(),
+                kind: ItemKind::Dir,
+            });
+        }
+    }
+
+    /// `src` (a file, symlink or whole directory) at tree path `rel`; an
+    /// empty `rel` puts a directory's contents at the top of the tree.
+    pub fn add(&mut self, src: &Path, rel: &Path) -> Result<()> {
+        walk(src, rel, &mut self.items)
+    }
+
+    pub fn push(&mut self, item: Item) {
+        self.items.push(item);
+    }
+
+    pub fn build(self) -> Result<Tree> {
+        let mut items = self.items;
+        items.sort_by(|a, b| a.path.cmp(&b.path)); // determinism: never inode order
+        // The same directory reached twice (an ancestor and a walked dir) is one entry.
+        items.dedup_by(|b, a| a.path == b.path && matches!((&a.kind, &b.kind), (ItemKind::Dir, ItemKind::Dir)));
+        for w in items.windows(2) {
+            if w[0].path == w[1].path {
+                bail!("/{} appears twice in the input", String::from_utf8_lossy(&w[0].path));
+            }
+        }
+        Ok(Tree { items })
+    }
+}
+
+/// Every store path of a closure, with the store directory's ancestors.
+pub fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
+    let mut b = TreeBuilder::default();
+    let rel = store_dir.strip_prefix("/").unwrap_or(store_dir);
+    b.ancestors(&rel.join("x"));
+    for p in paths {
+        b.add(p, p.strip_prefix("/").unwrap_or(p))?;
+    }
+    b.build()
+}
+
+fn walk(path: &Path, rel_path: &Path, items: &mut Vec<Item>) -> Result<()> {
     let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let rel = path.strip_prefix("/").unwrap_or(path).as_os_str().as_bytes().to_vec();
+    let rel = rel_path.as_os_str().as_bytes().to_vec();
     let ft = meta.file_type();
     if ft.is_dir() {
-        items.push(Item {
-            path: rel,
-            kind: ItemKind::Dir,
-        });
-        let mut children: Vec<PathBuf> = fs::read_dir(path)
+        if !rel.is_empty() {
+            items.push(Item {
+                path: rel,
+                kind: ItemKind::Dir,
+            });
+        }
+        let mut children: Vec<std::ffi::OsString> = fs::read_dir(path)
             .with_context(|| format!("listing {}", path.display()))?
-            .map(|e| e.map(|e| e.path()))
+            .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .with_context(|| format!("listing {}", path.display()))?;
         children.sort();
         for c in children {
-            walk(&c, items)?;
+            walk(&path.join(&c), &rel_path.join(&c), items)?;
         }
     } else if ft.is_file() {
         let executable = meta.permissions().mode() & 0o111 != 0;

@@ -4,13 +4,54 @@
 use crate::reader::Reader;
 use crate::FormatError;
 
-/// A subtree of the bundle that must appear at an absolute path at launch.
+/// How one path of the launch view is provided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    /// A bundle directory layered over the host's directory of the same
+    /// path (read-only overlay; the bundle wins on a name clash). Where the
+    /// host has no such directory, the bundle's alone. Nix stores.
+    Layer = 1,
+    /// A bundle directory, file or symlink in place of whatever the host
+    /// has at that path (read-only). Host ELF programs' `/usr`, `/lib64`,
+    /// a plain directory's `--mount-at`.
+    Replace = 2,
+    /// A host path bound into a bundle-provided root; skipped when the
+    /// host lacks it. OCI images' `/proc`, `/etc/resolv.conf`.
+    Host = 3,
+}
+
+impl MountKind {
+    /// `layer`, `replace` or `host`, as `tote inspect` and `TOTE_INFO` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MountKind::Layer => "layer",
+            MountKind::Replace => "replace",
+            MountKind::Host => "host",
+        }
+    }
+}
+
+/// One path of the launch view and where its contents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
-    /// Path inside the bundle's tree, relative, e.g. `nix/store`.
+    pub kind: MountKind,
+    /// `Layer`/`Replace`: a path inside the bundle's tree, relative, e.g.
+    /// `nix/store`. `Host`: an absolute path on the host.
     pub source: Vec<u8>,
-    /// Absolute path where it appears, e.g. `/nix/store`.
+    /// Absolute path where it appears, e.g. `/nix/store`; never `/`.
     pub target: Vec<u8>,
+}
+
+impl MountSpec {
+    /// A bundle subtree that appears at its own absolute path (`nix/store`
+    /// at `/nix/store`).
+    pub fn at_own_path(kind: MountKind, target: &[u8]) -> MountSpec {
+        MountSpec {
+            kind,
+            source: target.strip_prefix(b"/").unwrap_or(target).to_vec(),
+            target: target.to_vec(),
+        }
+    }
 }
 
 /// Summary figures, recorded at bundle time.
@@ -28,17 +69,33 @@ pub struct Stats {
     pub blocks: u64,
 }
 
+/// Launch metadata: one model for every input. The launch view is a root
+/// (the host's, or a bundle subtree) with paths provided on top of it
+/// (`mounts`); then the entry point is executed with `args`, the caller's
+/// arguments (or `cmd` when there are none) and the caller's environment
+/// with `env` set over it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meta {
     /// Display name (the entry point's file name unless set otherwise).
     pub name: String,
     /// Tool and version that wrote the bundle, e.g. `tote 0.1.0`.
     pub creator: String,
-    /// Absolute path of the program to exec, as seen at launch.
+    /// Absolute path of the program to exec, as seen at launch. With an
+    /// empty `root` and no mounts: relative to the extracted tree.
     pub entrypoint: Vec<u8>,
     /// Arguments inserted before the caller's arguments.
     pub args: Vec<Vec<u8>>,
-    /// Which subtrees appear where. Empty: the program runs from the cache.
+    /// Arguments used when the caller passes none (an image's `Cmd`).
+    pub cmd: Vec<Vec<u8>>,
+    /// `KEY=value` pairs set over the caller's environment.
+    pub env: Vec<Vec<u8>>,
+    /// Working directory at launch; empty: the caller's.
+    pub workdir: Vec<u8>,
+    /// Empty: the host's root. Otherwise the bundle subtree (relative) that
+    /// becomes `/`.
+    pub root: Vec<u8>,
+    /// What appears where. With an empty `root` and no mounts the program
+    /// runs from the cache, without a namespace.
     pub mounts: Vec<MountSpec>,
     pub stats: Stats,
 }
@@ -49,17 +106,23 @@ impl Meta {
         let name = utf8(r.blob()?, "name")?;
         let creator = utf8(r.blob()?, "creator")?;
         let entrypoint = r.blob()?.to_vec();
-        let nargs = r.u32()?;
-        let mut args = Vec::new();
-        for _ in 0..nargs {
-            args.push(r.blob()?.to_vec());
-        }
+        let args = blobs(&mut r)?;
+        let cmd = blobs(&mut r)?;
+        let env = blobs(&mut r)?;
+        let workdir = r.blob()?.to_vec();
+        let root = r.blob()?.to_vec();
         let nmounts = r.u32()?;
         let mut mounts = Vec::new();
         for _ in 0..nmounts {
+            let kind = match r.u8()? {
+                1 => MountKind::Layer,
+                2 => MountKind::Replace,
+                3 => MountKind::Host,
+                k => return Err(FormatError::Meta(format!("unknown mount kind {k}"))),
+            };
             let source = r.blob()?.to_vec();
             let target = r.blob()?.to_vec();
-            mounts.push(MountSpec { source, target });
+            mounts.push(MountSpec { kind, source, target });
         }
         let stats = Stats {
             entries: r.u64()?,
@@ -79,11 +142,21 @@ impl Meta {
             creator,
             entrypoint,
             args,
+            cmd,
+            env,
+            workdir,
+            root,
             mounts,
             stats,
         };
         meta.validate()?;
         Ok(meta)
+    }
+
+    /// Does the launch need a namespace (something appears at an absolute
+    /// path), or does the program run straight from the cache?
+    pub fn needs_namespace(&self) -> bool {
+        !self.root.is_empty() || !self.mounts.is_empty()
     }
 
     /// The summary figures must be the index's: a bundle whose declared
@@ -104,15 +177,35 @@ impl Meta {
     }
 
     fn validate(&self) -> Result<(), FormatError> {
+        let bad = |what: &str| Err(FormatError::Meta(what.into()));
         if !is_clean_absolute(&self.entrypoint) {
-            return Err(FormatError::Meta("entry point is not a clean absolute path".into()));
+            return bad("entry point is not a clean absolute path");
+        }
+        for e in &self.env {
+            if e.contains(&0) || e.iter().position(|&c| c == b'=').is_none_or(|i| i == 0) {
+                return bad("an environment entry is not KEY=value");
+            }
+        }
+        if !self.workdir.is_empty() && (self.root.is_empty() || !is_clean_absolute(&self.workdir)) {
+            return bad("working directory is not a clean absolute path inside a bundle root");
+        }
+        if !self.root.is_empty() && !crate::index::is_clean_relative(&self.root) {
+            return bad("root is not a clean relative path");
         }
         for m in &self.mounts {
-            if !crate::index::is_clean_relative(&m.source) {
-                return Err(FormatError::Meta("mount source is not a clean relative path".into()));
+            let source_ok = match m.kind {
+                MountKind::Host => is_clean_absolute(&m.source),
+                MountKind::Layer | MountKind::Replace => crate::index::is_clean_relative(&m.source),
+            };
+            if !source_ok {
+                return bad("mount source is not a clean path");
             }
             if !is_clean_absolute(&m.target) || m.target == b"/" {
-                return Err(FormatError::Meta("mount target is not a clean absolute path".into()));
+                return bad("mount target is not a clean absolute path");
+            }
+            // A host root gets bundle paths on top; a bundle root gets host paths.
+            if (m.kind == MountKind::Host) == self.root.is_empty() {
+                return bad("mount kind does not fit the root");
             }
         }
         Ok(())
@@ -125,12 +218,17 @@ impl Meta {
         put_blob(&mut out, self.name.as_bytes());
         put_blob(&mut out, self.creator.as_bytes());
         put_blob(&mut out, &self.entrypoint);
-        out.extend_from_slice(&(self.args.len() as u32).to_le_bytes());
-        for a in &self.args {
-            put_blob(&mut out, a);
+        for list in [&self.args, &self.cmd, &self.env] {
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for a in list {
+                put_blob(&mut out, a);
+            }
         }
+        put_blob(&mut out, &self.workdir);
+        put_blob(&mut out, &self.root);
         out.extend_from_slice(&(self.mounts.len() as u32).to_le_bytes());
         for m in &self.mounts {
+            out.push(m.kind as u8);
             put_blob(&mut out, &m.source);
             put_blob(&mut out, &m.target);
         }
@@ -140,6 +238,15 @@ impl Meta {
         }
         out
     }
+}
+
+fn blobs(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, FormatError> {
+    let n = r.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(r.blob()?.to_vec());
+    }
+    Ok(out)
 }
 
 fn utf8(b: &[u8], what: &str) -> Result<String, FormatError> {
@@ -164,10 +271,11 @@ mod tests {
             creator: "tote 0.1.0".into(),
             entrypoint: b"/nix/store/abc-hello/bin/hello".to_vec(),
             args: vec![b"--flag".to_vec(), vec![0xff, 0x00]],
-            mounts: vec![MountSpec {
-                source: b"nix/store".to_vec(),
-                target: b"/nix/store".to_vec(),
-            }],
+            cmd: vec![b"serve".to_vec()],
+            env: vec![b"LANG=C.UTF-8".to_vec(), b"EMPTY=".to_vec()],
+            workdir: Vec::new(),
+            root: Vec::new(),
+            mounts: vec![MountSpec::at_own_path(MountKind::Layer, b"/nix/store")],
             stats: Stats {
                 entries: 1,
                 files: 2,
@@ -201,5 +309,33 @@ mod tests {
         let mut m = sample();
         m.mounts[0].target = b"/".to_vec();
         assert!(Meta::decode(&m.encode()).is_err());
+    }
+
+    #[test]
+    fn a_bundle_root_takes_host_mounts_only() {
+        let mut m = sample();
+        m.root = b"rootfs".to_vec();
+        assert!(Meta::decode(&m.encode()).is_err(), "bundle mount on a bundle root");
+        m.mounts = vec![MountSpec {
+            kind: MountKind::Host,
+            source: b"/etc/resolv.conf".to_vec(),
+            target: b"/etc/resolv.conf".to_vec(),
+        }];
+        m.workdir = b"/srv".to_vec();
+        assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
+        m.mounts[0].source = b"etc/resolv.conf".to_vec();
+        assert!(Meta::decode(&m.encode()).is_err(), "relative host path");
+        let mut m = sample();
+        m.workdir = b"/srv".to_vec();
+        assert!(Meta::decode(&m.encode()).is_err(), "working directory without a bundle root");
+    }
+
+    #[test]
+    fn environment_entries_need_a_name_and_no_nul() {
+        for bad in [&b"=x"[..], b"NOEQUALS", b"A=\0"] {
+            let mut m = sample();
+            m.env = vec![bad.to_vec()];
+            assert!(Meta::decode(&m.encode()).is_err(), "{bad:?}");
+        }
     }
 }

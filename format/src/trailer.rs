@@ -7,8 +7,8 @@ use crate::{FormatError, MAX_INDEX_RAW, MAX_META_LEN};
 /// The last 8 bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"TOTEBNDL";
 /// The format version this crate reads and writes.
-pub const VERSION: u32 = 1;
-/// Size of the version 1 trailer in bytes.
+pub const VERSION: u32 = 2;
+/// Size of the trailer in bytes.
 pub const TRAILER_LEN: usize = 144;
 
 const CHECK_AT: usize = 112;
@@ -262,7 +262,7 @@ mod tests {
         enc[132..136].copy_from_slice(&7u32.to_le_bytes());
         assert_eq!(
             Trailer::decode(&enc, 1000),
-            Err(FormatError::UnsupportedVersion { found: 7, supported: 1 })
+            Err(FormatError::UnsupportedVersion { found: 7, supported: VERSION })
         );
     }
 

@@ -1,4 +1,4 @@
-//! Golden tests: `tests/golden/v1.hex` is a complete version 1 payload
+//! Golden tests: `tests/golden/v2.hex` is a complete version 2 payload
 //! (data blocks, metadata, index, trailer; no stub, so the data section
 //! starts at offset 0). docs/FORMAT.md describes these exact bytes.
 //!
@@ -10,7 +10,7 @@
 
 use tote_format::*;
 
-const GOLDEN: &str = "tests/golden/v1.hex";
+const GOLDEN: &str = "tests/golden/v2.hex";
 
 fn hello_hash() -> Digest32 {
     sha256(b"hello, tote\n")
@@ -63,10 +63,11 @@ fn build() -> Vec<u8> {
         creator: "tote golden".into(),
         entrypoint: b"/opt/demo/run".to_vec(),
         args: vec![b"--golden".to_vec()],
-        mounts: vec![MountSpec {
-            source: b"opt".to_vec(),
-            target: b"/opt".to_vec(),
-        }],
+        cmd: vec![b"default".to_vec()],
+        env: vec![b"GOLDEN=1".to_vec()],
+        workdir: Vec::new(),
+        root: Vec::new(),
+        mounts: vec![MountSpec::at_own_path(MountKind::Replace, b"/opt")],
         stats: Stats {
             entries: 7,
             files: 4,
@@ -113,9 +114,13 @@ fn golden_decodes_to_known_values() {
     let meta = layout.meta(&g).unwrap();
     assert_eq!(meta.entrypoint, b"/opt/demo/run");
     assert_eq!(meta.args, vec![b"--golden".to_vec()]);
+    assert_eq!(meta.cmd, vec![b"default".to_vec()]);
+    assert_eq!(meta.env, vec![b"GOLDEN=1".to_vec()]);
+    assert!(meta.root.is_empty() && meta.workdir.is_empty());
     assert_eq!(
         meta.mounts,
         vec![MountSpec {
+            kind: MountKind::Replace,
             source: b"opt".to_vec(),
             target: b"/opt".to_vec()
         }]

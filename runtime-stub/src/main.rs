@@ -21,13 +21,14 @@ mod sys;
 mod verify;
 
 use std::convert::Infallible;
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use debug::Debug;
 use error::{Code, Failure, Result};
 use payload::Payload;
+use tote_format::MountKind;
 
 // No std runtime set-up: the stub needs none of it, and on glibc it reads
 // /proc/self/maps to place a main-thread stack guard, on every launch.
@@ -98,9 +99,15 @@ fn run() -> Result<Infallible> {
     let meta = &payload.meta;
     let mut argv: Vec<Vec<u8>> = vec![meta.entrypoint.clone()];
     argv.extend(meta.args.iter().cloned());
-    argv.extend(std::env::args_os().skip(1).map(OsString::into_vec));
+    let caller: Vec<Vec<u8>> = std::env::args_os().skip(1).map(OsString::into_vec).collect();
+    argv.extend(if caller.is_empty() { meta.cmd.clone() } else { caller });
+    for kv in &meta.env {
+        // Validated by the format: a non-empty name, then `=`.
+        let eq = kv.iter().position(|&c| c == b'=').unwrap_or(0);
+        std::env::set_var(OsStr::from_bytes(&kv[..eq]), OsStr::from_bytes(&kv[eq + 1..]));
+    }
 
-    let program: Vec<u8> = if meta.mounts.is_empty() {
+    let program: Vec<u8> = if !meta.needs_namespace() {
         // A relocatable tree: run it from the cache, no namespace.
         let mut p = entry.tree().into_os_string().into_vec();
         p.extend_from_slice(&meta.entrypoint);
@@ -115,12 +122,25 @@ fn run() -> Result<Infallible> {
             uid,
             gid,
             scratch: &scratch,
+            base: (!meta.root.is_empty()).then(|| tree.join(plan::path_of(&meta.root))),
             mounts: meta
                 .mounts
                 .iter()
-                .map(|m| (tree.join(plan::path_of(&m.source)), plan::path_of(&m.target)))
+                .map(|m| plan::Mount {
+                    provide: match m.kind {
+                        MountKind::Layer => plan::Provide::Layer,
+                        MountKind::Replace => plan::Provide::Replace,
+                        MountKind::Host => plan::Provide::Host,
+                    },
+                    source: match m.kind {
+                        MountKind::Host => plan::path_of(&m.source),
+                        _ => tree.join(plan::path_of(&m.source)),
+                    },
+                    target: plan::path_of(&m.target),
+                })
                 .collect(),
             cwd: &cwd,
+            workdir: (!meta.workdir.is_empty()).then(|| plan::path_of(&meta.workdir)),
         };
         let steps = plan::plan(&req, &plan::RealHost);
         dbg.step(|| format!("planned {} steps", steps.len()));
@@ -330,10 +350,22 @@ fn print_info(p: &Payload) {
     println!("creator: {}", m.creator);
     println!("entry point: {}", lossy(&m.entrypoint));
     for a in &m.args {
+        println!("argument: {}", lossy(a));
+    }
+    for a in &m.cmd {
         println!("default argument: {}", lossy(a));
     }
+    for e in &m.env {
+        println!("environment: {}", lossy(e));
+    }
+    if !m.root.is_empty() {
+        println!("root: {}", lossy(&m.root));
+    }
+    if !m.workdir.is_empty() {
+        println!("working directory: {}", lossy(&m.workdir));
+    }
     for mt in &m.mounts {
-        println!("mount: {} -> {}", lossy(&mt.source), lossy(&mt.target));
+        println!("mount ({}): {} -> {}", mt.kind.name(), lossy(&mt.source), lossy(&mt.target));
     }
     println!("entries: {} ({} files)", m.stats.entries, m.stats.files);
     println!(

@@ -96,7 +96,14 @@ fn fails_with(args: &[&str], path_env: Option<&str>, needle: &str) {
 #[test]
 fn bad_inputs_give_one_line_and_exit_1() {
     let p = live_probe();
-    fails_with(&["bundle", "/tmp"], None, "is not in the Nix store");
+    let t = TestDir::new();
+    std::fs::write(t.join("notes.txt"), "just text").unwrap();
+    let notes = t.join("notes.txt");
+    fails_with(
+        &["bundle", notes.to_str().unwrap()],
+        None,
+        "not a Nix store path, flake installable, directory, ELF program or image archive",
+    );
     fails_with(&["bundle", "/nonexistent/x"], None, "/nonexistent/x");
     fails_with(
         &["bundle", &p, "--entrypoint", "bin/nope"],
@@ -108,14 +115,16 @@ fn bad_inputs_give_one_line_and_exit_1() {
         None,
         "must be a path relative to",
     );
-    fails_with(&["bundle", &p], Some("/nonexistent"), "nix-store not found");
     fails_with(&["inspect", "/nonexistent/app"], None, "/nonexistent/app");
 
-    // A directory in the store that Nix does not know.
+    // A directory in the store that Nix does not know: its references are
+    // scanned, and it has no program.
     let fake = format!("/nix/store/{}-not-valid", "0".repeat(32));
     std::fs::create_dir_all(format!("{fake}/bin")).unwrap();
-    fails_with(&["bundle", &fake], None, "is not valid");
+    fails_with(&["bundle", &fake], None, "no executable in");
     std::fs::remove_dir_all(&fake).unwrap();
+    fails_with(&["bundle", &p, "--add", "/etc"], None, "--add does not apply to a Nix store path");
+    fails_with(&["bundle", &p, "--mount-at", "/opt/x"], None, "--mount-at does not apply");
 }
 
 #[test]
@@ -161,7 +170,8 @@ fn inspect_and_verify() {
     for want in [
         "name:            probe",
         "bundle id:       ",
-        "format version:  1",
+        "format version:  2",
+        "mount (layer  ): nix/store -> /nix/store",
         "entries:         ",
         "sha256:          sha256:",
     ] {

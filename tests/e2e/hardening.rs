@@ -500,7 +500,7 @@ fn a_modified_cache_entry_runs_warm_but_tote_verify_restores_it() {
 
 mod hostile {
     use super::*;
-    use tote_format::{encode_block, sha256, BlockRef, Entry, EntryKind, Index, Meta, MountSpec, Sections};
+    use tote_format::{encode_block, sha256, BlockRef, Entry, EntryKind, Index, Meta, MountKind, MountSpec, Sections};
 
     const STORE: &str = "nix/store/00000000000000000000000000000000-x";
 
@@ -515,12 +515,9 @@ mod hostile {
             name: "x".into(),
             creator: "hostile test".into(),
             entrypoint: format!("/{STORE}/bin/x").into_bytes(),
-            args: vec![],
-            mounts: vec![MountSpec {
-                source: b"nix/store".to_vec(),
-                target: b"/nix/store".to_vec(),
-            }],
+            mounts: vec![MountSpec::at_own_path(MountKind::Layer, b"/nix/store")],
             stats: index.stats(),
+            ..Meta::default()
         }
     }
 

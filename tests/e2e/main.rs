@@ -6,5 +6,7 @@ mod support;
 mod bad_bundles;
 mod cli;
 mod determinism;
+mod elf;
+mod inputs;
 mod hardening;
 mod launch;

@@ -1,0 +1,418 @@
+//! A host ELF program: its closure found by reading the ELF files (PT_INTERP,
+//! DT_NEEDED, RPATH/RUNPATH with `$ORIGIN`, ld.so.conf, the default
+//! directories), recursively, plus whatever `--add` names. Files keep their
+//! absolute paths; symlinks on the way (`/lib64 -> usr/lib64`) are kept as
+//! symlinks. At launch the bundle's `/usr`, `/lib*`, `/bin`, `/sbin` replace
+//! the host's and every other path is mounted on its own, so only the
+//! bundle's libraries can be loaded; the bundle carries this host's
+//! `/etc/ld.so.cache`, which names only paths the bundle provides or hides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use goblin::elf::{header, program_header, Elf};
+use tote_format::{MountKind, MountSpec};
+
+use crate::input::{bytes, rel, Input};
+use crate::pack::Launch;
+use crate::scan::{Item, ItemKind, TreeBuilder};
+
+/// Top-level directories that are replaced whole at launch.
+const SYSTEM: [&str; 7] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr"];
+/// glibc's default search directories on x86_64 (Debian's multiarch first).
+const DEFAULT_DIRS: [&str; 6] = [
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+];
+const LD_SO_CACHE: &str = "/etc/ld.so.cache";
+
+pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<Input> {
+    if entry_given {
+        bail!("--entrypoint does not apply to an ELF program: the program named is the entry point");
+    }
+    let program = absolute(program)?;
+    let bytes_of_program = fs::read(&program).with_context(|| format!("reading {}", program.display()))?;
+    check_arch(&program, &bytes_of_program)?;
+    if fs::metadata(&program)?.permissions().mode() & 0o111 == 0 {
+        bail!("{} is not executable", program.display());
+    }
+    let mut c = Collector {
+        items: BTreeMap::new(),
+        roots: BTreeSet::new(),
+        elves: Vec::new(),
+        seen_elves: BTreeSet::new(),
+        search_conf: ld_so_conf_dirs(Path::new("/etc/ld.so.conf")),
+        libraries: 0,
+    };
+    c.add(&program, true)?;
+    for a in adds {
+        let a = absolute(a)?;
+        if fs::symlink_metadata(&a).is_err() {
+            bail!("--add {}: no such file or directory", a.display());
+        }
+        c.add(&a, true)?;
+    }
+    if Path::new(LD_SO_CACHE).is_file() {
+        c.add(Path::new(LD_SO_CACHE), true)?;
+    }
+    // Every ELF file reached needs its own libraries, found as ld.so would.
+    while let Some((path, origin)) = c.elves.pop() {
+        c.needs(&path, &origin)?;
+    }
+
+    let mut mounts: BTreeSet<PathBuf> = BTreeSet::new();
+    for r in &c.roots {
+        let first = r.components().nth(1).map(|x| x.as_os_str().to_string_lossy().into_owned());
+        match first {
+            Some(f) if SYSTEM.contains(&f.as_str()) => mounts.insert(Path::new("/").join(f)),
+            _ => mounts.insert(r.clone()),
+        };
+    }
+    // A path inside another mounted path is already provided.
+    let mounts: Vec<PathBuf> = mounts
+        .iter()
+        .filter(|m| !mounts.iter().any(|o| o != *m && m.starts_with(o)))
+        .cloned()
+        .collect();
+    let mut b = TreeBuilder::default();
+    for (path, kind) in c.items {
+        b.push(Item {
+            path: bytes(&rel(&path)),
+            kind,
+        });
+    }
+    let tree = b.build()?;
+    let name = program.file_name().map_or("app".into(), |n| n.to_string_lossy().into_owned());
+    let launch = Launch {
+        name,
+        entrypoint: bytes(&program),
+        mounts: mounts
+            .iter()
+            .map(|m| MountSpec::at_own_path(MountKind::Replace, &bytes(m)))
+            .collect(),
+        ..Launch::default()
+    };
+    Ok(Input {
+        tree,
+        launch,
+        summary: format!("ELF program with {} libraries", c.libraries),
+    })
+}
+
+/// `p` made absolute against the working directory and cleaned lexically.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().context("reading the working directory")?.join(p)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn check_arch(path: &Path, bytes: &[u8]) -> Result<()> {
+    let h = Elf::parse_header(bytes).map_err(|e| anyhow::anyhow!("{}: not a valid ELF file ({e})", path.display()))?;
+    if h.e_machine != header::EM_X86_64 || h.e_ident[header::EI_CLASS] != header::ELFCLASS64 {
+        bail!(
+            "{} is an ELF file for {} ({}-bit), not x86_64: tote bundles x86_64 programs",
+            path.display(),
+            header::machine_to_str(h.e_machine),
+            if h.e_ident[header::EI_CLASS] == header::ELFCLASS64 { 64 } else { 32 }
+        );
+    }
+    Ok(())
+}
+
+/// Is `path` a 64-bit x86_64 ELF file (what ld.so accepts for this program)?
+fn is_compatible_elf(path: &Path) -> bool {
+    let mut head = [0u8; 64];
+    let ok = fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    ok.is_ok()
+        && Elf::parse_header(&head)
+            .is_ok_and(|h| h.e_machine == header::EM_X86_64 && h.e_ident[header::EI_CLASS] == header::ELFCLASS64)
+}
+
+struct Collector {
+    items: BTreeMap<PathBuf, ItemKind>,
+    /// Paths added explicitly or as libraries (their mounts derive from these).
+    roots: BTreeSet<PathBuf>,
+    /// ELF files still to read: (real path, `$ORIGIN`).
+    elves: Vec<(PathBuf, PathBuf)>,
+    seen_elves: BTreeSet<PathBuf>,
+    /// ld.so.conf's directories, in order.
+    search_conf: Vec<PathBuf>,
+    libraries: usize,
+}
+
+impl Collector {
+    /// `path` with every symlink on the way to it, and (for a directory)
+    /// everything below it. Returns the real path.
+    fn add(&mut self, path: &Path, root: bool) -> Result<PathBuf> {
+        let real = self.chain(path, root)?;
+        if root {
+            self.roots.insert(real.clone());
+        }
+        let meta = fs::symlink_metadata(&real).with_context(|| format!("reading {}", real.display()))?;
+        if meta.is_dir() {
+            self.walk(&real)?;
+        } else {
+            self.file(&real, &meta)?;
+        }
+        Ok(real)
+    }
+
+    /// Record the directories and symlinks on the way to `path`; return
+    /// where it really is.
+    fn chain(&mut self, path: &Path, root: bool) -> Result<PathBuf> {
+        let mut pending: Vec<PathBuf> = path.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
+        let mut cur = PathBuf::from("/");
+        let mut hops = 0;
+        while let Some(c) = pending.pop() {
+            match c.components().next() {
+                Some(Component::RootDir) | Some(Component::CurDir) | None => continue,
+                Some(Component::ParentDir) => {
+                    cur.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let next = cur.join(&c);
+            let meta = fs::symlink_metadata(&next).with_context(|| format!("reading {}", next.display()))?;
+            if meta.file_type().is_symlink() {
+                hops += 1;
+                if hops > 40 {
+                    bail!("{}: too many levels of symbolic links", path.display());
+                }
+                let target = fs::read_link(&next).with_context(|| format!("reading symlink {}", next.display()))?;
+                self.items.insert(
+                    next.clone(),
+                    ItemKind::Symlink {
+                        target: target.as_os_str().as_bytes().to_vec(),
+                    },
+                );
+                if root {
+                    self.roots.insert(next.clone());
+                }
+                if target.is_absolute() {
+                    cur = PathBuf::from("/");
+                }
+                pending.extend(target.components().rev().map(|c| PathBuf::from(c.as_os_str())));
+            } else {
+                if meta.is_dir() && !pending.is_empty() {
+                    self.items.entry(next.clone()).or_insert(ItemKind::Dir);
+                }
+                cur = next;
+            }
+        }
+        Ok(cur)
+    }
+
+    fn walk(&mut self, dir: &Path) -> Result<()> {
+        self.items.insert(dir.to_path_buf(), ItemKind::Dir);
+        let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("listing {}", dir.display()))?;
+        names.sort();
+        for n in names {
+            let p = dir.join(&n);
+            let meta = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&p).with_context(|| format!("reading symlink {}", p.display()))?;
+                self.items.insert(
+                    p.clone(),
+                    ItemKind::Symlink {
+                        target: target.as_os_str().as_bytes().to_vec(),
+                    },
+                );
+                // What it points at comes along (certificates, alternatives);
+                // a dangling link stays as it is on the host.
+                let to = dir.join(&target);
+                if to.exists() && !self.items.contains_key(&absolute(&to)?) {
+                    self.add(&to, !to.starts_with(dir))?;
+                }
+            } else if meta.is_dir() {
+                self.walk(&p)?;
+            } else {
+                self.file(&p, &meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: &Path, meta: &fs::Metadata) -> Result<()> {
+        if !meta.is_file() {
+            bail!(
+                "{}: unsupported file type (only directories, regular files and symlinks can be bundled)",
+                path.display()
+            );
+        }
+        self.items.insert(
+            path.to_path_buf(),
+            ItemKind::File {
+                executable: meta.permissions().mode() & 0o111 != 0,
+                size: meta.len(),
+                source: path.to_path_buf(),
+            },
+        );
+        if is_compatible_elf(path) && self.seen_elves.insert(path.to_path_buf()) {
+            let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            self.elves.push((path.to_path_buf(), origin));
+        }
+        Ok(())
+    }
+
+    /// The interpreter and libraries `path` needs, found the way ld.so finds them.
+    fn needs(&mut self, path: &Path, origin: &Path) -> Result<()> {
+        let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let elf = Elf::parse(&data).map_err(|e| anyhow::anyhow!("{}: not a valid ELF file ({e})", path.display()))?;
+        if let Some(interp) = elf.program_headers.iter().find(|p| p.p_type == program_header::PT_INTERP) {
+            let raw = data
+                .get(interp.p_offset as usize..(interp.p_offset + interp.p_filesz) as usize)
+                .with_context(|| format!("{}: PT_INTERP out of bounds", path.display()))?;
+            let interp = Path::new(OsStr::from_bytes(raw.split(|&c| c == 0).next().unwrap_or(raw)));
+            if fs::metadata(interp).is_err() {
+                bail!("{}: its interpreter {} does not exist", path.display(), interp.display());
+            }
+            if !self.items.contains_key(interp) {
+                self.libraries += 1;
+                self.add(interp, true)?;
+            }
+        }
+        let expand = |list: &[&str]| -> Vec<PathBuf> {
+            list.iter()
+                .flat_map(|l| l.split(':'))
+                .filter(|d| !d.is_empty())
+                .flat_map(|d| {
+                    let o = origin.to_string_lossy();
+                    let d = d.replace("$ORIGIN", &o).replace("${ORIGIN}", &o).replace("$PLATFORM", "x86_64");
+                    ["lib/x86_64-linux-gnu", "lib64"]
+                        .iter()
+                        .map(|lib| PathBuf::from(d.replace("$LIB", lib).replace("${LIB}", lib)))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        // RPATH counts only where there is no RUNPATH (ld.so's rule).
+        let rpath = if elf.runpaths.is_empty() { expand(&elf.rpaths) } else { Vec::new() };
+        let runpath = expand(&elf.runpaths);
+        for lib in &elf.libraries {
+            let found = if lib.contains('/') {
+                Some(origin.join(lib)).filter(|p| p.is_file())
+            } else {
+                rpath
+                    .iter()
+                    .chain(&runpath)
+                    .chain(&self.search_conf)
+                    .map(PathBuf::as_path)
+                    .chain(DEFAULT_DIRS.iter().map(Path::new))
+                    .map(|d| d.join(lib))
+                    .find(|p| is_compatible_elf(p))
+            };
+            let Some(found) = found else {
+                bail!(
+                    "{} needs {lib}, which is not in its RPATH/RUNPATH, ld.so.conf or the default directories: add the directory holding it with --add",
+                    path.display()
+                );
+            };
+            if !self.items.contains_key(&found) {
+                self.libraries += 1;
+                self.add(&found, true)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The directories `/etc/ld.so.conf` names, following `include` globs.
+fn ld_so_conf_dirs(conf: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    read_conf(conf, &mut out, 0);
+    out
+}
+
+fn read_conf(conf: &Path, out: &mut Vec<PathBuf>, depth: u32) {
+    let Ok(text) = fs::read_to_string(conf) else {
+        return;
+    };
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(pattern) = line.strip_prefix("include").map(str::trim) {
+            if depth < 8 {
+                let pattern = conf.parent().unwrap_or(Path::new("/")).join(pattern);
+                for f in glob_last(&pattern) {
+                    read_conf(&f, out, depth + 1);
+                }
+            }
+        } else if line.starts_with('/') {
+            out.push(PathBuf::from(line));
+        }
+    }
+}
+
+/// Files matching `dir/prefix*suffix` (a `*` in the last component only,
+/// which is what ld.so.conf files use), sorted.
+fn glob_last(pattern: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name().and_then(OsStr::to_str)) else {
+        return Vec::new();
+    };
+    let Some((pre, suf)) = name.split_once('*') else {
+        return vec![pattern.to_path_buf()];
+    };
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.len() >= pre.len() + suf.len() && n.starts_with(pre) && n.ends_with(suf)
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ld_so_conf_includes_are_followed() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        fs::write(t.path().join("ld.so.conf"), "include d/*.conf\n/opt/top # comment\n").unwrap();
+        fs::write(t.path().join("d/b.conf"), "/opt/b\n").unwrap();
+        fs::write(t.path().join("d/a.conf"), "# only a comment\n/opt/a\n").unwrap();
+        fs::write(t.path().join("d/skip.txt"), "/opt/no\n").unwrap();
+        assert_eq!(
+            ld_so_conf_dirs(&t.path().join("ld.so.conf")),
+            [PathBuf::from("/opt/a"), PathBuf::from("/opt/b"), PathBuf::from("/opt/top")]
+        );
+    }
+
+    #[test]
+    fn paths_are_cleaned() {
+        assert_eq!(absolute(Path::new("/usr/bin/../lib/./x")).unwrap(), PathBuf::from("/usr/lib/x"));
+    }
+}
