@@ -61,7 +61,11 @@ pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
     if crate::refscan::hash_part(name.as_os_str().as_bytes()).is_none() {
         bail!("{} is not a store path: its name must be <hash>-<name>", root.display());
     }
-    let from_db = if scan { None } else { query_requisites(&root, &store_dir)? };
+    let from_db = if scan {
+        None
+    } else {
+        query_requisites(&root, &store_dir)?
+    };
     let scanned = from_db.is_none();
     let closure = match from_db {
         Some(c) => c,

@@ -34,10 +34,19 @@ pub fn resolve(dir: &Path, mount_at: Option<&Path>, requested: Option<&Path>) ->
             .collect(),
         ..Launch::default()
     };
-    let files = tree.items.iter().filter(|i| matches!(i.kind, crate::scan::ItemKind::File { .. })).count();
+    let files = tree
+        .items
+        .iter()
+        .filter(|i| matches!(i.kind, crate::scan::ItemKind::File { .. }))
+        .count();
     let summary = match &mount_at {
         Some(m) => format!("directory at {}: {files} files", m.display()),
         None => format!("relocatable directory: {files} files"),
     };
-    Ok(Input { tree, launch, summary })
+    Ok(Input {
+        tree,
+        launch,
+        summary,
+        staging: None,
+    })
 }

@@ -71,7 +71,10 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
 
     let mut mounts: BTreeSet<PathBuf> = BTreeSet::new();
     for r in &c.roots {
-        let first = r.components().nth(1).map(|x| x.as_os_str().to_string_lossy().into_owned());
+        let first = r
+            .components()
+            .nth(1)
+            .map(|x| x.as_os_str().to_string_lossy().into_owned());
         match first {
             Some(f) if SYSTEM.contains(&f.as_str()) => mounts.insert(Path::new("/").join(f)),
             _ => mounts.insert(r.clone()),
@@ -91,7 +94,9 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
         });
     }
     let tree = b.build()?;
-    let name = program.file_name().map_or("app".into(), |n| n.to_string_lossy().into_owned());
+    let name = program
+        .file_name()
+        .map_or("app".into(), |n| n.to_string_lossy().into_owned());
     let launch = Launch {
         name,
         entrypoint: bytes(&program),
@@ -105,6 +110,7 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
         tree,
         launch,
         summary: format!("ELF program with {} libraries", c.libraries),
+        staging: None,
     })
 }
 
@@ -113,7 +119,9 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().context("reading the working directory")?.join(p)
+        std::env::current_dir()
+            .context("reading the working directory")?
+            .join(p)
     };
     let mut out = PathBuf::from("/");
     for c in joined.components() {
@@ -135,7 +143,11 @@ fn check_arch(path: &Path, bytes: &[u8]) -> Result<()> {
             "{} is an ELF file for {} ({}-bit), not x86_64: tote bundles x86_64 programs",
             path.display(),
             header::machine_to_str(h.e_machine),
-            if h.e_ident[header::EI_CLASS] == header::ELFCLASS64 { 64 } else { 32 }
+            if h.e_ident[header::EI_CLASS] == header::ELFCLASS64 {
+                64
+            } else {
+                32
+            }
         );
     }
     Ok(())
@@ -285,13 +297,21 @@ impl Collector {
     fn needs(&mut self, path: &Path, origin: &Path) -> Result<()> {
         let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let elf = Elf::parse(&data).map_err(|e| anyhow::anyhow!("{}: not a valid ELF file ({e})", path.display()))?;
-        if let Some(interp) = elf.program_headers.iter().find(|p| p.p_type == program_header::PT_INTERP) {
+        if let Some(interp) = elf
+            .program_headers
+            .iter()
+            .find(|p| p.p_type == program_header::PT_INTERP)
+        {
             let raw = data
                 .get(interp.p_offset as usize..(interp.p_offset + interp.p_filesz) as usize)
                 .with_context(|| format!("{}: PT_INTERP out of bounds", path.display()))?;
             let interp = Path::new(OsStr::from_bytes(raw.split(|&c| c == 0).next().unwrap_or(raw)));
             if fs::metadata(interp).is_err() {
-                bail!("{}: its interpreter {} does not exist", path.display(), interp.display());
+                bail!(
+                    "{}: its interpreter {} does not exist",
+                    path.display(),
+                    interp.display()
+                );
             }
             if !self.items.contains_key(interp) {
                 self.libraries += 1;
@@ -304,7 +324,10 @@ impl Collector {
                 .filter(|d| !d.is_empty())
                 .flat_map(|d| {
                     let o = origin.to_string_lossy();
-                    let d = d.replace("$ORIGIN", &o).replace("${ORIGIN}", &o).replace("$PLATFORM", "x86_64");
+                    let d = d
+                        .replace("$ORIGIN", &o)
+                        .replace("${ORIGIN}", &o)
+                        .replace("$PLATFORM", "x86_64");
                     ["lib/x86_64-linux-gnu", "lib64"]
                         .iter()
                         .map(|lib| PathBuf::from(d.replace("$LIB", lib).replace("${LIB}", lib)))
@@ -313,7 +336,11 @@ impl Collector {
                 .collect()
         };
         // RPATH counts only where there is no RUNPATH (ld.so's rule).
-        let rpath = if elf.runpaths.is_empty() { expand(&elf.rpaths) } else { Vec::new() };
+        let rpath = if elf.runpaths.is_empty() {
+            expand(&elf.rpaths)
+        } else {
+            Vec::new()
+        };
         let runpath = expand(&elf.runpaths);
         for lib in &elf.libraries {
             let found = if lib.contains('/') {
@@ -407,12 +434,19 @@ mod tests {
         fs::write(t.path().join("d/skip.txt"), "/opt/no\n").unwrap();
         assert_eq!(
             ld_so_conf_dirs(&t.path().join("ld.so.conf")),
-            [PathBuf::from("/opt/a"), PathBuf::from("/opt/b"), PathBuf::from("/opt/top")]
+            [
+                PathBuf::from("/opt/a"),
+                PathBuf::from("/opt/b"),
+                PathBuf::from("/opt/top")
+            ]
         );
     }
 
     #[test]
     fn paths_are_cleaned() {
-        assert_eq!(absolute(Path::new("/usr/bin/../lib/./x")).unwrap(), PathBuf::from("/usr/lib/x"));
+        assert_eq!(
+            absolute(Path::new("/usr/bin/../lib/./x")).unwrap(),
+            PathBuf::from("/usr/lib/x")
+        );
     }
 }

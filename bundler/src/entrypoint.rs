@@ -47,6 +47,11 @@ pub fn choose(root: &Path, tree: &Tree, requested: Option<&Path>) -> Result<Entr
     })
 }
 
+/// Does `abs` resolve, inside the tree, to an executable file? The reason if not.
+pub fn executable(tree: &Tree, abs: &Path) -> std::result::Result<(), String> {
+    resolve(tree, abs)
+}
+
 /// Does `abs` resolve inside the tree (following its symlinks)?
 pub fn resolves(tree: &Tree, abs: &Path) -> bool {
     follow(tree, abs).is_ok()

@@ -18,7 +18,17 @@ pub fn is_installable(arg: &Path) -> bool {
         return false;
     }
     const SCHEMES: [&str; 11] = [
-        "path:", "git+", "github:", "gitlab:", "sourcehut:", "flake:", "tarball+", "file+", "http:", "https:", "hg+",
+        "path:",
+        "git+",
+        "github:",
+        "gitlab:",
+        "sourcehut:",
+        "flake:",
+        "tarball+",
+        "file+",
+        "http:",
+        "https:",
+        "hg+",
     ];
     s.contains('#') || SCHEMES.iter().any(|p| s.starts_with(p))
 }
@@ -50,7 +60,13 @@ pub fn build(installable: &str) -> Result<Built> {
         .as_str()
         .with_context(|| format!("nix build {installable}: output {name} has no path"))?;
     let main = nix(
-        &["eval", "--json", installable, "--apply", "p: p.meta.mainProgram or null"],
+        &[
+            "eval",
+            "--json",
+            installable,
+            "--apply",
+            "p: p.meta.mainProgram or null",
+        ],
         installable,
     )?;
     let main_program = match serde_json::from_slice(&main) {

@@ -15,6 +15,8 @@ pub struct Input {
     pub launch: Launch,
     /// What was bundled, for the summary line: `closure: 3 store paths`.
     pub summary: String,
+    /// Staging directories the tree's files live in until packing is done.
+    pub staging: Option<tempfile::TempDir>,
 }
 
 /// The kinds of input, as `tote bundle` tells them apart.
@@ -58,7 +60,8 @@ pub fn detect(path: &Path) -> Result<Kind> {
     let n = {
         use std::io::Read;
         let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open the input", path.display()))?;
-        f.read(&mut magic).with_context(|| format!("{}: cannot read the input", path.display()))?
+        f.read(&mut magic)
+            .with_context(|| format!("{}: cannot read the input", path.display()))?
     };
     if n == 4 && magic == *b"\x7fELF" {
         return Ok(Kind::Elf);
@@ -82,7 +85,11 @@ pub fn resolve(args: &BundleArgs) -> Result<Input> {
     };
     only(args.mount_at.is_some(), "--mount-at", &[Kind::Directory])?;
     only(!args.add.is_empty(), "--add", &[Kind::Elf])?;
-    only(args.scan_references, "--scan-references", &[Kind::StorePath, Kind::Flake])?;
+    only(
+        args.scan_references,
+        "--scan-references",
+        &[Kind::StorePath, Kind::Flake],
+    )?;
     match kind {
         Kind::Flake => {
             let installable = args.path.to_str().context("a flake installable must be UTF-8")?;
@@ -117,6 +124,7 @@ fn nix(path: &Path, args: &BundleArgs, main_program: Option<&str>) -> Result<Inp
         tree,
         launch,
         summary: format!("closure: {} store paths{how}", input.closure.len()),
+        staging: None,
     })
 }
 
@@ -136,9 +144,13 @@ pub fn clean_absolute(p: &Path, what: &str) -> Result<PathBuf> {
     use std::path::Component;
     let ok = p.is_absolute()
         && p.components().count() > 1
-        && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     if !ok {
-        bail!("{what} {}: must be a clean absolute path other than /, like /opt/tool", p.display());
+        bail!(
+            "{what} {}: must be a clean absolute path other than /, like /opt/tool",
+            p.display()
+        );
     }
     Ok(p.to_path_buf())
 }

@@ -60,7 +60,12 @@ pub fn inspect(path: &Path) -> Result<()> {
         println!("working dir:     {}", lossy(&meta.workdir));
     }
     for m in &meta.mounts {
-        println!("mount ({:7}): {} -> {}", m.kind.name(), lossy(&m.source), lossy(&m.target));
+        println!(
+            "mount ({:7}): {} -> {}",
+            m.kind.name(),
+            lossy(&m.source),
+            lossy(&m.target)
+        );
     }
     if !meta.needs_namespace() {
         println!("namespace:       none (runs from the cache)");

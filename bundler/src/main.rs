@@ -139,6 +139,7 @@ fn bundle(args: &BundleArgs) -> Result<()> {
         written.stats.files,
     );
     println!("sha256:{}", written.sha256);
+    drop(input.staging); // an image's unpacked layers
     Ok(())
 }
 

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use tote_format::{encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, MountKind, MountSpec, Sections, Stats};
+use tote_format::{
+    encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, MountKind, MountSpec, Sections, Stats,
+};
 
 use crate::scan::{ItemKind, Tree};
 

@@ -71,7 +71,11 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>, scan: &mut dyn FnMut(&[u8])) -
     let m = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if m.is_dir() {
         for e in fs::read_dir(path).with_context(|| format!("listing {}", path.display()))? {
-            collect(&e.with_context(|| format!("listing {}", path.display()))?.path(), files, scan)?;
+            collect(
+                &e.with_context(|| format!("listing {}", path.display()))?.path(),
+                files,
+                scan,
+            )?;
         }
     } else if m.file_type().is_symlink() {
         let t = fs::read_link(path).with_context(|| format!("reading symlink {}", path.display()))?;

@@ -76,7 +76,7 @@ impl TreeBuilder {
     pub fn build(self) -> Result<Tree> {
         let mut items = self.items;
         items.sort_by(|a, b| a.path.cmp(&b.path)); // determinism: never inode order
-        // The same directory reached twice (an ancestor and a walked dir) is one entry.
+                                                   // The same directory reached twice (an ancestor and a walked dir) is one entry.
         items.dedup_by(|b, a| a.path == b.path && matches!((&a.kind, &b.kind), (ItemKind::Dir, ItemKind::Dir)));
         for w in items.windows(2) {
             if w[0].path == w[1].path {

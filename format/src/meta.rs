@@ -327,7 +327,10 @@ mod tests {
         assert!(Meta::decode(&m.encode()).is_err(), "relative host path");
         let mut m = sample();
         m.workdir = b"/srv".to_vec();
-        assert!(Meta::decode(&m.encode()).is_err(), "working directory without a bundle root");
+        assert!(
+            Meta::decode(&m.encode()).is_err(),
+            "working directory without a bundle root"
+        );
     }
 
     #[test]

@@ -262,7 +262,10 @@ mod tests {
         enc[132..136].copy_from_slice(&7u32.to_le_bytes());
         assert_eq!(
             Trailer::decode(&enc, 1000),
-            Err(FormatError::UnsupportedVersion { found: 7, supported: VERSION })
+            Err(FormatError::UnsupportedVersion {
+                found: 7,
+                supported: VERSION
+            })
         );
     }
 

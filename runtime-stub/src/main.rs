@@ -365,7 +365,12 @@ fn print_info(p: &Payload) {
         println!("working directory: {}", lossy(&m.workdir));
     }
     for mt in &m.mounts {
-        println!("mount ({}): {} -> {}", mt.kind.name(), lossy(&mt.source), lossy(&mt.target));
+        println!(
+            "mount ({}): {} -> {}",
+            mt.kind.name(),
+            lossy(&mt.source),
+            lossy(&mt.target)
+        );
     }
     println!("entries: {} ({} files)", m.stats.entries, m.stats.files);
     println!(

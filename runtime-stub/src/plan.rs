@@ -651,7 +651,14 @@ mod tests {
     }
 
     fn with_elf_tree(mut h: FakeHost) -> FakeHost {
-        h.0.insert("/c/id/tree", vec![("etc", HostKind::Dir), ("lib64", HostKind::Symlink("usr/lib64".into())), ("usr", HostKind::Dir)]);
+        h.0.insert(
+            "/c/id/tree",
+            vec![
+                ("etc", HostKind::Dir),
+                ("lib64", HostKind::Symlink("usr/lib64".into())),
+                ("usr", HostKind::Dir),
+            ],
+        );
         h.0.insert("/c/id/tree/etc", vec![("ld.so.cache", HostKind::Other)]);
         h.0.insert("/c/id/tree/usr", vec![]);
         h
@@ -660,8 +667,13 @@ mod tests {
     #[test]
     fn elf_view_fits_a_merged_usr_host_in_place() {
         let mut h = debian();
-        h.0.get_mut("/").unwrap().push(("lib64", HostKind::Symlink("usr/lib64".into())));
-        h.0.insert("/etc", vec![("ld.so.cache", HostKind::Other), ("passwd", HostKind::Other)]);
+        h.0.get_mut("/")
+            .unwrap()
+            .push(("lib64", HostKind::Symlink("usr/lib64".into())));
+        h.0.insert(
+            "/etc",
+            vec![("ld.so.cache", HostKind::Other), ("passwd", HostKind::Other)],
+        );
         h.0.insert("/usr", vec![]);
         let h = with_elf_tree(h);
         let mut r = req(false, Path::new("/home/u"));
@@ -689,7 +701,10 @@ mod tests {
     fn elf_view_on_a_bare_host_builds_a_new_root() {
         // /etc without ld.so.cache, no /usr, /lib64 a real directory.
         let mut h = FakeHost(BTreeMap::from([
-            ("/", vec![("etc", HostKind::Dir), ("lib64", HostKind::Dir), ("tmp", HostKind::Dir)]),
+            (
+                "/",
+                vec![("etc", HostKind::Dir), ("lib64", HostKind::Dir), ("tmp", HostKind::Dir)],
+            ),
             ("/etc", vec![("passwd", HostKind::Other)]),
             ("/lib64", vec![]),
         ]));
@@ -697,11 +712,16 @@ mod tests {
         let mut r = req(false, Path::new("/tmp"));
         r.mounts = elf_mounts();
         let steps = plan(&r, &h);
-        let i = steps.iter().position(|s| *s == Step::MountTmpfs { target: p("/newroot") }).unwrap();
+        let i = steps
+            .iter()
+            .position(|s| *s == Step::MountTmpfs { target: p("/newroot") })
+            .unwrap();
         assert_eq!(
             steps[i + 1..],
             [
-                Step::Mkdir { path: p("/newroot/etc") },
+                Step::Mkdir {
+                    path: p("/newroot/etc")
+                },
                 Step::Touch {
                     path: p("/newroot/etc/passwd")
                 },
@@ -712,7 +732,9 @@ mod tests {
                 Step::Touch {
                     path: p("/newroot/etc/ld.so.cache")
                 },
-                Step::Mkdir { path: p("/newroot/tmp") },
+                Step::Mkdir {
+                    path: p("/newroot/tmp")
+                },
                 Step::Bind {
                     source: p("/oldroot/tmp"),
                     target: p("/newroot/tmp")
@@ -721,7 +743,9 @@ mod tests {
                     target: "usr/lib64".into(),
                     path: p("/newroot/lib64")
                 },
-                Step::Mkdir { path: p("/newroot/usr") },
+                Step::Mkdir {
+                    path: p("/newroot/usr")
+                },
                 Step::BundleMount {
                     source: p("/oldroot/c/id/tree/etc/ld.so.cache"),
                     target: p("/newroot/etc/ld.so.cache"),
@@ -742,25 +766,49 @@ mod tests {
     #[test]
     fn image_root_gets_host_paths_and_the_callers_cwd() {
         let h = FakeHost(BTreeMap::from([
-            ("/", vec![("etc", HostKind::Dir), ("home", HostKind::Dir), ("proc", HostKind::Dir)]),
-            ("/etc", vec![("hosts", HostKind::Other), ("resolv.conf", HostKind::Other)]),
+            (
+                "/",
+                vec![("etc", HostKind::Dir), ("home", HostKind::Dir), ("proc", HostKind::Dir)],
+            ),
+            (
+                "/etc",
+                vec![("hosts", HostKind::Other), ("resolv.conf", HostKind::Other)],
+            ),
             ("/home", vec![("u", HostKind::Dir)]),
             ("/home/u", vec![]),
             ("/proc", vec![]),
             // The image: /bin a symlink, /etc with hosts but no resolv.conf, no /proc.
-            ("/c/id/tree/rootfs", vec![("bin", HostKind::Symlink("usr/bin".into())), ("etc", HostKind::Dir), ("usr", HostKind::Dir)]),
-            ("/c/id/tree/rootfs/etc", vec![("hosts", HostKind::Other), ("os-release", HostKind::Other)]),
+            (
+                "/c/id/tree/rootfs",
+                vec![
+                    ("bin", HostKind::Symlink("usr/bin".into())),
+                    ("etc", HostKind::Dir),
+                    ("usr", HostKind::Dir),
+                ],
+            ),
+            (
+                "/c/id/tree/rootfs/etc",
+                vec![("hosts", HostKind::Other), ("os-release", HostKind::Other)],
+            ),
             ("/c/id/tree/rootfs/usr", vec![]),
         ]));
         let host = |path: &str| mount(Provide::Host, path, path);
         let r = Request {
             base: Some(p("/c/id/tree/rootfs")),
-            mounts: vec![host("/proc"), host("/sys"), host("/etc/hosts"), host("/etc/resolv.conf")],
+            mounts: vec![
+                host("/proc"),
+                host("/sys"),
+                host("/etc/hosts"),
+                host("/etc/resolv.conf"),
+            ],
             workdir: Some(p("/srv")),
             ..req(false, Path::new("/home/u"))
         };
         let steps = plan(&r, &h);
-        let i = steps.iter().position(|s| *s == Step::MountTmpfs { target: p("/newroot") }).unwrap();
+        let i = steps
+            .iter()
+            .position(|s| *s == Step::MountTmpfs { target: p("/newroot") })
+            .unwrap();
         let img = |rest: &str| p(&format!("/oldroot/c/id/tree/rootfs{rest}"));
         assert_eq!(
             steps[i + 1..],
@@ -769,7 +817,9 @@ mod tests {
                     target: "usr/bin".into(),
                     path: p("/newroot/bin")
                 },
-                Step::Mkdir { path: p("/newroot/etc") },
+                Step::Mkdir {
+                    path: p("/newroot/etc")
+                },
                 Step::Touch {
                     path: p("/newroot/etc/os-release")
                 },
@@ -784,14 +834,20 @@ mod tests {
                 Step::Touch {
                     path: p("/newroot/etc/resolv.conf")
                 },
-                Step::Mkdir { path: p("/newroot/usr") },
+                Step::Mkdir {
+                    path: p("/newroot/usr")
+                },
                 Step::BundleMount {
                     source: img("/usr"),
                     target: p("/newroot/usr"),
                     host_lower: None
                 },
-                Step::Mkdir { path: p("/newroot/proc") },
-                Step::Mkdir { path: p("/newroot/home") },
+                Step::Mkdir {
+                    path: p("/newroot/proc")
+                },
+                Step::Mkdir {
+                    path: p("/newroot/home")
+                },
                 Step::Mkdir {
                     path: p("/newroot/home/u")
                 },

@@ -123,8 +123,16 @@ fn bad_inputs_give_one_line_and_exit_1() {
     std::fs::create_dir_all(format!("{fake}/bin")).unwrap();
     fails_with(&["bundle", &fake], None, "no executable in");
     std::fs::remove_dir_all(&fake).unwrap();
-    fails_with(&["bundle", &p, "--add", "/etc"], None, "--add does not apply to a Nix store path");
-    fails_with(&["bundle", &p, "--mount-at", "/opt/x"], None, "--mount-at does not apply");
+    fails_with(
+        &["bundle", &p, "--add", "/etc"],
+        None,
+        "--add does not apply to a Nix store path",
+    );
+    fails_with(
+        &["bundle", &p, "--mount-at", "/opt/x"],
+        None,
+        "--mount-at does not apply",
+    );
 }
 
 #[test]

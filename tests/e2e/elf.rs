@@ -44,7 +44,11 @@ int main(int argc, char **argv) {
 
 fn cc(args: &[&str], cwd: &Path) {
     let o = Command::new("gcc").args(args).current_dir(cwd).output().unwrap();
-    assert!(o.status.success(), "gcc {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gcc {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// `app/bin/prog` -> `app/lib/liba.so` -> `app/lib/libb.so`, found through
@@ -63,14 +67,43 @@ fn c_program(t: &TestDir) -> PathBuf {
     let lib = lib.to_str().unwrap();
     cc(&["-shared", "-fPIC", "-o", &format!("{lib}/libb.so"), "b.c"], &src);
     cc(
-        &["-shared", "-fPIC", "-o", &format!("{lib}/liba.so"), "a.c", "-L", lib, "-lb", "-Wl,--enable-new-dtags,-rpath,$ORIGIN"],
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            &format!("{lib}/liba.so"),
+            "a.c",
+            "-L",
+            lib,
+            "-lb",
+            "-Wl,--enable-new-dtags,-rpath,$ORIGIN",
+        ],
         &src,
     );
     let plugins = t.join("plugins");
-    cc(&["-shared", "-fPIC", "-o", plugins.join("libplugin.so").to_str().unwrap(), "plugin.c"], &src);
+    cc(
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            plugins.join("libplugin.so").to_str().unwrap(),
+            "plugin.c",
+        ],
+        &src,
+    );
     let prog = app.join("bin/prog");
     cc(
-        &["-O2", "-o", prog.to_str().unwrap(), "prog.c", "-L", lib, "-la", "-lm", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib"],
+        &[
+            "-O2",
+            "-o",
+            prog.to_str().unwrap(),
+            "prog.c",
+            "-L",
+            lib,
+            "-la",
+            "-lm",
+            "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib",
+        ],
         &src,
     );
     prog
@@ -107,7 +140,9 @@ fn busybox_root_run(t: &TestDir, bundle: &Path, args: &[&str], user: &[&str]) ->
         .args(user)
         .arg("--bind")
         .arg(&root)
-        .args(["/", "--proc", "/proc", "--dev", "/dev", "--chdir", "/work", "--", "/app"])
+        .args([
+            "/", "--proc", "/proc", "--dev", "/dev", "--chdir", "/work", "--", "/app",
+        ])
         .args(args)
         .output()
         .unwrap()
@@ -128,7 +163,11 @@ fn a_c_program_with_its_libraries_runs_without_glibc() {
         let o = busybox_root_run(&t, &out, &["64", plugin_s], user);
         assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
         let r = kv(&o.stdout);
-        assert_eq!(field(&r, "exe"), prog.to_str().unwrap(), "/proc/self/exe is the program, not ld.so");
+        assert_eq!(
+            field(&r, "exe"),
+            prog.to_str().unwrap(),
+            "/proc/self/exe is the program, not ld.so"
+        );
         assert_eq!(field(&r, "a"), "42");
         assert_eq!(field(&r, "cbrt"), "4");
         assert_eq!(field(&r, "liba"), t.join("app/bin/../lib/liba.so").to_str().unwrap());
@@ -140,7 +179,10 @@ fn a_c_program_with_its_libraries_runs_without_glibc() {
     // On this host too (the in-place view), as root and as nobody.
     let l = Launch::nobody(&t);
     let r = kv(&l.run(&out, &["8", plugin_s]).stdout);
-    assert_eq!((field(&r, "a"), field(&r, "cbrt"), field(&r, "plugin")), ("42".into(), "2".into(), "plugin-ok".into()));
+    assert_eq!(
+        (field(&r, "a"), field(&r, "cbrt"), field(&r, "plugin")),
+        ("42".into(), "2".into(), "plugin-ok".into())
+    );
     assert_eq!(field(&r, "user"), "nobody", "the host's /etc/passwd is visible");
     let r = kv(&Launch::root(&t).run(&out, &[]).stdout);
     assert_eq!((field(&r, "a"), field(&r, "user")), ("42".into(), "root".into()));
@@ -161,7 +203,16 @@ fn the_hosts_ld_so_cache_and_nss_modules_are_not_used() {
          int _nss_evil_getpwuid_r(void) { return 0; }\n",
     )
     .unwrap();
-    cc(&["-shared", "-fPIC", "-o", evil.join("libnss_evil.so.2").to_str().unwrap(), "evil.c"], &t.join("src"));
+    cc(
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            evil.join("libnss_evil.so.2").to_str().unwrap(),
+            "evil.c",
+        ],
+        &t.join("src"),
+    );
     fs::write(t.join("ld.so.conf"), format!("{}\n", evil.display())).unwrap();
     let cache = t.join("ld.so.cache");
     let o = Command::new("ldconfig")
@@ -243,7 +294,17 @@ fn bad_elf_inputs_are_refused() {
     let e = stderr(&o);
     assert_eq!((o.status.code(), e.lines().count()), (Some(1), 1), "{e}");
     assert!(e.contains("needs libb.so") && e.contains("--add"), "{e}");
-    let o = tote().arg("bundle").arg(&prog).args(["--add", "/nonexistent/x"]).current_dir(t.path()).output().unwrap();
-    assert!(stderr(&o).contains("--add /nonexistent/x: no such file"), "{}", stderr(&o));
+    let o = tote()
+        .arg("bundle")
+        .arg(&prog)
+        .args(["--add", "/nonexistent/x"])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("--add /nonexistent/x: no such file"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!t.join("prog").exists() && !t.join("arm-prog.tote").exists());
 }

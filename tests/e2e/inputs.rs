@@ -23,7 +23,20 @@ fn in_busybox_root(t: &TestDir, bundle: &Path, args: &[&str]) -> Vec<Output> {
                 .args(user)
                 .arg("--bind")
                 .arg(&root)
-                .args(["/", "--proc", "/proc", "--dev", "/dev", "--chdir", "/work", "--setenv", "HOME", "/nonexistent", "--", "/app"])
+                .args([
+                    "/",
+                    "--proc",
+                    "/proc",
+                    "--dev",
+                    "/dev",
+                    "--chdir",
+                    "/work",
+                    "--setenv",
+                    "HOME",
+                    "/nonexistent",
+                    "--",
+                    "/app",
+                ])
                 .args(args)
                 .env("TOTE_TEST_VAR", "in-rootfs")
                 .output()
@@ -63,13 +76,26 @@ fn scanned_closure(path: &str, extra: &[&str]) -> Vec<String> {
     // `tote inspect` lists the bundle's top-level items: its store paths.
     let t = TestDir::new();
     let out = t.join("app");
-    let mut args = vec!["bundle", path, "--scan-references", "--level", "1", "-o", out.to_str().unwrap()];
+    let mut args = vec![
+        "bundle",
+        path,
+        "--scan-references",
+        "--level",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     tote_ok(&args, t.path());
     let o = tote_ok(&["inspect", out.to_str().unwrap()], t.path());
     let mut paths: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
-        .filter_map(|l| l.split_whitespace().last().filter(|w| w.starts_with("/nix/store/")).map(String::from))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .last()
+                .filter(|w| w.starts_with("/nix/store/"))
+                .map(String::from)
+        })
         .filter(|p| p.matches('/').count() == 3) // store paths, not the entry point line
         .collect();
     paths.sort();
@@ -85,7 +111,11 @@ fn scanning_for_references_finds_what_nix_store_finds() {
         let mut want = closure(&p);
         want.sort();
         assert!(want.len() >= 2, "{attr}: {want:?}");
-        let extra: &[&str] = if attr == "twobin" { &["--entrypoint", "bin/one"] } else { &[] };
+        let extra: &[&str] = if attr == "twobin" {
+            &["--entrypoint", "bin/one"]
+        } else {
+            &[]
+        };
         assert_eq!(scanned_closure(&p, extra), want, "{attr}");
     }
 }
@@ -150,21 +180,29 @@ fn flake_installables_build_and_pick_main_program() {
     let d = flake_dir(&t);
     let run = |installable: &str, out: &str| {
         let mut c = tote();
-        offline_nix(&mut c).args(["bundle", installable, "--level", "1", "-o", out]).current_dir(t.path());
+        offline_nix(&mut c)
+            .args(["bundle", installable, "--level", "1", "-o", out])
+            .current_dir(t.path());
         c.output().unwrap()
     };
     // `path:` with an attribute, and `.#` from inside the flake's directory.
     let o = run(&format!("path:{}#default", d.display()), "probe");
     assert!(o.status.success(), "{}", stderr(&o));
     let mut c = tote();
-    offline_nix(&mut c).args(["bundle", ".#two", "--level", "1", "-o"]).arg(t.join("two")).current_dir(&d);
+    offline_nix(&mut c)
+        .args(["bundle", ".#two", "--level", "1", "-o"])
+        .arg(t.join("two"))
+        .current_dir(&d);
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 
     let r = report(&Launch::nobody(&t).run(&t.join("probe"), &["x"]));
     assert!(field(&r, "exe").ends_with("/bin/probe"));
     let r = report(&Launch::nobody(&t).run(&t.join("two"), &[]));
-    assert!(field(&r, "arg0").ends_with(&hex(b"/bin/two")), "meta.mainProgram picks bin/two");
+    assert!(
+        field(&r, "arg0").ends_with(&hex(b"/bin/two")),
+        "meta.mainProgram picks bin/two"
+    );
 
     // Without mainProgram, two executables need --entrypoint.
     let o = run(&format!("path:{}#both", d.display()), "both");
@@ -175,7 +213,10 @@ fn flake_installables_build_and_pick_main_program() {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(e.contains("nix build") && e.contains("does not provide attribute") && e.contains("nope"), "{e}");
+    assert!(
+        e.contains("nix build") && e.contains("does not provide attribute") && e.contains("nope"),
+        "{e}"
+    );
     assert!(!t.join("nope").exists() && !t.join("both").exists());
 }
 
@@ -204,7 +245,17 @@ fn a_relocatable_directory_runs_from_the_cache_without_a_namespace() {
     let t = TestDir::new();
     let d = tool_dir(&t);
     let out = t.join("tool-app");
-    tote_ok(&["bundle", d.to_str().unwrap(), "--entrypoint", "bin/tool", "-o", out.to_str().unwrap()], t.path());
+    tote_ok(
+        &[
+            "bundle",
+            d.to_str().unwrap(),
+            "--entrypoint",
+            "bin/tool",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        t.path(),
+    );
     let info = Launch::root(&t).env("TOTE_INFO", "1").run(&out, &[]);
     let info = ok_stdout(&info);
     assert!(!info.contains("mount"), "{info}");
@@ -214,11 +265,25 @@ fn a_relocatable_directory_runs_from_the_cache_without_a_namespace() {
         assert!(text.contains("/tree/bin/tool"), "{text}");
         assert!(text.contains("cwd=/work"), "{text}");
         assert!(text.contains("hello from the tool"), "{text}");
-        assert!(text.contains("/opt/tool/share") && text.contains("No such file"), "{text}");
+        assert!(
+            text.contains("/opt/tool/share") && text.contains("No such file"),
+            "{text}"
+        );
     }
     // Nothing to mount: it even runs where user namespaces are refused.
     let o = Command::new("bwrap")
-        .args(["--unshare-user", "--disable-userns", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--"])
+        .args([
+            "--unshare-user",
+            "--disable-userns",
+            "--bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--",
+        ])
         .arg(&out)
         .env("TOTE_CACHE_DIR", t.join("nouserns"))
         .output()
@@ -232,7 +297,16 @@ fn a_directory_mounted_at_an_absolute_path() {
     let d = tool_dir(&t);
     let out = t.join("tool-app");
     tote_ok(
-        &["bundle", d.to_str().unwrap(), "--mount-at", "/opt/tool", "-o", out.to_str().unwrap(), "--entrypoint", "bin/tool"],
+        &[
+            "bundle",
+            d.to_str().unwrap(),
+            "--mount-at",
+            "/opt/tool",
+            "-o",
+            out.to_str().unwrap(),
+            "--entrypoint",
+            "bin/tool",
+        ],
         t.path(),
     );
     for o in in_busybox_root(&t, &out, &[]) {
@@ -240,7 +314,10 @@ fn a_directory_mounted_at_an_absolute_path() {
         assert!(text.contains("self=/opt/tool/bin/tool"), "{text}");
         assert!(text.contains("cwd=/work"), "{text}");
         assert!(text.contains("hello from the tool"), "{text}");
-        assert!(text.contains("greeting") && text.contains("hello"), "ls of /opt/tool/share: {text}");
+        assert!(
+            text.contains("greeting") && text.contains("hello"),
+            "ls of /opt/tool/share: {text}"
+        );
     }
 }
 
@@ -250,10 +327,22 @@ fn bad_directories_are_refused() {
     let d = tool_dir(&t);
     symlink("../nowhere", d.join("share/broken")).unwrap();
     let ds = d.to_str().unwrap();
-    tote_fails(&["bundle", ds, "--entrypoint", "bin/tool"], t.path(), "share/broken is a dangling symlink");
+    tote_fails(
+        &["bundle", ds, "--entrypoint", "bin/tool"],
+        t.path(),
+        "share/broken is a dangling symlink",
+    );
     fs::remove_file(d.join("share/broken")).unwrap();
-    tote_fails(&["bundle", ds, "--entrypoint", "bin/tool", "--mount-at", "opt/x"], t.path(), "must be a clean absolute path");
-    tote_fails(&["bundle", ds, "--entrypoint", "share/greeting"], t.path(), "is not executable");
+    tote_fails(
+        &["bundle", ds, "--entrypoint", "bin/tool", "--mount-at", "opt/x"],
+        t.path(),
+        "must be a clean absolute path",
+    );
+    tote_fails(
+        &["bundle", ds, "--entrypoint", "share/greeting"],
+        t.path(),
+        "is not executable",
+    );
     tote_fails(&["bundle", ds], t.path(), "has 2 executables");
     let empty = t.join("empty");
     fs::create_dir(&empty).unwrap();

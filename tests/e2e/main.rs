@@ -7,6 +7,7 @@ mod bad_bundles;
 mod cli;
 mod determinism;
 mod elf;
-mod inputs;
 mod hardening;
+mod inputs;
 mod launch;
+mod oci;
