@@ -79,16 +79,22 @@ pub fn pack(
             _ => None,
         })
         .collect();
-    let hashes: Vec<Digest32> = files
+    // Each file's (size, mtime, ctime) before hashing, checked again after
+    // compressing: a directory input may change under us, and the content
+    // hashed must be the content stored.
+    let (hashes, stamps): (Vec<Digest32>, Vec<Stamp>) = files
         .par_iter()
         .map(|(_, src, size)| {
+            let before = stamp(src)?;
             let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-            if bytes.len() as u64 != *size {
+            if bytes.len() as u64 != *size || before.0 != *size {
                 bail!("{} changed while it was being bundled", src.display());
             }
-            Ok(tote_format::sha256(&bytes))
+            Ok((tote_format::sha256(&bytes), before))
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
 
     // 2. Identical contents are stored once, in stream order (see
     // `stream_order`), at their first appearance.
@@ -202,6 +208,12 @@ pub fn pack(
         }
     }
 
+    for ((_, src, _), before) in files.iter().zip(&stamps) {
+        if stamp(src)? != *before {
+            bail!("{} changed while it was being bundled", src.display());
+        }
+    }
+
     // 6. Metadata, index, trailer.
     let stats = Stats {
         entries: entries.len() as u64,
@@ -228,6 +240,15 @@ pub fn pack(
     w.write_all(&s.index).context("writing the bundle")?;
     w.write_all(&s.trailer.encode()).context("writing the bundle")?;
     Ok(stats)
+}
+
+/// Size, mtime and ctime (seconds, nanoseconds) of a file.
+type Stamp = (u64, i64, i64, i64, i64);
+
+fn stamp(path: &std::path::Path) -> Result<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
 }
 
 /// The top-level item a path belongs to: the first component below a group
