@@ -185,9 +185,13 @@ pub fn pack(
                     let src = unique[p.source].0;
                     let start = raw.len();
                     raw.resize(start + p.len, 0);
-                    File::open(src)
-                        .and_then(|f| f.read_exact_at(&mut raw[start..], p.offset))
-                        .with_context(|| format!("reading {}", src.display()))?;
+                    match File::open(src).and_then(|f| f.read_exact_at(&mut raw[start..], p.offset)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            bail!("{} changed while it was being bundled", src.display())
+                        }
+                        Err(e) => return Err(e).with_context(|| format!("reading {}", src.display())),
+                    }
                 }
                 let (bytes, hash) = encode_block(&raw, level).context("compressing")?;
                 Ok((bytes, hash, raw.len() as u32))

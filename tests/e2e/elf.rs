@@ -130,24 +130,6 @@ fn kv(out: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn busybox_root_run(t: &TestDir, bundle: &Path, args: &[&str], user: &[&str]) -> std::process::Output {
-    let root = t.join("rootfs");
-    if !root.exists() {
-        busybox_rootfs(t, bundle);
-    }
-    assert!(!root.join("lib").exists() && !root.join("usr").exists());
-    Command::new("bwrap")
-        .args(user)
-        .arg("--bind")
-        .arg(&root)
-        .args([
-            "/", "--proc", "/proc", "--dev", "/dev", "--chdir", "/work", "--", "/app",
-        ])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_c_program_with_its_libraries_runs_without_glibc() {
     let t = TestDir::new();
@@ -159,8 +141,8 @@ fn a_c_program_with_its_libraries_runs_without_glibc() {
     fs::write(&plugin, "not a plugin any more").unwrap();
 
     let plugin_s = plugin.to_str().unwrap();
-    for user in [&[][..], &["--unshare-user", "--uid", "65534", "--gid", "65534"]] {
-        let o = busybox_root_run(&t, &out, &["64", plugin_s], user);
+    for user in USERS {
+        let o = in_busybox_root(&t, &out, &["64", plugin_s], user);
         assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
         let r = kv(&o.stdout);
         assert_eq!(
@@ -259,8 +241,8 @@ fn python_with_its_standard_library_runs_without_glibc() {
                 print('sha=' + hashlib.sha256(b'tote').hexdigest()[:12])\n\
                 print('ssl=' + ssl.OPENSSL_VERSION.split()[0])\n\
                 print('args=' + ','.join(sys.argv[1:]))";
-    for user in [&[][..], &["--unshare-user", "--uid", "65534", "--gid", "65534"]] {
-        let o = busybox_root_run(&t, &out, &["-c", code, "x", "y z"], user);
+    for user in USERS {
+        let o = in_busybox_root(&t, &out, &["-c", code, "x", "y z"], user);
         assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
         let r = kv(&o.stdout);
         assert_eq!(field(&r, "exe"), "/usr/bin/python3.11");

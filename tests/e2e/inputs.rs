@@ -9,39 +9,11 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
-/// Run `/app args…` in a root of static busybox plus the bundle, as root
-/// and as uid 65534 in a user namespace; return both outputs.
-fn in_busybox_root(t: &TestDir, bundle: &Path, args: &[&str]) -> Vec<Output> {
-    let root = busybox_rootfs(t, bundle);
-    for missing in ["nix", "usr", "lib", "lib64", "etc"] {
-        assert!(!root.join(missing).exists());
-    }
-    [vec![], vec!["--unshare-user", "--uid", "65534", "--gid", "65534"]]
+/// `/app args…` in a busybox root, as root and as uid 65534.
+fn in_busybox_roots(t: &TestDir, bundle: &Path, args: &[&str]) -> Vec<Output> {
+    USERS
         .iter()
-        .map(|user| {
-            Command::new("bwrap")
-                .args(user)
-                .arg("--bind")
-                .arg(&root)
-                .args([
-                    "/",
-                    "--proc",
-                    "/proc",
-                    "--dev",
-                    "/dev",
-                    "--chdir",
-                    "/work",
-                    "--setenv",
-                    "HOME",
-                    "/nonexistent",
-                    "--",
-                    "/app",
-                ])
-                .args(args)
-                .env("TOTE_TEST_VAR", "in-rootfs")
-                .output()
-                .unwrap()
-        })
+        .map(|user| in_busybox_root(t, bundle, args, user))
         .collect()
 }
 
@@ -134,7 +106,7 @@ fn a_closure_copied_by_hand_runs_without_nix() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("references scanned"));
-    for o in in_busybox_root(&t, &out, &["hi"]) {
+    for o in in_busybox_roots(&t, &out, &["hi"]) {
         let r = report(&o);
         assert_eq!(field(&r, "script"), format!("{p}/bin/greet"));
         assert_eq!(field(&r, "arg1"), hex(b"hi"));
@@ -259,7 +231,7 @@ fn a_relocatable_directory_runs_from_the_cache_without_a_namespace() {
     let info = Launch::root(&t).env("TOTE_INFO", "1").run(&out, &[]);
     let info = ok_stdout(&info);
     assert!(!info.contains("mount"), "{info}");
-    for o in in_busybox_root(&t, &out, &[]) {
+    for o in in_busybox_roots(&t, &out, &[]) {
         let text = ok_stdout(&o);
         // Run from the cache entry's tree, not from /opt/tool.
         assert!(text.contains("/tree/bin/tool"), "{text}");
@@ -309,7 +281,7 @@ fn a_directory_mounted_at_an_absolute_path() {
         ],
         t.path(),
     );
-    for o in in_busybox_root(&t, &out, &[]) {
+    for o in in_busybox_roots(&t, &out, &[]) {
         let text = ok_stdout(&o);
         assert!(text.contains("self=/opt/tool/bin/tool"), "{text}");
         assert!(text.contains("cwd=/work"), "{text}");

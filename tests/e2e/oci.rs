@@ -90,28 +90,6 @@ fn bundle_all(t: &TestDir, images: &[PathBuf]) -> PathBuf {
     t.join("app0")
 }
 
-fn in_busybox_root(t: &TestDir, bundle: &Path, args: &[&str], user: &[&str]) -> std::process::Output {
-    let root = t.join("rootfs");
-    if !root.exists() {
-        busybox_rootfs(t, bundle);
-        fs::write(root.join("work/marker"), "").unwrap();
-    }
-    Command::new("bwrap")
-        .args(user)
-        .arg("--bind")
-        .arg(&root)
-        .args([
-            "/", "--proc", "/proc", "--dev", "/dev", "--chdir", "/work", "--", "/app",
-        ])
-        .args(args)
-        .env("TOTE_TEST_VAR", "from-caller")
-        .env("FOO", "from-caller")
-        .output()
-        .unwrap()
-}
-
-const USERS: [&[&str]; 2] = [&[], &["--unshare-user", "--uid", "65534", "--gid", "65534"]];
-
 #[test]
 fn a_busybox_image_with_a_whiteout_layer() {
     let t = TestDir::new();

@@ -316,6 +316,35 @@ pub fn busybox_rootfs(t: &TestDir, bundle: &Path) -> PathBuf {
     r
 }
 
+/// Run as root, then as uid 65534 in a user namespace.
+pub const USERS: [&[&str]; 2] = [&[], &["--unshare-user", "--uid", "65534", "--gid", "65534"]];
+
+/// Run `/app args…` with bwrap in `t`'s busybox root (made on first use,
+/// with the bundle at `/app` and an empty `/work/marker`), cwd `/work`,
+/// TOTE_TEST_VAR and FOO set to `from-caller`.
+pub fn in_busybox_root(t: &TestDir, bundle: &Path, args: &[&str], user: &[&str]) -> Output {
+    let root = t.join("rootfs");
+    if !root.exists() {
+        busybox_rootfs(t, bundle);
+        fs::write(root.join("work/marker"), "").unwrap();
+    }
+    for missing in ["nix", "usr", "lib", "lib64", "etc"] {
+        assert!(!root.join(missing).exists());
+    }
+    Command::new("bwrap")
+        .args(user)
+        .arg("--bind")
+        .arg(&root)
+        .args([
+            "/", "--proc", "/proc", "--dev", "/dev", "--chdir", "/work", "--", "/app",
+        ])
+        .args(args)
+        .env("TOTE_TEST_VAR", "from-caller")
+        .env("FOO", "from-caller")
+        .output()
+        .unwrap()
+}
+
 /// Is `path` statically linked? (busybox must be, for the rootfs tests.)
 pub fn is_static(path: &Path) -> bool {
     let bytes = fs::read(path).unwrap();
