@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use goblin::elf::{header, program_header, Elf};
@@ -116,24 +116,11 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
 
 /// `p` made absolute against the working directory and cleaned lexically.
 fn absolute(p: &Path) -> Result<PathBuf> {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .context("reading the working directory")?
-            .join(p)
-    };
-    let mut out = PathBuf::from("/");
-    for c in joined.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
+    if p.is_absolute() {
+        return Ok(crate::paths::clean(p));
     }
-    Ok(out)
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    Ok(crate::paths::clean(&cwd.join(p)))
 }
 
 fn check_arch(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -194,47 +181,30 @@ impl Collector {
     /// Record the directories and symlinks on the way to `path`; return
     /// where it really is.
     fn chain(&mut self, path: &Path, root: bool) -> Result<PathBuf> {
-        let mut pending: Vec<PathBuf> = path.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
-        let mut cur = PathBuf::from("/");
-        let mut hops = 0;
-        while let Some(c) = pending.pop() {
-            match c.components().next() {
-                Some(Component::RootDir) | Some(Component::CurDir) | None => continue,
-                Some(Component::ParentDir) => {
-                    cur.pop();
-                    continue;
+        crate::paths::resolve(
+            path,
+            |next| {
+                let meta = fs::symlink_metadata(next).with_context(|| format!("reading {}", next.display()))?;
+                if !meta.file_type().is_symlink() {
+                    if meta.is_dir() {
+                        self.items.entry(next.to_path_buf()).or_insert(ItemKind::Dir);
+                    }
+                    return Ok(None);
                 }
-                _ => {}
-            }
-            let next = cur.join(&c);
-            let meta = fs::symlink_metadata(&next).with_context(|| format!("reading {}", next.display()))?;
-            if meta.file_type().is_symlink() {
-                hops += 1;
-                if hops > 40 {
-                    bail!("{}: too many levels of symbolic links", path.display());
-                }
-                let target = fs::read_link(&next).with_context(|| format!("reading symlink {}", next.display()))?;
+                let target = fs::read_link(next).with_context(|| format!("reading symlink {}", next.display()))?;
                 self.items.insert(
-                    next.clone(),
+                    next.to_path_buf(),
                     ItemKind::Symlink {
                         target: target.as_os_str().as_bytes().to_vec(),
                     },
                 );
                 if root {
-                    self.roots.insert(next.clone());
+                    self.roots.insert(next.to_path_buf());
                 }
-                if target.is_absolute() {
-                    cur = PathBuf::from("/");
-                }
-                pending.extend(target.components().rev().map(|c| PathBuf::from(c.as_os_str())));
-            } else {
-                if meta.is_dir() && !pending.is_empty() {
-                    self.items.entry(next.clone()).or_insert(ItemKind::Dir);
-                }
-                cur = next;
-            }
-        }
-        Ok(cur)
+                Ok(Some(target))
+            },
+            || anyhow::anyhow!("{}: too many levels of symbolic links", path.display()),
+        )
     }
 
     fn walk(&mut self, dir: &Path) -> Result<()> {

@@ -108,43 +108,23 @@ fn resolve(tree: &Tree, abs: &Path) -> std::result::Result<(), String> {
 /// Resolve `abs` component by component inside the tree, following symlinks
 /// (absolute ones from the tree's root) the way the kernel will at launch.
 fn follow<'t>(tree: &'t Tree, abs: &Path) -> std::result::Result<(PathBuf, &'t ItemKind), String> {
-    let mut pending: Vec<PathBuf> = abs.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
-    let mut cur = PathBuf::from("/");
-    let mut kind: Option<&ItemKind> = None;
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        match c.components().next() {
-            Some(Component::RootDir) | Some(Component::CurDir) | None => continue,
-            Some(Component::ParentDir) => {
-                cur.pop();
-                kind = None;
-                continue;
+    let kind_at = |p: &Path| tree.get(&rel_bytes(p)).map(|i| &i.kind);
+    let end = crate::paths::resolve(
+        abs,
+        |next| {
+            let parent = next.parent().unwrap_or(Path::new("/"));
+            if matches!(kind_at(parent), Some(ItemKind::File { .. })) {
+                return Err(format!("{} is not a directory", parent.display()));
             }
-            _ => {}
-        }
-        if matches!(kind, Some(ItemKind::File { .. })) {
-            return Err(format!("{} is not a directory", cur.display()));
-        }
-        let next = cur.join(&c);
-        match tree.get(&rel_bytes(&next)).map(|i| &i.kind) {
-            None => return Err("not found in the closure".into()),
-            Some(ItemKind::Symlink { target }) => {
-                hops += 1;
-                if hops > 40 {
-                    return Err("too many levels of symbolic links".into());
-                }
-                let t = Path::new(OsStr::from_bytes(target));
-                if t.is_absolute() {
-                    cur = PathBuf::from("/");
-                }
-                pending.extend(t.components().rev().map(|c| PathBuf::from(c.as_os_str())));
-                kind = None;
+            match kind_at(next) {
+                None => Err("not found in the closure".to_string()),
+                Some(ItemKind::Symlink { target }) => Ok(Some(PathBuf::from(OsStr::from_bytes(target)))),
+                Some(_) => Ok(None),
             }
-            Some(k) => {
-                cur = next;
-                kind = Some(k);
-            }
-        }
-    }
-    kind.map(|k| (cur, k)).ok_or_else(|| "not found in the closure".into())
+        },
+        || "too many levels of symbolic links".to_string(),
+    )?;
+    kind_at(&end)
+        .map(|k| (end, k))
+        .ok_or_else(|| "not found in the closure".into())
 }

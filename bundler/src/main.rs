@@ -10,6 +10,7 @@ mod inspect;
 mod oci;
 mod output;
 mod pack;
+mod paths;
 mod refscan;
 mod scan;
 mod stub;

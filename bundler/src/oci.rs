@@ -20,6 +20,7 @@ use tote_format::{MountKind, MountSpec};
 
 use crate::input::Input;
 use crate::pack::Launch;
+use crate::paths::clean;
 use crate::scan::TreeBuilder;
 
 /// Host paths an image sees at launch (each only where the host has it).
@@ -220,21 +221,6 @@ fn locate(tree: &crate::scan::Tree, program: &str, search: &str, workdir: &str) 
         }
         _ => bail!("not found on the image's PATH ({search})"),
     }
-}
-
-/// Lexically cleaned absolute path (`..` stops at `/`).
-fn clean(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Extract the outer archive (regular files and directories only).
@@ -508,34 +494,13 @@ fn apply_layer(layer: &Path, digest: Option<&str>, root: &Path, image: &Path) ->
 /// `rel` inside `root`, following symlinks as if `root` were `/` (so no
 /// layer can write outside it). Missing components are returned as they are.
 fn resolve_in(root: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut pending: Vec<PathBuf> = rel.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
-    let mut cur = PathBuf::new();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        match c.components().next() {
-            Some(Component::ParentDir) => {
-                cur.pop();
-                continue;
-            }
-            Some(Component::Normal(_)) => {}
-            _ => continue,
-        }
-        let next = cur.join(&c);
-        match fs::read_link(root.join(&next)) {
-            Ok(target) => {
-                hops += 1;
-                if hops > 40 {
-                    bail!("{}: too many levels of symbolic links in the image", rel.display());
-                }
-                if target.is_absolute() {
-                    cur = PathBuf::new();
-                }
-                pending.extend(target.components().rev().map(|c| PathBuf::from(c.as_os_str())));
-            }
-            Err(_) => cur = next,
-        }
-    }
-    Ok(root.join(cur))
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let end = crate::paths::resolve(
+        rel,
+        |next| Ok(fs::read_link(inside(next)).ok()),
+        || anyhow!("{}: too many levels of symbolic links in the image", rel.display()),
+    )?;
+    Ok(inside(&end))
 }
 
 fn remove(p: &Path) -> Result<()> {

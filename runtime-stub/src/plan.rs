@@ -303,40 +303,14 @@ fn replicate(dir: &Path, targets: &[Target<'_>], base: &Base, host: &dyn Host, s
     }
     // Directories on the way to a target that the base lacks (or has as a
     // non-directory, which is then hidden), and the targets themselves.
-    let mut made: Vec<PathBuf> = Vec::new();
-    for t in targets {
-        let Ok(rest) = t.mount.target.strip_prefix(dir) else {
-            continue;
-        };
-        let Some(first) = rest.components().next() else {
-            continue;
-        };
-        let path = dir.join(first);
-        let present = listing.iter().any(|(n, k)| dir.join(n) == path && *k == HostKind::Dir);
-        let is_target = t.mount.target == path;
-        if (!present || is_target) && !made.contains(&path) {
-            // A hidden entry of the same name: drop the steps made for it.
-            let new = under(NEW, &path);
-            steps.retain(|s| !matches!(s, Step::Symlink { path: p, .. } | Step::Touch { path: p } | Step::Mkdir { path: p } | Step::Bind { target: p, .. } | Step::BundleMount { target: p, .. } if *p == new));
-            steps.push(match (&t.what, is_target) {
-                (HostKind::Symlink(to), true) => Step::Symlink {
-                    target: to.clone(),
-                    path: new,
-                },
-                (HostKind::Other, true) => Step::Touch { path: new },
-                _ => Step::Mkdir { path: new },
-            });
-            if !is_target {
-                replicate_missing(&path, targets, steps);
-            }
-            made.push(path);
-        }
-    }
+    let present = |path: &Path| listing.iter().any(|(n, k)| dir.join(n) == path && *k == HostKind::Dir);
+    make_mount_points(dir, targets, &present, steps);
 }
 
-/// Directories below `dir` on the way to targets, none of which the base
-/// has, and the targets' mount points.
-fn replicate_missing(dir: &Path, targets: &[Target<'_>], steps: &mut Vec<Step>) {
+/// Mount points at the next level below `dir` on the way to targets: each
+/// target's own, and the directories the base lacks there (`present` says
+/// which it has as directories), recursively below those.
+fn make_mount_points(dir: &Path, targets: &[Target<'_>], present: &dyn Fn(&Path) -> bool, steps: &mut Vec<Step>) {
     let mut made: Vec<PathBuf> = Vec::new();
     for t in targets {
         let Ok(rest) = t.mount.target.strip_prefix(dir) else {
@@ -346,22 +320,25 @@ fn replicate_missing(dir: &Path, targets: &[Target<'_>], steps: &mut Vec<Step>) 
             continue;
         };
         let path = dir.join(first);
-        if !made.contains(&path) {
-            let new = under(NEW, &path);
-            let is_target = t.mount.target == path;
-            steps.push(match (&t.what, is_target) {
-                (HostKind::Symlink(to), true) => Step::Symlink {
-                    target: to.clone(),
-                    path: new,
-                },
-                (HostKind::Other, true) => Step::Touch { path: new },
-                _ => Step::Mkdir { path: new },
-            });
-            if !is_target {
-                replicate_missing(&path, targets, steps);
-            }
-            made.push(path);
+        let is_target = t.mount.target == path;
+        if (present(&path) && !is_target) || made.contains(&path) {
+            continue;
         }
+        // A hidden entry of the same name: drop the steps made for it.
+        let new = under(NEW, &path);
+        steps.retain(|s| !matches!(s, Step::Symlink { path: p, .. } | Step::Touch { path: p } | Step::Mkdir { path: p } | Step::Bind { target: p, .. } | Step::BundleMount { target: p, .. } if *p == new));
+        steps.push(match (&t.what, is_target) {
+            (HostKind::Symlink(to), true) => Step::Symlink {
+                target: to.clone(),
+                path: new,
+            },
+            (HostKind::Other, true) => Step::Touch { path: new },
+            _ => Step::Mkdir { path: new },
+        });
+        if !is_target {
+            make_mount_points(&path, targets, &|_| false, steps);
+        }
+        made.push(path);
     }
 }
 
