@@ -11,13 +11,14 @@ use tote_format::{decode_block, Digest32, EntryKind, Index, Layout, Meta, Traile
 
 use crate::human;
 
-struct Opened {
-    map: memmap2::Mmap,
-    layout: Layout,
+pub(crate) struct Opened {
+    pub map: memmap2::Mmap,
+    pub layout: Layout,
 }
 
+/// Map a bundle and decode its trailer: fails on anything that is not one.
 #[allow(unsafe_code)]
-fn open(path: &Path) -> Result<Opened> {
+pub(crate) fn open(path: &Path) -> Result<Opened> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file
         .metadata()
@@ -40,7 +41,7 @@ pub fn inspect(path: &Path) -> Result<()> {
     let index = o.layout.index(&o.map).with_context(|| format!("{}", path.display()))?;
     let t = &o.layout.trailer;
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let sha: String = Sha256::digest(&o.map[..]).iter().map(|b| format!("{b:02x}")).collect();
+    let sha = sha256_hex(&o.map);
     let compressed = t.meta_offset - t.data_offset;
     println!("name:            {}", meta.name);
     println!("entry point:     {}", lossy(&meta.entrypoint));
@@ -101,6 +102,11 @@ pub fn inspect(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The hex SHA-256 of the whole file (what `sha256:` checksums name).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Size of each item directly below a mount source (store paths), largest first.

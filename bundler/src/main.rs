@@ -7,6 +7,7 @@ mod entrypoint;
 mod flake;
 mod input;
 mod inspect;
+mod nomad;
 mod oci;
 mod output;
 mod pack;
@@ -59,6 +60,20 @@ Examples:
         /// The bundle.
         file: PathBuf,
     },
+    /// Print a Nomad job (HCL) that downloads a bundle and runs it with the exec driver.
+    #[command(
+        after_help = "The job downloads FILE with an artifact block (mode \"file\", destination
+local/<FILE's name>, its sha256 checksum) and runs it with driver \"exec\".
+
+Examples:
+  aws s3 cp app s3://releases/app
+  tote nomad app --url s3://releases/app --port http=8080 > app.nomad.hcl
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \\
+    tote nomad app --url s3://releases/app --endpoint http://minio:9000 --region us-east-1
+  tote nomad app --url https://files.example.com/app -- --listen 0.0.0.0:8080
+  nomad job run app.nomad.hcl"
+    )]
+    Nomad(nomad::NomadArgs),
 }
 
 #[derive(clap::Args)]
@@ -104,6 +119,7 @@ fn main() -> ExitCode {
         Command::Bundle(args) => bundle(&args),
         Command::Inspect { file } => inspect::inspect(&file),
         Command::Verify { file } => inspect::verify(&file),
+        Command::Nomad(args) => nomad::nomad(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,4 +10,5 @@ mod elf;
 mod hardening;
 mod inputs;
 mod launch;
+mod nomad;
 mod oci;

@@ -1,0 +1,248 @@
+//! The parts of a Nomad job specification that the exec driver uses, read
+//! with a real HCL parser (hcl-rs).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use hcl::{Block, Body, Expression};
+
+#[derive(Debug)]
+pub struct Task {
+    pub job: String,
+    pub group: String,
+    pub name: String,
+    pub artifacts: Vec<Artifact>,
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub kill_signal: String,
+    pub kill_timeout: Duration,
+    /// Group network ports: label and static port (None: Nomad picks one).
+    pub ports: Vec<(String, Option<u16>)>,
+    pub cpu: u64,
+    pub memory: u64,
+}
+
+#[derive(Debug)]
+pub struct Artifact {
+    pub source: String,
+    pub destination: String,
+    pub mode: String,
+    pub options: Vec<(String, String)>,
+}
+
+fn label(b: &Block) -> Result<String> {
+    match b.labels() {
+        [l] => Ok(l.as_str().to_owned()),
+        _ => bail!("{} block: expected one label", b.identifier()),
+    }
+}
+
+fn blocks<'a>(body: &'a Body, name: &'a str) -> impl Iterator<Item = &'a Block> + 'a {
+    body.blocks().filter(move |b| b.identifier() == name)
+}
+
+fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
+    body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+}
+
+fn string(e: &Expression, what: &str) -> Result<String> {
+    match e {
+        Expression::String(s) => Ok(s.clone()),
+        Expression::TemplateExpr(_) => bail!("{what}: interpolation (${{...}}) is not simulated"),
+        other => bail!("{what}: expected a string, found {other}"),
+    }
+}
+
+fn opt_string(body: &Body, key: &str) -> Result<Option<String>> {
+    attr(body, key).map(|e| string(e, key)).transpose()
+}
+
+fn number(e: &Expression, what: &str) -> Result<u64> {
+    match e {
+        Expression::Number(n) => n.as_u64().with_context(|| format!("{what}: expected a whole number")),
+        other => bail!("{what}: expected a number, found {other}"),
+    }
+}
+
+fn strings_of(body: &Body) -> Result<Vec<(String, String)>> {
+    body.attributes()
+        .map(|a| Ok((a.key().to_owned(), string(a.expr(), a.key())?)))
+        .collect()
+}
+
+/// `5s`, `500ms`, `1m`, `1m30s`: Go's time.ParseDuration for these units.
+pub fn duration(s: &str) -> Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().with_context(|| format!("duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        total += match &rest[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(60 * n),
+            "h" => Duration::from_secs(3600 * n),
+            u => bail!("duration {s:?}: unknown unit {u:?}"),
+        };
+        rest = &rest[unit..];
+    }
+    Ok(total)
+}
+
+/// The task named `want` (or the first task) of the job in `text`.
+pub fn parse(text: &str, want: Option<&str>) -> Result<Task> {
+    let body = hcl::parse(text).context("parsing the job file")?;
+    let job = blocks(&body, "job").next().context("no job block")?;
+    for group in blocks(job.body(), "group") {
+        for task in blocks(group.body(), "task") {
+            let name = label(task)?;
+            if want.is_some_and(|w| w != name) {
+                continue;
+            }
+            return read_task(label(job)?, label(group)?, name, group.body(), task.body());
+        }
+    }
+    bail!("no task {} in the job", want.unwrap_or("at all"))
+}
+
+fn read_task(job: String, group: String, name: String, group_body: &Body, t: &Body) -> Result<Task> {
+    let driver = opt_string(t, "driver")?.context("task: no driver")?;
+    if driver != "exec" {
+        bail!("task {name}: driver {driver:?}; this stands in for \"exec\" only");
+    }
+    let mut artifacts = Vec::new();
+    for a in blocks(t, "artifact") {
+        let b = a.body();
+        artifacts.push(Artifact {
+            source: opt_string(b, "source")?.context("artifact: no source")?,
+            destination: opt_string(b, "destination")?.unwrap_or_else(|| "local/".to_owned()),
+            mode: opt_string(b, "mode")?.unwrap_or_else(|| "any".to_owned()),
+            options: match blocks(b, "options").next() {
+                Some(o) => strings_of(o.body())?,
+                None => Vec::new(),
+            },
+        });
+    }
+    let config = blocks(t, "config").next().context("task: no config block")?.body();
+    let command = opt_string(config, "command")?.context("config: no command")?;
+    let args = match attr(config, "args") {
+        Some(Expression::Array(items)) => items.iter().map(|e| string(e, "args")).collect::<Result<_>>()?,
+        Some(other) => bail!("config.args: expected a list, found {other}"),
+        None => Vec::new(),
+    };
+    let env = match blocks(t, "env").next() {
+        Some(e) => strings_of(e.body())?,
+        None => Vec::new(),
+    };
+    let mut ports = Vec::new();
+    for net in blocks(group_body, "network") {
+        for p in blocks(net.body(), "port") {
+            let port = attr(p.body(), "static").map(|e| number(e, "static")).transpose()?;
+            let port = port
+                .map(|n| u16::try_from(n).ok().filter(|&n| n > 0).context("static: not a port"))
+                .transpose()?;
+            ports.push((label(p)?, port));
+        }
+    }
+    let resources = blocks(t, "resources").next().map(|r| r.body());
+    let resource = |key: &str, default: u64| -> Result<u64> {
+        match resources.and_then(|r| attr(r, key)) {
+            Some(e) => number(e, key),
+            None => Ok(default),
+        }
+    };
+    Ok(Task {
+        job,
+        group,
+        name,
+        artifacts,
+        command,
+        args,
+        env,
+        kill_signal: opt_string(t, "kill_signal")?.unwrap_or_else(|| "SIGINT".to_owned()),
+        kill_timeout: duration(&opt_string(t, "kill_timeout")?.unwrap_or_else(|| "5s".to_owned()))?,
+        ports,
+        cpu: resource("cpu", 100)?,
+        memory: resource("memory", 300)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(duration("5").is_err());
+        assert!(duration("s").is_err());
+    }
+
+    #[test]
+    fn reads_a_task() {
+        let t = parse(
+            r#"job "j" {
+  group "g" {
+    network {
+      port "http" { static = 8080 }
+      port "dyn" {}
+    }
+    task "other" {
+      driver = "exec"
+      config { command = "x" }
+    }
+    task "t" {
+      driver = "exec"
+      artifact {
+        source = "s3::http://h/b/k"
+        destination = "local/app"
+        mode = "file"
+        options { checksum = "sha256:00" }
+      }
+      config {
+        command = "local/app"
+        args = ["a", "b c"]
+      }
+      env { A = "1" }
+      kill_timeout = "2s"
+      resources { memory = 64 }
+    }
+  }
+}"#,
+            Some("t"),
+        )
+        .unwrap();
+        assert_eq!((t.job.as_str(), t.group.as_str(), t.name.as_str()), ("j", "g", "t"));
+        assert_eq!(t.args, ["a", "b c"]);
+        assert_eq!(
+            t.artifacts[0].options,
+            [("checksum".to_owned(), "sha256:00".to_owned())]
+        );
+        assert_eq!(t.ports, [("http".to_owned(), Some(8080)), ("dyn".to_owned(), None)]);
+        assert_eq!(
+            (t.kill_signal.as_str(), t.kill_timeout),
+            ("SIGINT", Duration::from_secs(2))
+        );
+        assert_eq!((t.cpu, t.memory), (100, 64));
+        let err = parse(
+            "job \"j\" {\ngroup \"g\" {\ntask \"t\" {\ndriver = \"docker\"\n}\n}\n}\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("\"exec\" only"), "{err:#}");
+        let err = parse(
+            "job \"j\" {\ngroup \"g\" {\ntask \"t\" {\ndriver = \"exec\"\nconfig {\ncommand = \"${NOMAD_TASK_DIR}/x\"\n}\n}\n}\n}\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not simulated"), "{err:#}");
+    }
+}
