@@ -39,6 +39,15 @@ fn query_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let hex = |c: u8| (c as char).to_digit(16);
@@ -85,12 +94,17 @@ pub fn remote(source: &str, options: &[(String, String)]) -> Result<(Remote, Opt
     }
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     if !forced_s3 {
+        // The source's own query stays as written; options are encoded onto
+        // it; the checksum is go-getter's, not the server's.
         let mut u = base.to_owned();
-        let rest: Vec<String> = params
+        let raw = query
+            .split('&')
+            .filter(|p| !p.is_empty() && unescape(p.split('=').next().unwrap_or("")) != "checksum");
+        let encoded = options
             .iter()
             .filter(|(k, _)| k != "checksum")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+            .map(|(k, v)| format!("{}={}", escape(k), escape(v)));
+        let rest: Vec<String> = raw.map(str::to_owned).chain(encoded).collect();
         if !rest.is_empty() {
             u = format!("{u}?{}", rest.join("&"));
         }
@@ -306,5 +320,14 @@ mod tests {
             (Remote::Http("https://h/app?x=1".into()), Some("sha256:ab"))
         );
         assert_eq!(unescape("a%2Fb+c%zz"), "a/b c%zz");
+        let token = [("token".to_owned(), "a&b c".to_owned())];
+        let (r, c) = remote("https://h/app?sig=x%26y&checksum=sha256:cd", &token).unwrap();
+        assert_eq!(
+            (r, c.as_deref()),
+            (
+                Remote::Http("https://h/app?sig=x%26y&token=a%26b%20c".into()),
+                Some("sha256:cd")
+            )
+        );
     }
 }
