@@ -35,6 +35,18 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
     Ok(Opened { map, layout })
 }
 
+/// `auto (mounts where FUSE is usable)`: the mode and what it means for this bundle.
+fn mode_summary(meta: &tote_format::Meta) -> String {
+    use tote_format::Mode;
+    let what = match meta.mode {
+        Mode::Extract => "extracts into the cache",
+        Mode::Mount => "mounts over FUSE, fails where FUSE is unusable",
+        Mode::Auto if meta.mode.wants_mount(meta.stats.total_size) => "mounts over FUSE where usable, else extracts",
+        Mode::Auto => "extracts: the tree is under 128 MiB",
+    };
+    format!("{} ({what})", meta.mode.name())
+}
+
 pub fn inspect(path: &Path) -> Result<()> {
     let o = open(path)?;
     let meta = o.layout.meta(&o.map).with_context(|| format!("{}", path.display()))?;
@@ -71,6 +83,7 @@ pub fn inspect(path: &Path) -> Result<()> {
     if !meta.needs_namespace() {
         println!("namespace:       none (runs from the cache)");
     }
+    println!("mode:            {}", mode_summary(&meta));
     println!("bundle id:       {}", t.bundle_id());
     println!("sha256:          sha256:{sha}");
     println!("format version:  {}", tote_format::VERSION);

@@ -107,10 +107,16 @@ pub struct BundleArgs {
     /// Use this runtime stub instead of the embedded one.
     #[arg(long, value_name = "FILE")]
     pub stub: Option<PathBuf>,
-    /// Uncompressed size of a data block, in KiB.
-    #[arg(long, value_name = "KIB", default_value_t = pack::DEFAULT_BLOCK_KIB, hide = true,
-          value_parser = clap::value_parser!(u32).range(16..=16384))]
-    pub block_kib: u32,
+    /// How the bundle makes its files available at launch: `extract` them into
+    /// a cache once; `mount` them over FUSE from the bundle, writing nothing;
+    /// `auto`: mount trees of 128 MiB and more where FUSE is usable, else
+    /// extract. TOTE_MODE overrides it at launch.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_mode)]
+    pub mode: tote_format::Mode,
+    /// Uncompressed size of a data block, in KiB [default: 128 where the
+    /// bundle may be mounted, else 8192].
+    #[arg(long, value_name = "KIB", hide = true, value_parser = clap::value_parser!(u32).range(16..=16384))]
+    pub block_kib: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -130,9 +136,17 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_mode(s: &str) -> Result<tote_format::Mode, String> {
+    tote_format::Mode::parse(s).ok_or_else(|| "expected extract, mount or auto".into())
+}
+
 fn bundle(args: &BundleArgs) -> Result<()> {
     let stub = stub::load(args.stub.as_deref())?;
-    let input = input::resolve(args)?;
+    let mut input = input::resolve(args)?;
+    input.launch.mode = args.mode;
+    let block_kib = args
+        .block_kib
+        .unwrap_or_else(|| pack::block_kib(args.mode, input.tree.total_size()));
     let output = match &args.output {
         Some(o) => o.clone(),
         None => PathBuf::from(".").join(&input.launch.name),
@@ -142,7 +156,7 @@ fn bundle(args: &BundleArgs) -> Result<()> {
             &input.tree,
             &input.launch,
             args.level,
-            args.block_kib as usize * 1024,
+            block_kib as usize * 1024,
             stub.len() as u64,
             w,
         )

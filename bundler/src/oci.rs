@@ -175,6 +175,7 @@ pub fn resolve(path: &Path, requested: Option<&Path>) -> Result<Input> {
                 target: p.as_bytes().to_vec(),
             })
             .collect(),
+        ..Launch::default()
     };
     let special = if skipped > 0 {
         format!(", {skipped} device/fifo entries skipped")

@@ -41,6 +41,17 @@ impl Tree {
             .ok()
             .map(|n| &self.items[n])
     }
+
+    /// Sum of the file sizes (the metadata's `total_size`).
+    pub fn total_size(&self) -> u64 {
+        self.items
+            .iter()
+            .map(|i| match i.kind {
+                ItemKind::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum()
+    }
 }
 
 /// Collects items from several places, then sorts them into a [`Tree`].

@@ -54,10 +54,11 @@ mod tests {
         super::check(super::EMBEDDED).unwrap();
     }
 
-    /// The stub is prepended to every bundle: 1.25 MiB at most.
+    /// The stub is prepended to every bundle: 1.3 MiB at most. (It was
+    /// 1.25 MiB before mount mode's FUSE server added 27 KB.)
     #[test]
     fn embedded_stub_fits_its_size_budget() {
-        let budget = 1280 * 1024;
+        let budget = 13 * 1024 * 1024 / 10;
         assert!(
             super::EMBEDDED.len() <= budget,
             "stub is {} bytes, budget {budget}",

@@ -1,4 +1,4 @@
-//! The tote bundle format, version 2: the one definition of its bytes.
+//! The tote bundle format, version 3: the one definition of its bytes.
 //!
 //! A bundle is `[stub][data blocks][meta][index][trailer]`. `docs/FORMAT.md`
 //! describes every byte; the golden tests in `tests/golden.rs` pin it.
@@ -21,7 +21,7 @@ pub use block::{decode_block, BlockRef};
 pub use error::FormatError;
 pub use hash::{sha256, BundleId, Digest32};
 pub use index::{Entry, EntryKind, Index};
-pub use meta::{Meta, MountKind, MountSpec, Stats};
+pub use meta::{Meta, Mode, MountKind, MountSpec, Stats};
 pub use trailer::{Layout, Trailer, MAGIC, TRAILER_LEN, VERSION};
 #[cfg(feature = "write")]
 pub use writer::{encode_block, Sections};

@@ -31,6 +31,52 @@ impl MountKind {
     }
 }
 
+/// How the bundle's files are made available at launch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Extract into the cache (once), then run from there.
+    #[default]
+    Extract = 1,
+    /// Serve the files read-only over FUSE from the bundle itself; nothing
+    /// is written to disk. A launch where FUSE is unusable fails.
+    Mount = 2,
+    /// Mount when the tree is large ([`Mode::AUTO_MOUNT_MIN`]), FUSE is
+    /// usable and no complete cache entry exists; otherwise extract.
+    Auto = 3,
+}
+
+impl Mode {
+    /// `auto` mounts trees whose files add up to at least this many bytes
+    /// (`Stats::total_size`); smaller ones extract, which costs little once
+    /// and then starts in milliseconds.
+    pub const AUTO_MOUNT_MIN: u64 = 128 << 20;
+
+    /// `extract`, `mount` or `auto`: the spelling of `--mode` and `TOTE_MODE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Extract => "extract",
+            Mode::Mount => "mount",
+            Mode::Auto => "auto",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::Extract, Mode::Mount, Mode::Auto]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+
+    /// May a launch of a tree of `total_size` bytes mount it (before asking
+    /// whether FUSE is usable)?
+    pub fn wants_mount(self, total_size: u64) -> bool {
+        match self {
+            Mode::Extract => false,
+            Mode::Mount => true,
+            Mode::Auto => total_size >= Mode::AUTO_MOUNT_MIN,
+        }
+    }
+}
+
 /// One path of the launch view and where its contents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
@@ -97,6 +143,8 @@ pub struct Meta {
     /// What appears where. With an empty `root` and no mounts the program
     /// runs from the cache, without a namespace.
     pub mounts: Vec<MountSpec>,
+    /// Extract, mount, or choose at launch.
+    pub mode: Mode,
     pub stats: Stats,
 }
 
@@ -124,6 +172,12 @@ impl Meta {
             let target = r.blob()?.to_vec();
             mounts.push(MountSpec { kind, source, target });
         }
+        let mode = match r.u8()? {
+            1 => Mode::Extract,
+            2 => Mode::Mount,
+            3 => Mode::Auto,
+            m => return Err(FormatError::Meta(format!("unknown mode {m}"))),
+        };
         let stats = Stats {
             entries: r.u64()?,
             files: r.u64()?,
@@ -147,6 +201,7 @@ impl Meta {
             workdir,
             root,
             mounts,
+            mode,
             stats,
         };
         meta.validate()?;
@@ -232,6 +287,7 @@ impl Meta {
             put_blob(&mut out, &m.source);
             put_blob(&mut out, &m.target);
         }
+        out.push(self.mode as u8);
         let s = &self.stats;
         for v in [s.entries, s.files, s.total_size, s.unique_size, s.blocks] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -276,6 +332,7 @@ mod tests {
             workdir: Vec::new(),
             root: Vec::new(),
             mounts: vec![MountSpec::at_own_path(MountKind::Layer, b"/nix/store")],
+            mode: Mode::Auto,
             stats: Stats {
                 entries: 1,
                 files: 2,
@@ -331,6 +388,33 @@ mod tests {
             Meta::decode(&m.encode()).is_err(),
             "working directory without a bundle root"
         );
+    }
+
+    #[test]
+    fn modes_round_trip_and_unknown_ones_are_refused() {
+        for mode in [Mode::Extract, Mode::Mount, Mode::Auto] {
+            let mut m = sample();
+            m.mode = mode;
+            assert_eq!(Meta::decode(&m.encode()).unwrap().mode, mode);
+            assert_eq!(Mode::parse(mode.name()), Some(mode));
+        }
+        let mut enc = sample().encode();
+        let at = enc.len() - 5 * 8 - 1;
+        assert_eq!(enc[at], Mode::Auto as u8);
+        for bad in [0u8, 4, 255] {
+            enc[at] = bad;
+            let err = Meta::decode(&enc).unwrap_err().to_string();
+            assert!(err.contains(&format!("unknown mode {bad}")), "{err}");
+        }
+        assert_eq!(Mode::parse("Mount"), None);
+    }
+
+    #[test]
+    fn auto_mounts_large_trees_only() {
+        assert!(!Mode::Auto.wants_mount(Mode::AUTO_MOUNT_MIN - 1));
+        assert!(Mode::Auto.wants_mount(Mode::AUTO_MOUNT_MIN));
+        assert!(Mode::Mount.wants_mount(0));
+        assert!(!Mode::Extract.wants_mount(u64::MAX));
     }
 
     #[test]

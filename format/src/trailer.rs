@@ -7,7 +7,7 @@ use crate::{FormatError, MAX_INDEX_RAW, MAX_META_LEN};
 /// The last 8 bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"TOTEBNDL";
 /// The format version this crate reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of the trailer in bytes.
 pub const TRAILER_LEN: usize = 144;
 

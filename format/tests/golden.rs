@@ -1,4 +1,4 @@
-//! Golden tests: `tests/golden/v2.hex` is a complete version 2 payload
+//! Golden tests: `tests/golden/v3.hex` is a complete version 3 payload
 //! (data blocks, metadata, index, trailer; no stub, so the data section
 //! starts at offset 0). docs/FORMAT.md describes these exact bytes.
 //!
@@ -10,7 +10,7 @@
 
 use tote_format::*;
 
-const GOLDEN: &str = "tests/golden/v2.hex";
+const GOLDEN: &str = "tests/golden/v3.hex";
 
 fn hello_hash() -> Digest32 {
     sha256(b"hello, tote\n")
@@ -68,6 +68,7 @@ fn build() -> Vec<u8> {
         workdir: Vec::new(),
         root: Vec::new(),
         mounts: vec![MountSpec::at_own_path(MountKind::Replace, b"/opt")],
+        mode: Mode::Mount,
         stats: Stats {
             entries: 7,
             files: 4,
@@ -125,6 +126,7 @@ fn golden_decodes_to_known_values() {
             target: b"/opt".to_vec()
         }]
     );
+    assert_eq!(meta.mode, Mode::Mount);
     assert_eq!(meta.stats.unique_size, 30);
     let index = layout.index(&g).unwrap();
     let paths: Vec<&[u8]> = index.entries.iter().map(|e| e.path.as_slice()).collect();

@@ -14,6 +14,9 @@ mod cache;
 mod debug;
 mod error;
 mod extract;
+mod fs;
+mod fuse;
+mod mount;
 mod par;
 mod payload;
 mod plan;
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use debug::Debug;
 use error::{Code, Failure, Result};
 use payload::Payload;
-use tote_format::MountKind;
+use tote_format::{Mode, MountKind};
 
 // No std runtime set-up: the stub needs none of it, and on glibc it reads
 // /proc/self/maps to place a main-thread stack guard, on every launch.
@@ -83,6 +86,8 @@ fn run() -> Result<Infallible> {
         std::process::exit(0);
     }
 
+    let meta = &payload.meta;
+    let mode = launch_mode(meta)?;
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     let env = cache::Env {
@@ -94,9 +99,7 @@ fn run() -> Result<Infallible> {
     let root = cache::choose_root(&env, uid, &dbg)?;
     let id = payload.id().to_hex();
     let boot = cache::boot_id();
-    let entry = find_or_extract(&payload, &root, &id, &boot, flag("TOTE_VERIFY"), &dbg)?;
 
-    let meta = &payload.meta;
     let mut argv: Vec<Vec<u8>> = vec![meta.entrypoint.clone()];
     argv.extend(meta.args.iter().cloned());
     let caller: Vec<Vec<u8>> = std::env::args_os().skip(1).map(OsString::into_vec).collect();
@@ -107,41 +110,37 @@ fn run() -> Result<Infallible> {
         std::env::set_var(OsStr::from_bytes(&kv[..eq]), OsStr::from_bytes(&kv[eq + 1..]));
     }
 
-    let program: Vec<u8> = if !meta.needs_namespace() {
+    if mode.wants_mount(meta.stats.total_size) {
+        let warm = mode == Mode::Auto && matches!(cache::lookup(&root, &id, &boot), cache::Lookup::Complete(_));
+        if warm {
+            dbg.step(|| "auto: the cache holds this bundle, extract mode".into());
+        } else {
+            dbg.step(|| format!("{}: mount mode", mode.name()));
+            match mount::launch(&payload, &root, &argv, &dbg) {
+                Ok(never) => match never {},
+                Err(mount::Refusal::Unusable(why)) if mode == Mode::Auto => {
+                    dbg.step(|| format!("auto: mount mode unusable ({why}), extracting"));
+                }
+                Err(mount::Refusal::Unusable(why)) => {
+                    return Err(Failure::new(
+                        Code::Namespace,
+                        format!("mount mode: {why}; TOTE_MODE=extract runs the bundle by extracting it instead"),
+                    ))
+                }
+                Err(mount::Refusal::Failed(f)) => return Err(f),
+            }
+        }
+    }
+
+    let entry = find_or_extract(&payload, &root, &id, &boot, flag("TOTE_VERIFY"), &dbg)?;
+    let tree = entry.tree();
+    let program = if !meta.needs_namespace() {
         // A relocatable tree: run it from the cache, no namespace.
-        let mut p = entry.tree().into_os_string().into_vec();
-        p.extend_from_slice(&meta.entrypoint);
-        p
+        in_tree(&tree, &meta.entrypoint)
     } else {
-        let cwd = std::env::current_dir()
-            .map_err(|e| Failure::io(Code::Namespace, "reading the working directory", Path::new("."), &e))?;
-        let tree = entry.tree();
+        let cwd = working_dir()?;
         let scratch = entry.mnt();
-        let req = plan::Request {
-            root: uid == 0,
-            uid,
-            gid,
-            scratch: &scratch,
-            base: (!meta.root.is_empty()).then(|| tree.join(plan::path_of(&meta.root))),
-            mounts: meta
-                .mounts
-                .iter()
-                .map(|m| plan::Mount {
-                    provide: match m.kind {
-                        MountKind::Layer => plan::Provide::Layer,
-                        MountKind::Replace => plan::Provide::Replace,
-                        MountKind::Host => plan::Provide::Host,
-                    },
-                    source: match m.kind {
-                        MountKind::Host => plan::path_of(&m.source),
-                        _ => tree.join(plan::path_of(&m.source)),
-                    },
-                    target: plan::path_of(&m.target),
-                })
-                .collect(),
-            cwd: &cwd,
-            workdir: (!meta.workdir.is_empty()).then(|| plan::path_of(&meta.workdir)),
-        };
+        let req = view(meta, &tree, &scratch, &cwd, uid, gid);
         let steps = plan::plan(&req, &plan::RealHost);
         dbg.step(|| format!("planned {} steps", steps.len()));
         sys::run(&steps, &dbg)?;
@@ -150,9 +149,72 @@ fn run() -> Result<Infallible> {
 
     dbg.step(|| format!("exec {}", String::from_utf8_lossy(&program)));
     if std::process::id() == 1 {
-        sys::exec_as_init(&program, &argv, &dbg);
+        sys::exec_as_init(&program, &argv, &dbg, None);
     }
     Err(sys::exec(&program, &argv))
+}
+
+/// `TOTE_MODE` if set, else the bundle's mode.
+fn launch_mode(meta: &tote_format::Meta) -> Result<Mode> {
+    match var("TOTE_MODE") {
+        None => Ok(meta.mode),
+        Some(v) => v.to_str().and_then(Mode::parse).ok_or_else(|| {
+            Failure::new(
+                Code::Usage,
+                format!("TOTE_MODE={}: expected extract, mount or auto", v.to_string_lossy()),
+            )
+        }),
+    }
+}
+
+fn working_dir() -> Result<PathBuf> {
+    std::env::current_dir()
+        .map_err(|e| Failure::io(Code::Namespace, "reading the working directory", Path::new("."), &e))
+}
+
+/// `tree` + the absolute bundle path `path`.
+fn in_tree(tree: &Path, path: &[u8]) -> Vec<u8> {
+    let mut p = tree.as_os_str().as_bytes().to_vec();
+    p.extend_from_slice(path);
+    p
+}
+
+/// The launch view of the bundle's tree (extracted, or mounted) at `tree`.
+fn view<'a>(
+    meta: &tote_format::Meta,
+    tree: &Path,
+    scratch: &'a Path,
+    cwd: &'a Path,
+    uid: u32,
+    gid: u32,
+) -> plan::Request<'a> {
+    plan::Request {
+        root: uid == 0,
+        entered: false,
+        staging: None,
+        uid,
+        gid,
+        scratch,
+        base: (!meta.root.is_empty()).then(|| tree.join(plan::path_of(&meta.root))),
+        mounts: meta
+            .mounts
+            .iter()
+            .map(|m| plan::Mount {
+                provide: match m.kind {
+                    MountKind::Layer => plan::Provide::Layer,
+                    MountKind::Replace => plan::Provide::Replace,
+                    MountKind::Host => plan::Provide::Host,
+                },
+                source: match m.kind {
+                    MountKind::Host => plan::path_of(&m.source),
+                    _ => tree.join(plan::path_of(&m.source)),
+                },
+                target: plan::path_of(&m.target),
+            })
+            .collect(),
+        cwd,
+        workdir: (!meta.workdir.is_empty()).then(|| plan::path_of(&meta.workdir)),
+    }
 }
 
 /// CPUs this process may run on. (Not `available_parallelism`: its cgroup
@@ -372,6 +434,7 @@ fn print_info(p: &Payload) {
             lossy(&mt.target)
         );
     }
+    println!("mode: {}", m.mode.name());
     println!("entries: {} ({} files)", m.stats.entries, m.stats.files);
     println!(
         "content size: {} bytes ({} after deduplication)",

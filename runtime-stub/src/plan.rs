@@ -87,6 +87,10 @@ pub enum Step {
         path: PathBuf,
     },
     RemountRootReadOnly,
+    /// Lazily unmount `path` and everything below it.
+    Detach {
+        path: PathBuf,
+    },
     Chdir {
         path: PathBuf,
     },
@@ -115,6 +119,12 @@ pub struct Mount {
 pub struct Request<'a> {
     /// Already root (euid 0): mount namespace only.
     pub root: bool,
+    /// The namespaces exist already, ids mapped and mounts private (mount
+    /// mode made them to mount FUSE): start from the mounts.
+    pub entered: bool,
+    /// Mount mode's staging mount (a tmpfs holding the FUSE mount), a host
+    /// path: hidden from the program once the targets are bound.
+    pub staging: Option<&'a Path>,
     pub uid: u32,
     pub gid: u32,
     /// The cache entry's empty `mnt` directory (host path).
@@ -139,14 +149,17 @@ struct Target<'m> {
 }
 
 pub fn plan(req: &Request<'_>, host: &dyn Host) -> Vec<Step> {
-    let mut steps = vec![Step::Unshare { user: !req.root }];
-    if !req.root {
-        steps.push(Step::MapIds {
-            uid: req.uid,
-            gid: req.gid,
-        });
+    let mut steps = Vec::new();
+    if !req.entered {
+        steps.push(Step::Unshare { user: !req.root });
+        if !req.root {
+            steps.push(Step::MapIds {
+                uid: req.uid,
+                gid: req.gid,
+            });
+        }
+        steps.push(Step::MakePrivate);
     }
-    steps.push(Step::MakePrivate);
 
     // Host paths the host lacks are skipped; the caller's cwd joins a
     // bundle root unless a host path already covers it.
@@ -188,6 +201,11 @@ pub fn plan(req: &Request<'_>, host: &dyn Host) -> Vec<Step> {
                     host_lower: (t.mount.provide == Provide::Layer).then(|| t.mount.target.clone()),
                 });
             }
+        }
+        if let Some(staging) = req.staging {
+            steps.push(Step::Detach {
+                path: staging.to_path_buf(),
+            });
         }
         steps.push(Step::Chdir { path: workdir });
         return steps;
@@ -432,6 +450,8 @@ mod tests {
     fn req<'a>(root: bool, cwd: &'a Path) -> Request<'a> {
         Request {
             root,
+            entered: false,
+            staging: None,
             uid: 1000,
             gid: 100,
             scratch: Path::new("/c/id/mnt"),
@@ -562,6 +582,55 @@ mod tests {
                 Step::Chdir { path: p("/srv") },
             ]
         );
+    }
+
+    #[test]
+    fn mount_mode_starts_inside_its_namespace_and_hides_the_staging_mount() {
+        let mut h = debian();
+        h.0.get_mut("/").unwrap().push(("nix", HostKind::Dir));
+        h.0.insert("/nix", vec![("store", HostKind::Dir)]);
+        h.0.insert("/nix/store", vec![]);
+        let staging = p("/c/mnt");
+        let r = Request {
+            entered: true,
+            staging: Some(&staging),
+            scratch: Path::new("/c/mnt/scratch"),
+            mounts: vec![layer("/c/mnt/fs/nix/store", "/nix/store")],
+            ..req(false, Path::new("/srv"))
+        };
+        assert_eq!(
+            plan(&r, &h),
+            vec![
+                Step::BundleMount {
+                    source: p("/c/mnt/fs/nix/store"),
+                    target: p("/nix/store"),
+                    host_lower: Some(p("/nix/store"))
+                },
+                Step::Detach { path: p("/c/mnt") },
+                Step::Chdir { path: p("/srv") },
+            ]
+        );
+        // A new root leaves the staging mount behind with the old root.
+        let steps = plan(&r, &debian());
+        assert!(
+            !steps.iter().any(|s| matches!(
+                s,
+                Step::Unshare { .. } | Step::MapIds { .. } | Step::MakePrivate | Step::Detach { .. }
+            )),
+            "{steps:#?}"
+        );
+        assert_eq!(
+            steps[0],
+            Step::MountTmpfs {
+                target: p("/c/mnt/scratch")
+            }
+        );
+        assert!(steps.contains(&Step::BundleMount {
+            source: p("/oldroot/c/mnt/fs/nix/store"),
+            target: p("/newroot/nix/store"),
+            host_lower: None
+        }));
+        assert!(steps.contains(&Step::EnterRoot { path: p("/newroot") }));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
@@ -124,6 +125,9 @@ fn run_step(step: &Step, dbg: &Debug) -> Result<()> {
             // The previous root is now stacked on top of the new one: detach it.
             umount2(".", MntFlags::MNT_DETACH).map_err(|e| ns("detaching the old root at", path, e))?;
             chdir("/").map_err(|e| ns("entering", Path::new("/"), e))?;
+        }
+        Step::Detach { path } => {
+            umount2(path.as_path(), MntFlags::MNT_DETACH).map_err(|e| ns("detaching", path, e))?;
         }
         Step::RemountRootReadOnly => {
             let flags =
@@ -271,17 +275,16 @@ pub fn exec(path: &[u8], argv: &[Vec<u8>]) -> Failure {
     )
 }
 
-/// As PID 1 (Nomad exec's own PID namespace): run the entry point as a
-/// child, forward every catchable signal to it, reap every zombie, and exit
-/// with its status (128+n if it died of signal n). Never returns.
-pub fn exec_as_init(path: &[u8], argv: &[Vec<u8>], dbg: &Debug) -> ! {
-    let all = SigSet::all();
-    let mut old = SigSet::empty();
-    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old)) {
-        crate::fail(Failure::new(Code::Exec, format!("blocking signals: {}", describe(e))));
-    }
-    // SAFETY: single-threaded at this point (extraction threads were joined),
-    // so the child may run any code before exec.
+/// As PID 1 (Nomad exec's own PID namespace, or mount mode's): run the
+/// entry point as a child, forward signals to it, reap every zombie, and
+/// exit with its status (128+n if it died of signal n: PID 1 cannot die of
+/// a signal it sent itself). `status`, if given, gets how the program ended
+/// (`Ended::encode`) for a parent that can die the same way. Never returns.
+pub fn exec_as_init(path: &[u8], argv: &[Vec<u8>], dbg: &Debug, status: Option<OwnedFd>) -> ! {
+    let old = block_signals().unwrap_or_else(|f| crate::fail(f));
+    // SAFETY: single-threaded at this point (extraction threads were joined;
+    // mount mode's PID 1 was forked without its parent's threads), so the
+    // child may run any code before exec.
     match unsafe { fork() } {
         Err(e) => crate::fail(Failure::new(Code::Exec, format!("fork: {}", describe(e)))),
         Ok(ForkResult::Child) => {
@@ -290,28 +293,225 @@ pub fn exec_as_init(path: &[u8], argv: &[Vec<u8>], dbg: &Debug) -> ! {
         }
         Ok(ForkResult::Parent { child }) => {
             dbg.step(|| format!("running as PID 1: child {child}"));
-            supervise(child, &all)
+            let ended = supervise(child, &SigSet::all());
+            if let Some(fd) = status {
+                let _ = nix::unistd::write(&fd, &ended.encode());
+            }
+            std::process::exit(ended.code())
         }
     }
 }
 
-fn supervise(child: Pid, set: &SigSet) -> ! {
+/// How a supervised child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(Signal),
+}
+
+impl Ended {
+    /// The exit code a shell would report.
+    pub fn code(self) -> i32 {
+        match self {
+            Ended::Exited(c) => c,
+            Ended::Signaled(s) => 128 + s as i32,
+        }
+    }
+
+    /// Two bytes for a status pipe.
+    pub fn encode(self) -> [u8; 2] {
+        match self {
+            Ended::Exited(c) => [0, c as u8],
+            Ended::Signaled(s) => [1, s as u8],
+        }
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Ended> {
+        match b {
+            [0, c] => Some(Ended::Exited(i32::from(*c))),
+            [1, s] => Signal::try_from(i32::from(*s)).ok().map(Ended::Signaled),
+            _ => None,
+        }
+    }
+}
+
+/// Wait for `child`, forwarding signals to it and reaping every zombie,
+/// and say how it ended. All signals must be blocked.
+///
+/// Signals the kernel sent (a terminal's Ctrl-C, Ctrl-\\, Ctrl-Z, window
+/// size change, hang-up) are not forwarded: the terminal sent them to the
+/// whole foreground process group, the program included, which must get
+/// them once. After a stop signal this process stops too, so that a shell
+/// sees its job stopped (PID 1 cannot stop, and does not).
+pub fn supervise(child: Pid, set: &SigSet) -> Ended {
     loop {
-        let sig = match set.wait() {
-            Ok(s) => s,
-            Err(_) => continue,
+        // SAFETY: a zeroed siginfo_t is valid; sigwaitinfo fills it.
+        let mut info: nix::libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are valid for the call.
+        let n = unsafe { nix::libc::sigwaitinfo(set.as_ref(), &mut info) };
+        let Ok(sig) = Signal::try_from(n) else {
+            continue; // EINTR
         };
         if sig != Signal::SIGCHLD {
-            let _ = kill(child, sig);
+            if info.si_code != nix::libc::SI_KERNEL {
+                let _ = kill(child, sig);
+            }
+            if matches!(sig, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU) {
+                let _ = kill(Pid::this(), Signal::SIGSTOP);
+            }
             continue;
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
-                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => std::process::exit(128 + s as i32),
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ended::Exited(code),
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => return Ended::Signaled(s),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             }
+        }
+    }
+}
+
+/// End this process as `ended` ended the child: the same exit code, or
+/// death by the same signal (with a core dump where the limits allow one),
+/// so that the caller cannot tell the launcher from the program.
+pub fn end_like(ended: Ended) -> ! {
+    if let Ended::Signaled(sig) = ended {
+        let dfl = nix::sys::signal::SigAction::new(
+            nix::sys::signal::SigHandler::SigDfl,
+            nix::sys::signal::SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: restoring the default disposition.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &dfl) };
+        let mut only = SigSet::empty();
+        only.add(sig);
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
+        let _ = nix::sys::signal::raise(sig);
+    }
+    std::process::exit(ended.code())
+}
+
+/// Block every signal (so that threads started later never take one, and
+/// `supervise` can wait for them); returns the mask to restore.
+pub fn block_signals() -> Result<SigSet> {
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old))
+        .map_err(|e| Failure::new(Code::Exec, format!("blocking signals: {}", describe(e))))?;
+    Ok(old)
+}
+
+/// `/dev/fuse`, for mount mode.
+pub fn open_fuse() -> std::result::Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        "/dev/fuse",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// Mount the FUSE connection `fd` read-only at `target`, owned by
+/// `uid`/`gid` (ids inside the namespace); the kernel checks permissions
+/// from the modes the server reports, for every user.
+pub fn mount_fuse(target: &Path, fd: &OwnedFd, uid: u32, gid: u32) -> std::result::Result<(), Errno> {
+    let opts = format!(
+        "fd={},rootmode=40000,user_id={uid},group_id={gid},allow_other,default_permissions",
+        fd.as_raw_fd()
+    );
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(Some("tote"), target, Some("fuse.tote"), flags, Some(opts.as_str()))
+}
+
+/// Map the whole file read-only for the life of the process. (Its bytes
+/// cannot change under us: it is this process's executable, so the kernel
+/// refuses writes to it with ETXTBSY.)
+pub fn map_file(path: &Path) -> Result<&'static [u8]> {
+    let file = File::open(path).map_err(|e| Failure::io(Code::Bundle, "opening bundle", path, &e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?
+        .len() as usize;
+    let Some(nonzero) = std::num::NonZeroUsize::new(len) else {
+        return Ok(&[]);
+    };
+    // SAFETY: a fresh private read-only mapping; see above for why its
+    // contents stay put. It is never unmapped, hence `'static`.
+    let ptr = unsafe {
+        nix::sys::mman::mmap(
+            None,
+            nonzero,
+            nix::sys::mman::ProtFlags::PROT_READ,
+            nix::sys::mman::MapFlags::MAP_PRIVATE,
+            &file,
+            0,
+        )
+    }
+    .map_err(|e| Failure::sys(Code::Bundle, "mapping bundle", path, e))?;
+    // SAFETY: `len` readable bytes at `ptr`, valid forever (never unmapped).
+    Ok(unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), len) })
+}
+
+/// Peak resident set size of this process, in KiB.
+pub fn peak_rss_kib() -> i64 {
+    // SAFETY: a zeroed rusage is valid; getrusage fills it.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer for the call.
+    if unsafe { nix::libc::getrusage(nix::libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss
+}
+
+/// Mount a procfs of the current PID namespace over `/proc`.
+pub fn mount_proc() -> std::result::Result<(), Errno> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
+}
+
+/// Fork the first process of a new PID namespace. It runs `child` with
+/// the signal mask `mask`, never holding `close` (the FUSE connection, so
+/// that the connection ends with this process), and is killed when this
+/// process dies, however it dies; when it exits, the kernel kills every
+/// process left in its namespace. This process may have threads: the child
+/// only runs code that is safe after such a fork with glibc.
+///
+/// `child` gets the write end of a status pipe for `exec_as_init`; the
+/// read end is returned with the child's PID.
+pub fn fork_pid_namespace(
+    close: RawFd,
+    mask: &SigSet,
+    child: impl FnOnce(OwnedFd) -> Failure,
+) -> Result<(Pid, OwnedFd)> {
+    unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| Failure::new(Code::Namespace, format!("unshare(CLONE_NEWPID): {}", describe(e))).with_errno(e))?;
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Failure::new(Code::Namespace, format!("pipe: {}", describe(e))))
+    };
+    let (alive_r, alive_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    // SAFETY: see the function's comment.
+    match unsafe { fork() } {
+        Err(e) => Err(Failure::new(Code::Exec, format!("fork: {}", describe(e)))),
+        Ok(ForkResult::Child) => {
+            drop(alive_w);
+            drop(status_r);
+            let _ = nix::unistd::close(close);
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            // Died before the line above? Its end of the pipe is closed.
+            let mut fds = [nix::poll::PollFd::new(alive_r.as_fd(), nix::poll::PollFlags::POLLIN)];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) != Ok(0) {
+                std::process::exit(Code::Exec as i32);
+            }
+            drop(alive_r);
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+            crate::fail(child(status_w))
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(alive_r);
+            drop(status_w);
+            std::mem::forget(alive_w); // closed by the kernel when this process ends
+            Ok((child, status_r))
         }
     }
 }

@@ -178,8 +178,9 @@ fn inspect_and_verify() {
     for want in [
         "name:            probe",
         "bundle id:       ",
-        "format version:  2",
+        "format version:  3",
         "mount (layer  ): nix/store -> /nix/store",
+        "mode:            auto (extracts: the tree is under 128 MiB)",
         "entries:         ",
         "sha256:          sha256:",
     ] {

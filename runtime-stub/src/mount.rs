@@ -1,0 +1,163 @@
+//! Mount mode: the bundle's tree served over FUSE from the mapped bundle,
+//! nothing written to disk. See DESIGN.md, "Mount mode".
+//!
+//! This process (the one the caller started) makes the user and mount
+//! namespaces, mounts FUSE on a tmpfs over the cache root's `mnt`
+//! directory, and serves the mount from its threads. The program runs in a
+//! new PID namespace whose first process (PID 1) sets up the launch view,
+//! hides the staging mount, and supervises the program:
+//!
+//! ```text
+//! stub (FUSE server, signals forwarded) ─ PID 1 (view, supervisor) ─ program
+//! ```
+//!
+//! Whatever ends first ends everything: the program exiting ends PID 1,
+//! which makes the kernel kill what is left in the namespace, which ends
+//! the stub with the program's status; the stub dying kills PID 1 (parent
+//! death signal), hence the namespace. The mount exists only in the private
+//! mount namespace, which goes with its last process.
+
+use std::convert::Infallible;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::debug::Debug;
+use crate::error::{describe, Code, Failure};
+use crate::payload::Payload;
+use crate::{fs, fuse, plan, sys};
+
+/// Decoded blocks kept for reads that follow (the kernel's page cache keeps
+/// what was read; this keeps the rest of each 128 KiB block).
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Why mount mode did not start.
+pub enum Refusal {
+    /// FUSE or the namespaces are unusable here; nothing was changed
+    /// that an extraction would mind (`auto` extracts instead).
+    Unusable(String),
+    /// A real failure (bad bundle, broken system call).
+    Failed(Failure),
+}
+
+impl From<Failure> for Refusal {
+    fn from(f: Failure) -> Refusal {
+        Refusal::Failed(f)
+    }
+}
+
+pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> Result<Infallible, Refusal> {
+    let fuse_unusable = |e| Refusal::Unusable(format!("/dev/fuse: {}", describe(e)));
+    // Here first, to refuse quickly and change nothing where there is no
+    // FUSE (Nomad's exec driver). It is opened again inside the user
+    // namespace: the kernel mounts a connection only there if it was opened there.
+    drop(sys::open_fuse().map_err(fuse_unusable)?);
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let staging = root.join("mnt");
+    match std::fs::create_dir(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Failure::io(Code::Cache, "creating", &staging, &e).into()),
+    }
+    let index = payload.index()?;
+    let file = sys::map_file(&payload.path)?;
+    let t = &payload.layout.trailer;
+    let data = &file[t.data_offset as usize..t.meta_offset as usize];
+    dbg.step(|| format!("index verified, bundle mapped: {} entries", index.entries.len()));
+
+    let enter: Vec<plan::Step> = if uid == 0 {
+        vec![plan::Step::Unshare { user: false }, plan::Step::MakePrivate]
+    } else {
+        vec![
+            plan::Step::Unshare { user: true },
+            plan::Step::MapIds { uid, gid },
+            plan::Step::MakePrivate,
+        ]
+    };
+    // Refused namespaces: extraction may still run (a relocatable tree).
+    sys::run(&enter, dbg).map_err(|f| Refusal::Unusable(f.message))?;
+    sys::run(
+        &[plan::Step::MountTmpfs {
+            target: staging.clone(),
+        }],
+        dbg,
+    )?;
+    let fuse_fd = sys::open_fuse().map_err(fuse_unusable)?;
+    let (tree, scratch) = (staging.join("fs"), staging.join("scratch"));
+    for d in [&tree, &scratch] {
+        std::fs::create_dir(d).map_err(|e| Failure::io(Code::Namespace, "creating", d, &e))?;
+    }
+    if let Err(e) = sys::mount_fuse(&tree, &fuse_fd, uid, gid) {
+        let _ = sys::run(&[plan::Step::Detach { path: staging }], dbg);
+        return Err(Refusal::Unusable(format!("mounting FUSE: {}", describe(e))));
+    }
+    dbg.step(|| format!("FUSE mounted on {}", tree.display()));
+
+    let mask = sys::block_signals()?;
+    let server = Arc::new(fuse::Server {
+        fs: fs::Fs::new(index, data, CACHE_BYTES),
+        bundle: payload.path.clone(),
+        uid,
+        gid,
+    });
+    let fuse_fd = Arc::new(fuse_fd);
+    let threads = crate::threads().clamp(4, 16);
+    fuse::spawn(server.clone(), fuse_fd.clone(), threads)
+        .map_err(|e| Failure::new(Code::Exec, format!("starting FUSE threads: {e}")))?;
+    dbg.step(|| format!("serving on {threads} threads"));
+
+    let meta = &payload.meta;
+    let (child, status) = sys::fork_pid_namespace(fuse_fd.as_raw_fd(), &mask, |status| {
+        let program = if !meta.needs_namespace() {
+            crate::in_tree(&tree, &meta.entrypoint)
+        } else {
+            let cwd = match crate::working_dir() {
+                Ok(c) => c,
+                Err(f) => return f,
+            };
+            let mut req = crate::view(meta, &tree, &scratch, &cwd, uid, gid);
+            req.entered = true;
+            req.staging = Some(&staging);
+            let steps = plan::plan(&req, &plan::RealHost);
+            dbg.step(|| format!("planned {} steps", steps.len()));
+            if let Err(f) = sys::run(&steps, dbg) {
+                return f;
+            }
+            meta.entrypoint.clone()
+        };
+        // Processes of this namespace only, as a container shows them.
+        if let Err(e) = sys::mount_proc() {
+            dbg.step(|| format!("/proc of the new PID namespace not mounted: {}", describe(e)));
+        }
+        dbg.step(|| format!("exec {}", String::from_utf8_lossy(&program)));
+        sys::exec_as_init(&program, argv, dbg, Some(status))
+    })?;
+    dbg.step(|| format!("PID namespace started: {child}"));
+    let ended = sys::supervise(child, &nix::sys::signal::SigSet::all());
+    dbg.step(|| {
+        let s = server.fs.stats();
+        format!(
+            "FUSE server: {} blocks decoded, {} cache hits, peak RSS {}",
+            s.decoded.load(Ordering::Relaxed),
+            s.hits.load(Ordering::Relaxed),
+            peak_rss()
+        )
+    });
+    // PID 1 has exited, so the pipe holds its report or nothing (it
+    // failed before running the program, and its exit code says how).
+    let mut report = [0u8; 2];
+    let program = match nix::unistd::read(&status, &mut report) {
+        Ok(2) => sys::Ended::decode(&report),
+        _ => None,
+    };
+    sys::end_like(program.unwrap_or(ended))
+}
+
+/// Peak resident memory of this process, e.g. `10240 KiB`. (Not from
+/// `/proc/self`: the `/proc` of this mount namespace now shows the new PID
+/// namespace, where this process is not.)
+fn peak_rss() -> String {
+    format!("{} KiB", sys::peak_rss_kib())
+}
