@@ -55,17 +55,18 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
     drop(sys::open_fuse().map_err(fuse_unusable)?);
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
+    let index = payload.index()?;
+    let file = sys::map_file(&payload.path)?;
+    let t = &payload.layout.trailer;
+    let data = &file[t.data_offset as usize..t.meta_offset as usize];
+    dbg.step(|| format!("index verified, bundle mapped: {} entries", index.entries.len()));
+    // The only thing mount mode leaves on disk: an empty directory to mount on.
     let staging = root.join("mnt");
     match std::fs::create_dir(&staging) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Failure::io(Code::Cache, "creating", &staging, &e).into()),
     }
-    let index = payload.index()?;
-    let file = sys::map_file(&payload.path)?;
-    let t = &payload.layout.trailer;
-    let data = &file[t.data_offset as usize..t.meta_offset as usize];
-    dbg.step(|| format!("index verified, bundle mapped: {} entries", index.entries.len()));
 
     let enter: Vec<plan::Step> = if uid == 0 {
         vec![plan::Step::Unshare { user: false }, plan::Step::MakePrivate]

@@ -3,9 +3,8 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::support::*;
 
@@ -188,28 +187,7 @@ fn exit_status_passes_through() {
 fn death_by_signal_looks_like_a_direct_run() {
     let f = fixture();
     let t = TestDir::new();
-    // The same program built on the host, run directly.
-    let direct = t.join("probe-direct");
-    let cc = Command::new("gcc")
-        .arg("-O2")
-        .arg("-o")
-        .arg(&direct)
-        .arg(repo().join("tests/fixtures/probe.c"))
-        .status()
-        .unwrap();
-    assert!(cc.success());
-    let no_core = ["sh", "-c", "ulimit -c 0; exec \"$@\"", "sh"];
-    for args in [&["kill", "15"][..], &["segv"][..]] {
-        let os: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        let want = Launch::root(&t).run_with(&no_core, &direct, &os).status;
-        let got = Launch::root(&t).run_with(&no_core, &f.probe, &os).status;
-        assert!(want.signal().is_some());
-        assert_eq!(
-            (got.signal(), got.code(), got.core_dumped()),
-            (want.signal(), want.code(), want.core_dumped()),
-            "{args:?}"
-        );
-    }
+    assert_dies_like_the_program(&t, &Launch::root(&t), &f.probe, &[]);
 }
 
 #[test]

@@ -10,5 +10,6 @@ mod elf;
 mod hardening;
 mod inputs;
 mod launch;
+mod mount;
 mod nomad;
 mod oci;

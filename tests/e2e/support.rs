@@ -125,6 +125,9 @@ pub struct Fixture {
     pub _dir: TestDir,
     pub probe: PathBuf,
     pub greet: PathBuf,
+    /// The same two, bundled with `--mode mount`.
+    pub probe_mount: PathBuf,
+    pub greet_mount: PathBuf,
     pub probe_store: String,
     pub script_store: String,
     pub glibc_store: String,
@@ -142,6 +145,10 @@ pub fn fixture() -> &'static Fixture {
         let greet = dir.join("greet");
         bundle(&probe_store, &probe, &[]);
         bundle(&script_store, &greet, &[]);
+        let probe_mount = dir.join("probe-mount");
+        let greet_mount = dir.join("greet-mount");
+        bundle(&probe_store, &probe_mount, &["--mode", "mount"]);
+        bundle(&script_store, &greet_mount, &["--mode", "mount"]);
         let all = closure(&script_store);
         let del = Command::new("nix-store")
             .arg("--delete")
@@ -161,6 +168,8 @@ pub fn fixture() -> &'static Fixture {
             _dir: dir,
             probe,
             greet,
+            probe_mount,
+            greet_mount,
             probe_store,
             script_store,
             glibc_store,
@@ -350,4 +359,48 @@ pub fn is_static(path: &Path) -> bool {
     let bytes = fs::read(path).unwrap();
     let elf = goblin::elf::Elf::parse(&bytes).unwrap();
     elf.interpreter.is_none() && elf.libraries.is_empty()
+}
+
+/// The probe built on the host, run directly: what a launch must look like.
+pub fn host_probe(t: &TestDir) -> PathBuf {
+    let direct = t.join("probe-direct");
+    if !direct.exists() {
+        let cc = Command::new("gcc")
+            .arg("-O2")
+            .arg("-o")
+            .arg(&direct)
+            .arg(repo().join("tests/fixtures/probe.c"))
+            .status()
+            .unwrap();
+        assert!(cc.success());
+    }
+    direct
+}
+
+/// A bundled probe killed by a signal (raised, or a segfault) ends with the
+/// same wait status as the host's probe: same signal, no core dump.
+pub fn assert_dies_like_the_program(t: &TestDir, l: &Launch, bundle: &Path, prefix: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    let direct = host_probe(t);
+    let mut no_core = prefix.to_vec();
+    no_core.extend(["sh", "-c", "ulimit -c 0; exec \"$@\"", "sh"]);
+    for args in [&["kill", "15"][..], &["segv"][..]] {
+        let os: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let want = Launch::root(t).run_with(&no_core, &direct, &os).status;
+        let got = l.run_with(&no_core, bundle, &os).status;
+        assert!(want.signal().is_some());
+        assert_eq!(
+            (got.signal(), got.code(), got.core_dumped()),
+            (want.signal(), want.code(), want.core_dumped()),
+            "{args:?}"
+        );
+    }
+}
+
+/// A bundle's index, read with the format crate.
+pub fn bundle_index(bundle: &Path) -> tote_format::Index {
+    let bytes = fs::read(bundle).unwrap();
+    let tail = &bytes[bytes.len() - tote_format::TRAILER_LEN..];
+    let layout = tote_format::Trailer::decode(tail, bytes.len() as u64).unwrap();
+    layout.index(&bytes).unwrap()
 }
