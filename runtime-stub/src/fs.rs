@@ -80,8 +80,10 @@ fn name_of(path: &[u8]) -> &[u8] {
 
 impl<'a> Fs<'a> {
     /// `data` is the bundle's data section; the index has been verified
-    /// against the trailer, so every block lies inside it.
-    pub fn new(index: Index, data: &'a [u8], cache_bytes: usize) -> Fs<'a> {
+    /// against the trailer, so every block lies inside it. `done` is called
+    /// with each compressed frame once it is decoded (mount mode unmaps its
+    /// pages, so the server's memory is its cache, not the file).
+    pub fn new(index: Index, data: &'a [u8], cache_bytes: usize, done: fn(&[u8])) -> Fs<'a> {
         let n = index.entries.len();
         let mut parent = vec![ROOT; n];
         let mut count = vec![0u32; n + 2];
@@ -115,7 +117,7 @@ impl<'a> Fs<'a> {
             children[fill[p as usize] as usize] = i as u32;
             fill[p as usize] += 1;
         }
-        let blocks = Blocks::new(data, cache_bytes, index.blocks.len());
+        let blocks = Blocks::new(data, cache_bytes, index.blocks.len(), done);
         Fs {
             index,
             parent,
@@ -292,10 +294,11 @@ struct Blocks<'a> {
     stats: Stats,
     bad: Mutex<VecDeque<u32>>,
     failed: Vec<std::sync::atomic::AtomicBool>,
+    done: fn(&[u8]),
 }
 
 impl<'a> Blocks<'a> {
-    fn new(data: &'a [u8], cap: usize, n: usize) -> Blocks<'a> {
+    fn new(data: &'a [u8], cap: usize, n: usize, done: fn(&[u8])) -> Blocks<'a> {
         Blocks {
             data,
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
@@ -305,6 +308,7 @@ impl<'a> Blocks<'a> {
             stats: Stats::default(),
             bad: Mutex::new(VecDeque::new()),
             failed: (0..n).map(|_| Default::default()).collect(),
+            done,
         }
     }
 
@@ -316,7 +320,9 @@ impl<'a> Blocks<'a> {
         }
         let frame = &self.data[r.offset as usize..(r.offset + u64::from(r.clen)) as usize];
         let mut raw = vec![0u8; r.rlen as usize];
-        if decode_block(frame, r, number as u32, &mut raw).is_err() {
+        let decoded = decode_block(frame, r, number as u32, &mut raw);
+        (self.done)(frame);
+        if decoded.is_err() {
             if !self.failed[number].swap(true, Ordering::Relaxed) {
                 if let Ok(mut bad) = self.bad.lock() {
                     bad.push_back(number as u32);
@@ -427,7 +433,7 @@ mod tests {
     #[test]
     fn lookups_follow_the_tree() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 1 << 20);
+        let fs = Fs::new(index, &data, 1 << 20, |_| {});
         let b = path(&fs, "a/b").unwrap();
         assert_eq!(fs.attr(b).unwrap().mode, S_IFDIR | 0o555);
         assert_eq!(path(&fs, "a/b/run").unwrap(), fs.lookup(b, b"run").unwrap());
@@ -445,7 +451,7 @@ mod tests {
     #[test]
     fn attributes_and_links() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 1 << 20);
+        let fs = Fs::new(index, &data, 1 << 20, |_| {});
         let run = fs.attr(path(&fs, "a/b/run").unwrap()).unwrap();
         assert_eq!((run.mode, run.size), (S_IFREG | 0o555, 6));
         let big = fs.attr(path(&fs, "a/b/big").unwrap()).unwrap();
@@ -461,7 +467,7 @@ mod tests {
     #[test]
     fn listings_resume_at_any_offset() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 1 << 20);
+        let fs = Fs::new(index, &data, 1 << 20, |_| {});
         let a = path(&fs, "a").unwrap();
         let names = |from| -> Vec<String> {
             fs.readdir(a, from)
@@ -481,7 +487,7 @@ mod tests {
     fn reads_cross_blocks_and_stop_at_the_end() {
         for cache in [0, 1 << 20] {
             let (index, data, stream) = sample(16);
-            let fs = Fs::new(index, &data, cache);
+            let fs = Fs::new(index, &data, cache, |_| {});
             let big = path(&fs, "a/b/big").unwrap();
             for chunk in [1, 7, 16, 100] {
                 assert_eq!(read_all(&fs, big, chunk).unwrap(), &stream[..40], "chunk {chunk}");
@@ -498,7 +504,7 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_bound() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 20);
+        let fs = Fs::new(index, &data, 20, |_| {});
         read_all(&fs, path(&fs, "a/b/big").unwrap(), 100).unwrap();
         assert!(fs.blocks.bytes.load(Ordering::Relaxed) <= 20);
         assert_eq!(fs.stats().decoded.load(Ordering::Relaxed), 3);
@@ -509,7 +515,7 @@ mod tests {
         let (index, mut data, _) = sample(16);
         let second = index.blocks[1];
         data[second.offset as usize + second.clen as usize / 2] ^= 0x40;
-        let fs = Fs::new(index, &data, 1 << 20);
+        let fs = Fs::new(index, &data, 1 << 20, |_| {});
         let big = path(&fs, "a/b/big").unwrap();
         let mut out = Vec::new();
         fs.read(big, 0, 16, &mut out).unwrap();

@@ -28,9 +28,12 @@ use crate::error::{describe, Code, Failure};
 use crate::payload::Payload;
 use crate::{fs, fuse, plan, sys};
 
-/// Decoded blocks kept for reads that follow (the kernel's page cache keeps
-/// what was read; this keeps the rest of each 128 KiB block).
-const CACHE_BYTES: usize = 32 << 20;
+/// Decoded blocks kept for the reads that follow: the rest of a block whose
+/// first file was just read (a package's other modules), the block a
+/// sequential read crosses into. The kernel's page cache keeps what was
+/// read, so recent blocks are all that is worth keeping: 8 MiB (64 blocks
+/// of 128 KiB), or four blocks where they are larger.
+const CACHE_BYTES: usize = 8 << 20;
 
 /// Why mount mode did not start.
 pub enum Refusal {
@@ -96,12 +99,16 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
     }
     dbg.step(|| format!("FUSE mounted on {}", tree.display()));
 
+    let largest = index.blocks.iter().map(|b| b.rlen as usize).max().unwrap_or(0);
+    let cache_bytes = CACHE_BYTES.max(4 * largest);
     let mask = sys::block_signals()?;
     let server = Arc::new(fuse::Server {
-        fs: fs::Fs::new(index, data, CACHE_BYTES),
+        fs: fs::Fs::new(index, data, cache_bytes, sys::unmap_pages),
         bundle: payload.path.clone(),
         uid,
         gid,
+        counts: Default::default(),
+        offered: Default::default(),
     });
     let fuse_fd = Arc::new(fuse_fd);
     let threads = crate::threads().clamp(4, 16);
@@ -140,7 +147,8 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
     dbg.step(|| {
         let s = server.fs.stats();
         format!(
-            "FUSE server: {} blocks decoded, {} cache hits, peak RSS {}",
+            "FUSE server: {}; {} blocks decoded, {} cache hits, peak RSS {}",
+            server.counts,
             s.decoded.load(Ordering::Relaxed),
             s.hits.load(Ordering::Relaxed),
             peak_rss()
