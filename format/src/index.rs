@@ -1,7 +1,6 @@
 //! The index: every entry of the tree and every block, compressed as one
 //! zstd frame. Readable without touching the data blocks.
 
-use std::collections::HashSet;
 use std::ops::Range;
 
 use crate::block::BlockRef;
@@ -118,7 +117,6 @@ impl Index {
 
         let nentries = r.u32()? as usize;
         let mut entries: Vec<Entry> = Vec::with_capacity(nentries.min(r.remaining() / 4));
-        let mut dirs: HashSet<&[u8]> = HashSet::new();
         for i in 0..nentries {
             let kind = r.u8()?;
             let path = r.short_blob()?;
@@ -134,7 +132,7 @@ impl Index {
                 }
             }
             if let Some(parent) = parent_of(path) {
-                if !dirs.contains(parent) {
+                if !has_dir(&entries, parent) {
                     return Err(bad(format!(
                         "parent of {:?} is not a directory in the bundle",
                         lossy(path)
@@ -142,10 +140,7 @@ impl Index {
                 }
             }
             let kind = match kind {
-                KIND_DIR => {
-                    dirs.insert(path);
-                    EntryKind::Dir
-                }
+                KIND_DIR => EntryKind::Dir,
                 KIND_FILE | KIND_EXEC => {
                     let size = r.u64()?;
                     let offset = r.u64()?;
@@ -237,6 +232,23 @@ fn too_long(p: &[u8]) -> Option<String> {
     }
     let longest = p.split(|&c| c == b'/').map(<[u8]>::len).max().unwrap_or(0);
     (longest > MAX_NAME).then(|| format!("{longest} bytes long in one component (at most {MAX_NAME})"))
+}
+
+/// Is `dir` a directory among `entries` (sorted, each parent checked)?
+/// Mostly answered by the last entry: a sibling (same parent, which was
+/// checked) or the directory itself; else by binary search.
+fn has_dir(entries: &[Entry], dir: &[u8]) -> bool {
+    if let Some(prev) = entries.last() {
+        if prev.path == dir {
+            return prev.kind == EntryKind::Dir;
+        }
+        if parent_of(&prev.path) == Some(dir) {
+            return true;
+        }
+    }
+    entries
+        .binary_search_by(|e| e.path.as_slice().cmp(dir))
+        .is_ok_and(|i| entries[i].kind == EntryKind::Dir)
 }
 
 fn parent_of(p: &[u8]) -> Option<&[u8]> {

@@ -74,6 +74,10 @@ fn ino_of(entry: usize) -> u64 {
     entry as u64 + 2
 }
 
+fn parent_path(path: &[u8]) -> Option<&[u8]> {
+    path.iter().rposition(|&c| c == b'/').map(|cut| &path[..cut])
+}
+
 fn name_of(path: &[u8]) -> &[u8] {
     path.rsplit(|&c| c == b'/').next().unwrap_or(path)
 }
@@ -89,12 +93,16 @@ impl<'a> Fs<'a> {
         let mut count = vec![0u32; n + 2];
         let mut subdirs = vec![0u32; n + 2];
         for (i, e) in index.entries.iter().enumerate() {
-            // Parents come first and are directories (the format guarantees both).
-            let p = match e.path.iter().rposition(|&c| c == b'/') {
-                None => ROOT,
-                Some(cut) => index
+            // Parents come first and are directories (the format guarantees
+            // both). Mostly the previous entry's parent, or that entry.
+            let dir = parent_path(&e.path);
+            let p = match (dir, i.checked_sub(1)) {
+                (None, _) => ROOT,
+                (Some(d), Some(j)) if index.entries[j].path == d => ino_of(j),
+                (Some(d), Some(j)) if parent_path(&index.entries[j].path) == Some(d) => parent[j],
+                (Some(d), _) => index
                     .entries
-                    .binary_search_by(|x| x.path.as_slice().cmp(&e.path[..cut]))
+                    .binary_search_by(|x| x.path.as_slice().cmp(d))
                     .map_or(ROOT, ino_of),
             };
             parent[i] = p;

@@ -31,8 +31,8 @@ use crate::{fs, fuse, plan, sys};
 /// Decoded blocks kept for the reads that follow: the rest of a block whose
 /// first file was just read (a package's other modules), the block a
 /// sequential read crosses into. The kernel's page cache keeps what was
-/// read, so recent blocks are all that is worth keeping: 8 MiB (64 blocks
-/// of 128 KiB), or four blocks where they are larger.
+/// read, so recent blocks are all that is worth keeping: 8 MiB (128 blocks
+/// of 64 KiB), or four blocks where they are larger.
 const CACHE_BYTES: usize = 8 << 20;
 
 /// Why mount mode did not start.
@@ -80,14 +80,14 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
             plan::Step::MakePrivate,
         ]
     };
-    // Refused namespaces: extraction may still run (a relocatable tree).
-    sys::run(&enter, dbg).map_err(|f| Refusal::Unusable(f.message))?;
-    sys::run(
-        &[plan::Step::MountTmpfs {
-            target: staging.clone(),
-        }],
-        dbg,
-    )?;
+    // Refused namespaces or mounts: extraction may still run (a relocatable
+    // tree needs neither).
+    let tmpfs = plan::Step::MountTmpfs {
+        target: staging.clone(),
+    };
+    sys::run(&enter, dbg)
+        .and_then(|()| sys::run(&[tmpfs], dbg))
+        .map_err(|f| Refusal::Unusable(f.message))?;
     let fuse_fd = sys::open_fuse().map_err(fuse_unusable)?;
     let (tree, scratch) = (staging.join("fs"), staging.join("scratch"));
     for d in [&tree, &scratch] {
@@ -111,7 +111,7 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
         offered: Default::default(),
     });
     let fuse_fd = Arc::new(fuse_fd);
-    let threads = crate::threads().clamp(4, 16);
+    let threads = crate::threads().clamp(2, 8);
     fuse::spawn(server.clone(), fuse_fd.clone(), threads)
         .map_err(|e| Failure::new(Code::Exec, format!("starting FUSE threads: {e}")))?;
     dbg.step(|| format!("serving on {threads} threads"));

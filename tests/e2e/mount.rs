@@ -280,7 +280,7 @@ fn however_the_program_ends_no_mount_and_no_process_is_left() {
 fn a_corrupt_block_gives_the_reader_eio_never_wrong_bytes() {
     let t = TestDir::new();
     // A directory with a reader and 1 MiB of incompressible data: eight
-    // blocks of 128 KiB; one in the middle is damaged.
+    // blocks of 64 KiB; one in the middle is damaged.
     let dir = t.join("input");
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -322,7 +322,7 @@ fn a_corrupt_block_gives_the_reader_eio_never_wrong_bytes() {
         .unwrap();
     let bad = index.blocks_for(blob_at + (512 << 10), 1).start;
     let b = index.blocks[bad];
-    assert!(b.rlen <= 128 << 10);
+    assert!(b.rlen <= 64 << 10);
     let mut bytes = std::fs::read(&app).unwrap();
     let at = stub_len(&app) + b.offset + u64::from(b.clen) / 2;
     bytes[at as usize] ^= 0x20;
@@ -357,7 +357,7 @@ fn a_corrupt_block_gives_the_reader_eio_never_wrong_bytes() {
 fn mount_bundles_have_small_blocks_and_extract_bundles_large_ones() {
     let f = fixture();
     let mounted = bundle_index(&f.probe_mount);
-    assert!(mounted.blocks.iter().all(|b| b.rlen <= 128 << 10));
+    assert!(mounted.blocks.iter().all(|b| b.rlen <= 64 << 10));
     // The probe's closure holds glibc: several MiB.
     let extracted = bundle_index(&f.probe);
     assert!(extracted.blocks.iter().any(|b| b.rlen > 1 << 20));
