@@ -468,6 +468,33 @@ fn auto_mounts_large_bundles_and_falls_back_silently_where_it_cannot() {
         stderr(&o)
     );
 
+    // /dev/fuse opens but is no FUSE device (so the mount is refused after
+    // the namespaces exist): extracted, silently, inside them.
+    let not_fuse = private("mount --bind /dev/null /dev/fuse");
+    for l in users(&fresh) {
+        let uid = l.uid;
+        let cache = |what: &str| {
+            let c = fresh.join(format!("cache-not-fuse-{what}-{uid}"));
+            std::fs::create_dir(&c).unwrap();
+            std::os::unix::fs::chown(&c, Some(uid), Some(uid)).unwrap();
+            Some(c)
+        };
+        let mut quiet = l.clone();
+        quiet.cache = cache("quiet");
+        let o = quiet.run_with(&strs(&not_fuse), &app, &[]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "uid {uid}: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "uid {uid}: {}", stderr(&o));
+        let mut debug = l.env("TOTE_DEBUG", "1");
+        debug.cache = cache("debug");
+        let o = debug.run_with(&strs(&not_fuse), &app, &[]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "uid {uid}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("auto: mount mode unusable (mounting FUSE: EINVAL"),
+            "uid {uid}: {}",
+            stderr(&o)
+        );
+    }
+
     // User namespaces refused (bwrap's uid 65534 is the host's root, so
     // /dev/fuse opens): extracted, silently.
     let o = Command::new("bwrap")
