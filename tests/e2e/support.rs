@@ -273,10 +273,15 @@ impl Launch {
 /// forked while this one still held the freshly written file open for
 /// writing, and that child keeps the descriptor until it execs.
 pub fn spawn(c: &mut Command) -> std::process::Child {
+    try_spawn(c).unwrap()
+}
+
+/// `spawn`, returning the error (other than "busy") instead of panicking.
+pub fn try_spawn(c: &mut Command) -> std::io::Result<std::process::Child> {
     for _ in 0..100 {
         match c.spawn() {
             Err(e) if e.raw_os_error() == Some(26) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            r => return r.unwrap(),
+            r => return r,
         }
     }
     panic!("{c:?}: text file stayed busy")
