@@ -120,11 +120,10 @@ impl Index {
         for i in 0..nentries {
             let kind = r.u8()?;
             let path = r.short_blob()?;
-            if !is_clean_relative(path) {
-                return Err(bad(format!("entry {i} has an unsafe path {:?}", lossy(path))));
-            }
-            if let Some(why) = too_long(path) {
-                return Err(bad(format!("entry {i} has a path that is {why}")));
+            match check_path(path) {
+                PathCheck::Ok => {}
+                PathCheck::Unsafe => return Err(bad(format!("entry {i} has an unsafe path {:?}", lossy(path)))),
+                PathCheck::TooLong(why) => return Err(bad(format!("entry {i} has a path that is {why}"))),
             }
             if let Some(prev) = entries.last() {
                 if prev.path.as_slice() >= path {
@@ -225,13 +224,39 @@ pub const MAX_PATH: usize = 4095;
 /// Longest path component (NAME_MAX).
 pub const MAX_NAME: usize = 255;
 
-/// Why `p` cannot be created on Linux, if it cannot.
-fn too_long(p: &[u8]) -> Option<String> {
-    if p.len() > MAX_PATH {
-        return Some(format!("{} bytes long (at most {MAX_PATH})", p.len()));
+enum PathCheck {
+    Ok,
+    /// Not a clean relative path (`is_clean_relative`).
+    Unsafe,
+    /// Clean, but Linux cannot create it: why.
+    TooLong(String),
+}
+
+/// `is_clean_relative`, and short enough to create on Linux, in one pass
+/// over the bytes (every entry of every launch's index goes through here).
+fn check_path(p: &[u8]) -> PathCheck {
+    let (mut start, mut longest) = (0, 0);
+    for i in 0..=p.len() {
+        let c = p.get(i).copied();
+        if c == Some(0) {
+            return PathCheck::Unsafe;
+        }
+        if c.is_none() || c == Some(b'/') {
+            let comp = &p[start..i];
+            if comp.is_empty() || comp == b"." || comp == b".." {
+                return PathCheck::Unsafe;
+            }
+            longest = longest.max(comp.len());
+            start = i + 1;
+        }
     }
-    let longest = p.split(|&c| c == b'/').map(<[u8]>::len).max().unwrap_or(0);
-    (longest > MAX_NAME).then(|| format!("{longest} bytes long in one component (at most {MAX_NAME})"))
+    if p.len() > MAX_PATH {
+        return PathCheck::TooLong(format!("{} bytes long (at most {MAX_PATH})", p.len()));
+    }
+    if longest > MAX_NAME {
+        return PathCheck::TooLong(format!("{longest} bytes long in one component (at most {MAX_NAME})"));
+    }
+    PathCheck::Ok
 }
 
 /// Is `dir` a directory among `entries` (sorted, each parent checked)?
