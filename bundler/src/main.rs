@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Turn a program and everything it needs into one executable file.
 #[derive(Parser)]
@@ -74,6 +74,26 @@ Examples:
   nomad job run app.nomad.hcl"
     )]
     Nomad(nomad::NomadArgs),
+    /// Print a shell completion script for tote.
+    #[command(after_help = "Examples:
+  tote completions bash > /usr/share/bash-completion/completions/tote
+  tote completions zsh > \"${fpath[1]}/_tote\"
+  tote completions fish > ~/.config/fish/completions/tote.fish
+  scripts/install installs them all, with the man pages")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print tote's man page (roff), or write one page per command into DIR.
+    #[command(after_help = "Examples:
+  tote man | man -l -
+  tote man --dir /usr/local/share/man/man1   # tote.1, tote-bundle.1, ...")]
+    Man {
+        /// Write tote.1 and tote-<command>.1 into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -111,7 +131,10 @@ pub struct BundleArgs {
     /// a cache once; `mount` them over FUSE from the bundle, writing nothing;
     /// `auto`: mount trees of 128 MiB and more where FUSE is usable, else
     /// extract. TOTE_MODE overrides it at launch.
-    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "auto",
+          value_parser = clap::builder::TypedValueParser::map(
+              clap::builder::PossibleValuesParser::new(["extract", "mount", "auto"]),
+              |m: String| tote_format::Mode::parse(&m).unwrap_or_default()))]
     pub mode: tote_format::Mode,
     /// Uncompressed size of a data block, in KiB [default: 128 where the
     /// bundle may be mounted, else 8192].
@@ -126,6 +149,8 @@ fn main() -> ExitCode {
         Command::Inspect { file } => inspect::inspect(&file),
         Command::Verify { file } => inspect::verify(&file),
         Command::Nomad(args) => nomad::nomad(&args),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,8 +161,49 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_mode(s: &str) -> Result<tote_format::Mode, String> {
-    tote_format::Mode::parse(s).ok_or_else(|| "expected extract, mount or auto".into())
+/// Text for stdout: a reader that went away (`| head`) is not an error.
+fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+    match write(&mut std::io::stdout().lock()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("writing to stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// `tote completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> Result<()> {
+    use clap_complete::Generator;
+    let mut cmd = Cli::command();
+    cmd.set_bin_name("tote");
+    cmd.build();
+    print(|out| shell.try_generate(&cmd, out))
+}
+
+/// `tote man`: the page for tote to stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> Result<()> {
+    use anyhow::Context;
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        return print(|out| clap_mangen::Man::new(cmd).render(out));
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut pages = vec![("tote.1".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("tote-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .name(&*name.clone().leak())
+            .version(env!("CARGO_PKG_VERSION"));
+        pages.push((format!("{name}.1"), page));
+    }
+    for (file, page) in pages {
+        let path = dir.join(&file);
+        let mut bytes = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut bytes)
+            .context("rendering a man page")?;
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn bundle(args: &BundleArgs) -> Result<()> {

@@ -243,3 +243,124 @@ fn stub_override() {
         assert!(!t.join("c").exists());
     }
 }
+
+/// `tote completions SHELL`, loaded into the real shell.
+fn completion_script(shell: &str, t: &TestDir) -> std::path::PathBuf {
+    let o = tote().args(["completions", shell]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!o.stdout.is_empty());
+    let path = t.join(format!("tote.{shell}"));
+    std::fs::write(&path, &o.stdout).unwrap();
+    path
+}
+
+#[test]
+fn completions_work_in_bash_zsh_and_fish() {
+    let t = TestDir::new();
+    // bash: the completion function answers for subcommands and --mode values.
+    let bash = completion_script("bash", &t);
+    let ask = |words: &str, cword: usize| {
+        let script = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; \
+             _tote tote \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[*]}}\"",
+            bash.display()
+        );
+        let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(ask("tote bu", 1), "bundle");
+    assert_eq!(ask("tote bundle --mode ''", 3), "extract mount auto");
+    assert!(ask("tote ''", 1).split(' ').any(|w| w == "completions"));
+    // zsh: the script parses.
+    let zsh = completion_script("zsh", &t);
+    let o = Command::new("zsh").arg("-n").arg(&zsh).output().unwrap();
+    assert!(o.status.success(), "zsh -n: {}", stderr(&o));
+    assert!(std::fs::read_to_string(&zsh).unwrap().starts_with("#compdef tote"));
+    // fish: completions as fish itself computes them.
+    let fish = completion_script("fish", &t);
+    let o = Command::new("fish")
+        .arg("-c")
+        .arg(format!(
+            "source {}; complete -C 'tote bu'; complete -C 'tote bundle --mode '",
+            fish.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(lines, ["bundle", "auto", "extract", "mount"]);
+    // A bad shell name: clap's usage error.
+    assert_eq!(
+        tote().args(["completions", "nosh"]).output().unwrap().status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn man_pages_render_and_the_install_script_installs_everything() {
+    let t = TestDir::new();
+    let prefix = t.join("prefix");
+    let o = Command::new(repo().join("scripts/install"))
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--tote")
+        .arg(env!("CARGO_BIN_EXE_tote"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = Command::new(prefix.join("bin/tote")).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("tote {}", env!("CARGO_PKG_VERSION"))
+    );
+    let man1 = prefix.join("share/man/man1");
+    let pages = t.entries(&man1);
+    for cmd in ["", "-bundle", "-inspect", "-verify", "-nomad", "-completions", "-man"] {
+        assert!(
+            pages.contains(&format!("tote{cmd}.1")),
+            "tote{cmd}.1 missing in {pages:?}"
+        );
+    }
+    // man itself renders them: the options and the examples are there.
+    let render = |page: &str| {
+        let o = Command::new("man")
+            .arg("-l")
+            .arg(man1.join(page))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let bundle = render("tote-bundle.1");
+    for want in [
+        "SYNOPSIS",
+        "--mode <MODE> [default: auto]",
+        "Possible values:",
+        "tote bundle ./result -o app",
+    ] {
+        assert!(bundle.contains(want), "{want:?} missing in\n{bundle}");
+    }
+    assert!(render("tote.1").contains("nomad"));
+    // The completion files are what `tote completions` prints.
+    for (shell, file) in [
+        ("bash", "share/bash-completion/completions/tote"),
+        ("zsh", "share/zsh/site-functions/_tote"),
+        ("fish", "share/fish/vendor_completions.d/tote.fish"),
+    ] {
+        let want = tote().args(["completions", shell]).output().unwrap().stdout;
+        assert_eq!(std::fs::read(prefix.join(file)).unwrap(), want, "{shell}");
+    }
+    // A bad argument changes nothing.
+    let o = Command::new(repo().join("scripts/install"))
+        .args(["--prefix", t.join("other").to_str().unwrap(), "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!t.join("other").exists());
+}
