@@ -7,6 +7,7 @@ mod entrypoint;
 mod flake;
 mod input;
 mod inspect;
+mod ls;
 mod nomad;
 mod oci;
 mod output;
@@ -53,6 +54,27 @@ Examples:
     Inspect {
         /// The bundle.
         file: PathBuf,
+    },
+    /// List a bundle's entries: mode, size, path (and symlink targets).
+    #[command(after_help = "Examples:
+  tote ls ./app
+  tote ls ./app nix/store/abc…-hello/bin
+  tote ls ./app | sort -k2 -n | tail   # the largest files")]
+    Ls {
+        /// The bundle.
+        file: PathBuf,
+        /// Only this entry and what is below it (a path inside the tree).
+        path: Option<PathBuf>,
+    },
+    /// Write a bundle's files into a directory (as TOTE_EXTRACT=DIR does), without running it.
+    #[command(after_help = "Examples:
+  tote extract ./app ./app-files
+  tote extract ./app /tmp/x && ls /tmp/x/nix/store")]
+    Extract {
+        /// The bundle.
+        file: PathBuf,
+        /// A new directory, or an empty one.
+        dir: PathBuf,
     },
     /// Check every hash in a bundle; exits 1 on any mismatch.
     #[command(after_help = "Example:\n  tote verify ./app && echo intact")]
@@ -149,6 +171,8 @@ fn main() -> ExitCode {
         Command::Inspect { file } => inspect::inspect(&file),
         Command::Verify { file } => inspect::verify(&file),
         Command::Nomad(args) => nomad::nomad(&args),
+        Command::Ls { file, path } => ls::ls(&file, path.as_deref()),
+        Command::Extract { file, dir } => ls::extract(&file, &dir),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
     };
@@ -162,7 +186,7 @@ fn main() -> ExitCode {
 }
 
 /// Text for stdout: a reader that went away (`| head`) is not an error.
-fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+pub(crate) fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
     match write(&mut std::io::stdout().lock()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("writing to stdout: {e}")),
         _ => Ok(()),

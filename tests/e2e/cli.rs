@@ -364,3 +364,114 @@ fn man_pages_render_and_the_install_script_installs_everything() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!t.join("other").exists());
 }
+
+#[test]
+fn ls_lists_every_entry_with_mode_and_size() {
+    let t = TestDir::new();
+    let p = live_probe();
+    let app = t.join("app");
+    bundle(&p, &app, &[]);
+    let index = bundle_index(&app);
+    let o = tote().arg("ls").arg(&app).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.lines().count(), index.entries.len());
+    let rel = p.trim_start_matches('/');
+    let size = std::fs::metadata(format!("{p}/bin/probe")).unwrap().len();
+    let line = format!("-rwxr-xr-x {size:>12}  {rel}/bin/probe");
+    assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");
+    assert!(text.lines().any(|l| l == format!("drwxr-xr-x            -  {rel}/bin")));
+    // Symlinks show their target; plain files their size.
+    let dir = t.join("d");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::write(dir.join("bin/run"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(dir.join("bin/run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("data"), "12345").unwrap();
+    std::os::unix::fs::symlink("data", dir.join("link")).unwrap();
+    let d = t.join("d-app");
+    bundle(dir.to_str().unwrap(), &d, &[]);
+    let o = tote().arg("ls").arg(&d).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "drwxr-xr-x            -  bin\n\
+         -rwxr-xr-x           10  bin/run\n\
+         -rw-r--r--            5  data\n\
+         lrwxrwxrwx            4  link -> data\n"
+    );
+    // Below a path, with or without the leading slash.
+    for under in [format!("{rel}/bin"), format!("{p}/bin/")] {
+        let o = tote().arg("ls").arg(&app).arg(&under).output().unwrap();
+        let lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect();
+        assert_eq!(lines.len(), 2, "{under}: {lines:?}");
+        assert!(lines[1].ends_with("/bin/probe"));
+    }
+    let o = tote().arg("ls").arg(&app).arg("nix/store/nope").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("no entry nix/store/nope") && e.contains("tote ls"), "{e}");
+}
+
+/// Every entry of a tree: path, kind, mode, mtime, content or target.
+fn tree_listing(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let what = if m.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if m.is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                hex(&Sha256::digest(std::fs::read(&path).unwrap()))
+            };
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            out.push(format!("{rel} {:o} {} {what}", m.mode(), m.mtime()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn extract_writes_what_tote_extract_writes_or_nothing() {
+    let t = TestDir::new();
+    let app = t.join("app");
+    bundle(&live_probe(), &app, &[]);
+    let ours = t.join("ours");
+    let o = tote().arg("extract").arg(&app).arg(&ours).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stubs = t.join("stubs");
+    let o = Command::new(&app).env("TOTE_EXTRACT", &stubs).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listing = tree_listing(&ours);
+    assert!(listing.len() > 10);
+    assert_eq!(listing, tree_listing(&stubs));
+
+    // Refused: a non-empty directory (left as it was), a missing parent.
+    let o = tote().arg("extract").arg(&app).arg(&ours).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    assert_eq!(tree_listing(&ours), listing);
+    let o = tote().arg("extract").arg(&app).arg(t.join("no/such")).output().unwrap();
+    assert!(stderr(&o).contains("parent directory does not exist"), "{}", stderr(&o));
+
+    // A corrupt block: one line naming it, and nothing written.
+    let index = bundle_index(&app);
+    let b = index.blocks[index.blocks.len() / 2];
+    let mut bytes = std::fs::read(&app).unwrap();
+    bytes[(stub_len(&app) + b.offset + u64::from(b.clen) / 2) as usize] ^= 1;
+    let bad = t.join("bad");
+    std::fs::write(&bad, &bytes).unwrap();
+    let before = t.entries(".");
+    let o = tote().arg("extract").arg(&bad).arg(t.join("out")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("block") && e.contains("SHA-256"), "{e}");
+    assert_eq!(t.entries("."), before, "nothing left behind");
+}

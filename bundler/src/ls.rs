@@ -1,0 +1,179 @@
+//! `tote ls` and `tote extract`: a bundle's entries, listed or written out,
+//! read with tote's own decoder (the bundle's stub is never run).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tote_format::{decode_block, sha256, EntryKind, Index};
+
+use crate::inspect::open;
+
+/// `ls -l`-style mode of an entry, as `tote extract` writes it.
+fn mode_string(kind: &EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Dir => "drwxr-xr-x",
+        EntryKind::File { executable: true, .. } => "-rwxr-xr-x",
+        EntryKind::File { .. } => "-rw-r--r--",
+        EntryKind::Symlink { .. } => "lrwxrwxrwx",
+    }
+}
+
+/// The entries at or below `under` (a path inside the tree; a leading `/`
+/// is ignored), in path order.
+fn select<'i>(index: &'i Index, under: Option<&Path>) -> Vec<&'i tote_format::Entry> {
+    let prefix: Option<Vec<u8>> = under.map(|p| {
+        let b = p.as_os_str().as_bytes();
+        let b = b.trim_ascii_start().strip_prefix(b"/").unwrap_or(b);
+        b.strip_suffix(b"/").unwrap_or(b).to_vec()
+    });
+    index
+        .entries
+        .iter()
+        .filter(|e| match &prefix {
+            None => true,
+            Some(p) if p.is_empty() => true,
+            Some(p) => e.path == *p || (e.path.starts_with(p) && e.path.get(p.len()) == Some(&b'/')),
+        })
+        .collect()
+}
+
+pub fn ls(file: &Path, under: Option<&Path>) -> Result<()> {
+    let o = open(file)?;
+    let index = o.layout.index(&o.map).with_context(|| format!("{}", file.display()))?;
+    let entries = select(&index, under);
+    if entries.is_empty() {
+        if let Some(p) = under {
+            bail!(
+                "{}: no entry {} (paths are relative to the bundle's tree, e.g. nix/store/…; \
+                 `tote ls {}` lists them all)",
+                file.display(),
+                p.display(),
+                file.display()
+            );
+        }
+    }
+    let mut out = String::new();
+    for e in entries {
+        let path = String::from_utf8_lossy(&e.path);
+        let (size, link) = match &e.kind {
+            EntryKind::Dir => ("-".to_string(), String::new()),
+            EntryKind::File { size, .. } => (size.to_string(), String::new()),
+            EntryKind::Symlink { target } => (
+                target.len().to_string(),
+                format!(" -> {}", String::from_utf8_lossy(target)),
+            ),
+        };
+        out.push_str(&format!("{} {size:>12}  {path}{link}\n", mode_string(&e.kind)));
+    }
+    crate::print(|w| w.write_all(out.as_bytes()))
+}
+
+/// `tote extract FILE DIR`: the tree into DIR (new, or an empty directory),
+/// through a sibling staging directory renamed into place at the end, so a
+/// failure leaves nothing. Every block's hash is checked before it is
+/// decoded and every file's before it is written.
+pub fn extract(file: &Path, dir: &Path) -> Result<()> {
+    let o = open(file)?;
+    let ctx = || format!("{}", file.display());
+    let index = o.layout.index(&o.map).with_context(ctx)?;
+    let data = o.layout.data(&o.map).with_context(ctx)?;
+    let usage = |m: &str| anyhow::anyhow!("{}: {m}", dir.display());
+    if let Ok(mut rd) = std::fs::read_dir(dir) {
+        if rd.next().is_some() {
+            return Err(usage("the directory is not empty; choose a new or empty one"));
+        }
+    } else if dir.symlink_metadata().is_ok() {
+        return Err(usage("exists and is not a directory"));
+    }
+    let parent = match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Err(usage("has no parent directory")),
+    };
+    if !parent.is_dir() {
+        return Err(usage("its parent directory does not exist"));
+    }
+    let stage = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.tote-",
+            dir.file_name().map(OsStr::to_string_lossy).unwrap_or_default()
+        ))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+    write_tree(&index, data, stage.path()).map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+    let staged = stage.keep();
+    if let Err(e) = std::fs::rename(&staged, dir) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("moving the tree into {}", dir.display()));
+    }
+    println!(
+        "{}: {} entries from {}",
+        dir.display(),
+        index.entries.len(),
+        file.display()
+    );
+    Ok(())
+}
+
+fn write_tree(index: &Index, data: &[u8], root: &Path) -> Result<()> {
+    let at = |p: &[u8]| -> PathBuf { root.join(OsStr::from_bytes(p)) };
+    // The block last decoded, for files that share it.
+    let mut cached: Option<(usize, Vec<u8>)> = None;
+    for e in &index.entries {
+        let path = at(&e.path);
+        match &e.kind {
+            EntryKind::Dir => std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?,
+            EntryKind::Symlink { target } => std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
+                .with_context(|| format!("creating {}", path.display()))?,
+            EntryKind::File {
+                executable,
+                size,
+                offset,
+                hash,
+            } => {
+                let mut bytes = Vec::with_capacity(*size as usize);
+                for b in index.blocks_for(*offset, *size) {
+                    let r = &index.blocks[b];
+                    if cached.as_ref().is_none_or(|(n, _)| *n != b) {
+                        let frame = &data[r.offset as usize..(r.offset + u64::from(r.clen)) as usize];
+                        let mut raw = vec![0u8; r.rlen as usize];
+                        decode_block(frame, r, b as u32, &mut raw)?;
+                        cached = Some((b, raw));
+                    }
+                    let raw = &cached.as_ref().expect("just decoded").1;
+                    let lo = offset.max(&r.raw_offset) - r.raw_offset;
+                    let hi = (offset + size).min(r.raw_offset + u64::from(r.rlen)) - r.raw_offset;
+                    bytes.extend_from_slice(&raw[lo as usize..hi as usize]);
+                }
+                if sha256(&bytes) != *hash {
+                    bail!(
+                        "content of /{} does not match its SHA-256",
+                        String::from_utf8_lossy(&e.path)
+                    );
+                }
+                std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("setting the mode of {}", path.display()))?;
+            }
+        }
+    }
+    // mtime and atime 1 second after the epoch, as the stub extracts (the
+    // Nix store's time); directories last, once their contents are written.
+    let one = nix::sys::time::TimeSpec::new(1, 0);
+    for e in index.entries.iter().rev() {
+        let path = at(&e.path);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            &one,
+            &one,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .with_context(|| format!("setting the time of {}", path.display()))?;
+    }
+    Ok(())
+}
