@@ -224,8 +224,7 @@ fn check_blocks_and_files(index: &Index, data: &[u8]) -> (Vec<String>, Vec<Strin
             .map(|&n| {
                 let b = &index.blocks[n];
                 let mut out = vec![0u8; b.rlen as usize];
-                let bytes = &data[b.offset as usize..(b.offset + u64::from(b.clen)) as usize];
-                decode_block(bytes, b, n as u32, &mut out).map(|()| out)
+                decode_block(b.frame(data), b, n as u32, &mut out).map(|()| out)
             })
             .collect();
         for (&n, res) in chunk.iter().zip(decoded) {
@@ -237,12 +236,10 @@ fn check_blocks_and_files(index: &Index, data: &[u8]) -> (Vec<String>, Vec<Strin
                 }
             };
             let block = &index.blocks[n];
-            let (bstart, bend) = (block.raw_offset, block.raw_offset + u64::from(block.rlen));
+            let bend = block.raw_offset + u64::from(block.rlen);
             for &r in &by_block[n] {
                 let ((offset, size), (hash, entries)) = &ranges[r];
-                let start = (*offset).max(bstart) - bstart;
-                let end = (offset + size).min(bend) - bstart;
-                hashers[r].update(&out[start as usize..end as usize]);
+                hashers[r].update(&out[block.overlap(*offset, offset + size)]);
                 if offset + size <= bend {
                     let d: [u8; 32] = std::mem::take(&mut hashers[r]).finalize().into();
                     if d != hash.0 {

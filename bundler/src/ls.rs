@@ -138,15 +138,12 @@ fn write_tree(index: &Index, data: &[u8], root: &Path) -> Result<()> {
                 for b in index.blocks_for(*offset, *size) {
                     let r = &index.blocks[b];
                     if cached.as_ref().is_none_or(|(n, _)| *n != b) {
-                        let frame = &data[r.offset as usize..(r.offset + u64::from(r.clen)) as usize];
                         let mut raw = vec![0u8; r.rlen as usize];
-                        decode_block(frame, r, b as u32, &mut raw)?;
+                        decode_block(r.frame(data), r, b as u32, &mut raw)?;
                         cached = Some((b, raw));
                     }
                     let raw = &cached.as_ref().expect("just decoded").1;
-                    let lo = offset.max(&r.raw_offset) - r.raw_offset;
-                    let hi = (offset + size).min(r.raw_offset + u64::from(r.rlen)) - r.raw_offset;
-                    bytes.extend_from_slice(&raw[lo as usize..hi as usize]);
+                    bytes.extend_from_slice(&raw[r.overlap(*offset, offset + size)]);
                 }
                 if sha256(&bytes) != *hash {
                     bail!(

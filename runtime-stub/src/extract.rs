@@ -303,13 +303,12 @@ fn extract_into(
                 }
                 for b in range {
                     let block = &index.blocks[b];
-                    let start = (*offset).max(block.raw_offset);
-                    let end = (*offset + *size).min(block.raw_offset + u64::from(block.rlen));
+                    let held = block.overlap(*offset, *offset + *size);
                     pieces[b].push(Piece {
                         entry: i as u32,
-                        file_off: start - *offset,
-                        block_off: (start - block.raw_offset) as u32,
-                        len: (end - start) as u32,
+                        file_off: block.raw_offset + held.start as u64 - *offset,
+                        block_off: held.start as u32,
+                        len: held.len() as u32,
                     });
                 }
             }

@@ -276,9 +276,7 @@ impl<'a> Fs<'a> {
         for b in self.index.blocks_for(from, n) {
             let r = &self.index.blocks[b];
             let raw = self.blocks.get(b, r)?;
-            let lo = from.max(r.raw_offset) - r.raw_offset;
-            let hi = to.min(r.raw_offset + u64::from(r.rlen)) - r.raw_offset;
-            out.extend_from_slice(&raw[lo as usize..hi as usize]);
+            out.extend_from_slice(&raw[r.overlap(from, to)]);
         }
         Ok(())
     }
@@ -326,7 +324,7 @@ impl<'a> Blocks<'a> {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(b.clone());
         }
-        let frame = &self.data[r.offset as usize..(r.offset + u64::from(r.clen)) as usize];
+        let frame = r.frame(self.data);
         let mut raw = vec![0u8; r.rlen as usize];
         let decoded = decode_block(frame, r, number as u32, &mut raw);
         (self.done)(frame);
