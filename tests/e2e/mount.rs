@@ -535,14 +535,18 @@ fn ctrl_c_on_a_terminal_reaches_the_program_once() {
         "trap 'echo got-int' INT\necho ready\ni=0\nwhile [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done\necho done\n",
     )
     .unwrap();
+    // `exec`: a shell left waiting in the foreground group would die of
+    // the Ctrl-C itself (`script` runs $SHELL, and dash does not exec the
+    // last command of `-c`).
     let cmd = format!(
-        "TOTE_CACHE_DIR={} {} {}",
+        "TOTE_CACHE_DIR={} exec {} {}",
         t.cache(0).display(),
         app.display(),
         script.display()
     );
     let mut child = spawn(
         Command::new("script")
+            .env("SHELL", "/bin/sh")
             .args(["-q", "-e", "-c", &cmd, "/dev/null"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
@@ -558,7 +562,8 @@ fn ctrl_c_on_a_terminal_reaches_the_program_once() {
     child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest:?}");
     assert_eq!(rest.matches("got-int").count(), 1, "{rest:?}");
     assert!(rest.contains("done"), "{rest:?}");
 }
