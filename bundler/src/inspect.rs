@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use tote_format::{decode_block, Digest32, EntryKind, Index, Layout, Meta, Trailer, TRAILER_LEN};
 
 use crate::human;
+use crate::items::{self, by_size, Item};
+use crate::style::Paint;
 
 pub(crate) struct Opened {
     pub map: memmap2::Mmap,
@@ -47,102 +49,261 @@ fn mode_summary(meta: &tote_format::Meta) -> String {
     format!("{} ({what})", meta.mode.name())
 }
 
-pub fn inspect(path: &Path) -> Result<()> {
-    let o = open(path)?;
-    let meta = o.layout.meta(&o.map).with_context(|| format!("{}", path.display()))?;
-    let index = o.layout.index(&o.map).with_context(|| format!("{}", path.display()))?;
-    let t = &o.layout.trailer;
-    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let sha = sha256_hex(&o.map);
-    let compressed = t.meta_offset - t.data_offset;
-    println!("name:            {}", meta.name);
-    println!("entry point:     {}", lossy(&meta.entrypoint));
-    for a in &meta.args {
-        println!("argument:        {}", lossy(a));
-    }
-    for a in &meta.cmd {
-        println!("default arg:     {}", lossy(a));
-    }
-    for e in &meta.env {
-        println!("environment:     {}", lossy(e));
-    }
-    if !meta.root.is_empty() {
-        println!("root:            {} (the bundle's)", lossy(&meta.root));
-    }
-    if !meta.workdir.is_empty() {
-        println!("working dir:     {}", lossy(&meta.workdir));
-    }
-    for m in &meta.mounts {
-        println!(
-            "mount ({:7}): {} -> {}",
-            m.kind.name(),
-            lossy(&m.source),
-            lossy(&m.target)
-        );
-    }
-    if !meta.needs_namespace() {
-        println!("namespace:       none (runs from the cache)");
-    }
-    println!("mode:            {}", mode_summary(&meta));
-    println!("bundle id:       {}", t.bundle_id());
-    println!("sha256:          sha256:{sha}");
-    println!("format version:  {}", tote_format::VERSION);
-    println!("creator:         {}", meta.creator);
-    println!(
-        "file size:       {} ({} bytes)",
-        human(o.layout.file_len),
-        o.layout.file_len
-    );
-    println!("stub size:       {} ({} bytes)", human(t.data_offset), t.data_offset);
-    println!(
-        "content:         {} in {} files",
-        human(meta.stats.total_size),
-        meta.stats.files
-    );
-    println!("after dedup:     {}", human(meta.stats.unique_size));
-    println!(
-        "compressed:      {} in {} blocks (ratio {:.2})",
-        human(compressed),
-        index.blocks.len(),
-        meta.stats.unique_size as f64 / compressed.max(1) as f64
-    );
-    println!("entries:         {}", index.entries.len());
-    let tops = top_level(&meta, &index);
-    if !tops.is_empty() {
-        println!("top-level items: {}", tops.len());
-        for (name, size) in tops {
-            println!("  {:>10}  {name}", human(size));
-        }
-    }
-    Ok(())
+/// Everything `tote inspect` reports, computed once for either output.
+struct Report {
+    file: String,
+    meta: Meta,
+    bundle_id: String,
+    sha256: String,
+    sizes: Sizes,
+    entries: u64,
+    blocks: u64,
+    items: Vec<Item>,
 }
 
+struct Sizes {
+    file: u64,
+    stub: u64,
+    compressed: u64,
+    metadata_and_index: u64,
+    uncompressed: u64,
+    after_dedup: u64,
+}
+
+impl Sizes {
+    /// Uncompressed bytes per compressed byte (dedup included); None for a
+    /// bundle without file content.
+    fn ratio(&self) -> Option<f64> {
+        (self.compressed > 0).then(|| self.uncompressed as f64 / self.compressed as f64)
+    }
+}
+
+fn report(path: &Path) -> Result<Report> {
+    let o = open(path)?;
+    let ctx = || format!("{}", path.display());
+    let meta = o.layout.meta(&o.map).with_context(ctx)?;
+    let index = o.layout.index(&o.map).with_context(ctx)?;
+    let t = &o.layout.trailer;
+    let compressed = t.meta_offset - t.data_offset;
+    let items = by_size(items::items(&meta, &index).into_values());
+    Ok(Report {
+        file: path.display().to_string(),
+        bundle_id: t.bundle_id().to_string(),
+        sha256: sha256_hex(&o.map),
+        sizes: Sizes {
+            file: o.layout.file_len,
+            stub: t.data_offset,
+            compressed,
+            metadata_and_index: o.layout.file_len - t.meta_offset,
+            uncompressed: meta.stats.total_size,
+            after_dedup: meta.stats.unique_size,
+        },
+        entries: index.entries.len() as u64,
+        blocks: index.blocks.len() as u64,
+        items,
+        meta,
+    })
+}
+
+pub fn inspect(path: &Path, json: bool) -> Result<()> {
+    let r = report(path)?;
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&inspect_json(&r)).context("encoding JSON")?;
+        s.push('\n');
+        s
+    } else {
+        inspect_text(&r, Paint::stdout())
+    };
+    crate::print(|w| w.write_all(text.as_bytes()))
+}
+
+/// `3 files`, `1 entry`.
+fn plural(n: u64, one: &str) -> String {
+    match (n, one.strip_suffix('y')) {
+        (1, _) => format!("1 {one}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {one}s"),
+    }
+}
+
+/// `73.8 %` of `whole`; `-` for nothing.
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `tote inspect --json`: the schema is docs/inspect.schema.json.
+fn inspect_json(r: &Report) -> serde_json::Value {
+    let m = &r.meta;
+    let strings = |v: &[Vec<u8>]| v.iter().map(|a| lossy(a)).collect::<Vec<_>>();
+    let optional = |b: &[u8]| (!b.is_empty()).then(|| lossy(b));
+    let s = &r.sizes;
+    serde_json::json!({
+        "schema": JSON_SCHEMA,
+        "file": r.file,
+        "name": m.name,
+        "entrypoint": lossy(&m.entrypoint),
+        "args": strings(&m.args),
+        "cmd": strings(&m.cmd),
+        "env": strings(&m.env),
+        "workdir": optional(&m.workdir),
+        "root": optional(&m.root),
+        "mounts": m.mounts.iter().map(|x| serde_json::json!({
+            "kind": x.kind.name(),
+            "source": lossy(&x.source),
+            "target": lossy(&x.target),
+        })).collect::<Vec<_>>(),
+        "namespace": m.needs_namespace(),
+        "mode": m.mode.name(),
+        "mounts_where_fuse_works": m.mode.wants_mount(m.stats.total_size),
+        "bundle_id": r.bundle_id,
+        "sha256": r.sha256,
+        "format_version": tote_format::VERSION,
+        "creator": m.creator,
+        "sizes": {
+            "file": s.file,
+            "stub": s.stub,
+            "compressed": s.compressed,
+            "metadata_and_index": s.metadata_and_index,
+            "uncompressed": s.uncompressed,
+            "after_dedup": s.after_dedup,
+            "dedup_saved": s.uncompressed - s.after_dedup,
+            "ratio": s.ratio(),
+        },
+        "counts": {
+            "entries": r.entries,
+            "files": m.stats.files,
+            "blocks": r.blocks,
+            "items": r.items.len(),
+        },
+        "items": r.items.iter().map(|i| serde_json::json!({
+            "path": i.path,
+            "size": i.size,
+            "files": i.files,
+            "entries": i.entries,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The `schema` member of `tote inspect --json`; bumped when a member
+/// changes meaning or goes away (new members may appear without).
+pub const JSON_SCHEMA: &str = "tote-inspect/1";
+
+/// `tote inspect`: header, sizes, then the items table.
+fn inspect_text(r: &Report, paint: Paint) -> String {
+    use std::fmt::Write;
+    let m = &r.meta;
+    // The header.
+    let mut head = vec![("entry point", lossy(&m.entrypoint))];
+    head.extend(m.args.iter().map(|a| ("argument", lossy(a))));
+    head.extend(m.cmd.iter().map(|a| ("default arg", lossy(a))));
+    head.extend(m.env.iter().map(|e| ("environment", lossy(e))));
+    if !m.root.is_empty() {
+        head.push(("root", format!("{} (the bundle's)", lossy(&m.root))));
+    }
+    if !m.workdir.is_empty() {
+        head.push(("working dir", lossy(&m.workdir)));
+    }
+    let mounts: Vec<(String, String)> = m
+        .mounts
+        .iter()
+        .map(|x| {
+            (
+                format!("mount ({})", x.kind.name()),
+                format!("{} -> {}", lossy(&x.source), lossy(&x.target)),
+            )
+        })
+        .collect();
+    let mut out = format!("{}\n", paint.bold(&m.name));
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "  {label:<16}{value}");
+    };
+    for (l, v) in &head {
+        line(l, v);
+    }
+    for (l, v) in &mounts {
+        line(l, v);
+    }
+    if !m.needs_namespace() {
+        line("namespace", "none (runs from the cache)");
+    }
+    line("mode", &mode_summary(m));
+    line("bundle id", &r.bundle_id);
+    line("sha256", &format!("sha256:{}", r.sha256));
+    line("format version", &tote_format::VERSION.to_string());
+    line("creator", &m.creator);
+
+    // Sizes.
+    let s = &r.sizes;
+    let _ = writeln!(out, "\n{}", paint.bold("sizes"));
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "  {label:<16}{value}");
+    };
+    line("file", format!("{} ({} bytes)", human(s.file), s.file));
+    line("stub", format!("{} ({} bytes)", human(s.stub), s.stub));
+    line(
+        "compressed",
+        format!("{} in {}", human(s.compressed), plural(r.blocks, "block")),
+    );
+    line("metadata+index", human(s.metadata_and_index));
+    line(
+        "uncompressed",
+        format!(
+            "{} in {}, {}",
+            human(s.uncompressed),
+            plural(m.stats.files, "file"),
+            plural(r.entries, "entry")
+        ),
+    );
+    line(
+        "ratio",
+        s.ratio()
+            .map_or("-".into(), |x| format!("{x:.2} (uncompressed / compressed)")),
+    );
+    let saved = s.uncompressed - s.after_dedup;
+    line(
+        "dedup saved",
+        format!("{} ({})", human(saved), percent(saved, s.uncompressed)),
+    );
+
+    // Items.
+    if !r.items.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint.bold(&format!(
+                "{}, largest first",
+                plural(r.items.len() as u64, "top-level item")
+            ))
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.bold(&format!("  {:>10}  {:>7}  {:>7}  ITEM", "SIZE", "SHARE", "FILES"))
+        );
+        for i in &r.items {
+            let _ = writeln!(
+                out,
+                "  {:>10}  {:>7}  {:>7}  {}",
+                human(i.size),
+                percent(i.size, s.uncompressed),
+                i.files,
+                i.path
+            );
+        }
+    }
+    out
+}
 /// The hex SHA-256 of the whole file (what `sha256:` checksums name).
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Size of each item directly below a mount source (store paths), largest first.
-fn top_level(meta: &Meta, index: &Index) -> Vec<(String, u64)> {
-    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
-    for m in meta.mounts.iter().filter(|m| m.kind != tote_format::MountKind::Host) {
-        let prefix = [&m.source[..], b"/"].concat();
-        for e in &index.entries {
-            let Some(rest) = e.path.strip_prefix(prefix.as_slice()) else {
-                continue;
-            };
-            let top = rest.split(|&c| c == b'/').next().unwrap_or(rest);
-            let size = match e.kind {
-                EntryKind::File { size, .. } => size,
-                _ => 0,
-            };
-            let name = String::from_utf8_lossy(&[&m.target[..], b"/", top].concat()).into_owned();
-            *sizes.entry(name).or_default() += size;
-        }
-    }
-    let mut v: Vec<_> = sizes.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v
 }
 
 pub fn verify(path: &Path) -> Result<()> {

@@ -7,6 +7,7 @@ mod entrypoint;
 mod flake;
 mod input;
 mod inspect;
+mod items;
 mod ls;
 mod nomad;
 mod oci;
@@ -16,6 +17,7 @@ mod paths;
 mod refscan;
 mod scan;
 mod stub;
+mod style;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,11 +51,22 @@ Examples:
   tote bundle /usr/bin/python3.11 --add /usr/lib/python3.11 -o python
   tote bundle image.tar -o app")]
     Bundle(BundleArgs),
-    /// Show a bundle's metadata, entry point, id and sizes.
-    #[command(after_help = "Example:\n  tote inspect ./app")]
+    /// Show a bundle's metadata, id, sizes and top-level items (largest first).
+    #[command(
+        after_help = "Top-level items are store paths for Nix bundles, the top directories of
+an image's root, or a directory's own top-level entries.
+
+Examples:
+  tote inspect ./app
+  tote inspect --json ./app | jq '.items[:5]'
+  tote inspect --json ./app | jq .sizes.file"
+    )]
     Inspect {
         /// The bundle.
         file: PathBuf,
+        /// Print JSON (schema: docs/inspect.schema.json) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// List a bundle's entries: mode, size, path (and symlink targets).
     #[command(after_help = "Examples:
@@ -168,7 +181,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Bundle(args) => bundle(&args),
-        Command::Inspect { file } => inspect::inspect(&file),
+        Command::Inspect { file, json } => inspect::inspect(&file, json),
         Command::Verify { file } => inspect::verify(&file),
         Command::Nomad(args) => nomad::nomad(&args),
         Command::Ls { file, path } => ls::ls(&file, path.as_deref()),
@@ -179,7 +192,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tote: {e:#}");
+            eprintln!("{} {e:#}", style::Paint::stderr().error("tote:"));
             ExitCode::from(1)
         }
     }

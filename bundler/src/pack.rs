@@ -10,9 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use tote_format::{
-    encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, Mode, MountKind, MountSpec, Sections, Stats,
-};
+use tote_format::{encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, Mode, MountSpec, Sections, Stats};
 
 use crate::scan::{ItemKind, Tree};
 
@@ -50,23 +48,6 @@ pub struct Launch {
     pub root: Vec<u8>,
     pub mounts: Vec<MountSpec>,
     pub mode: Mode,
-}
-
-impl Launch {
-    /// Tree paths whose children are the bundle's top-level items (store
-    /// paths, an image's top directories).
-    fn group_bases(&self) -> Vec<&[u8]> {
-        let mut bases: Vec<&[u8]> = self
-            .mounts
-            .iter()
-            .filter(|m| m.kind != MountKind::Host)
-            .map(|m| m.source.as_slice())
-            .collect();
-        if !self.root.is_empty() {
-            bases.push(&self.root);
-        }
-        bases
-    }
 }
 
 /// One run of bytes of a unique file content inside a block.
@@ -115,7 +96,7 @@ pub fn pack(
 
     // 2. Identical contents are stored once, in stream order (see
     // `stream_order`), at their first appearance.
-    let bases = launch.group_bases();
+    let bases = crate::items::bases(&launch.mounts, &launch.root);
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_cached_key(|&f| stream_order(&tree.items[files[f].0].path, &bases)); // determinism
     let mut unique: Vec<(&PathBuf, u64, &[u8])> = Vec::new();
@@ -127,7 +108,7 @@ pub fn pack(
         let off = *offset_of.entry(*hash).or_insert_with(|| {
             let o = stream_len;
             if *size > 0 {
-                unique.push((src, *size, group_of(&tree.items[*item].path, &bases)));
+                unique.push((src, *size, crate::items::item_of(&tree.items[*item].path, &bases)));
                 stream_len += size;
             }
             o
@@ -273,27 +254,13 @@ fn stamp(path: &std::path::Path) -> Result<Stamp> {
     Ok((m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
 }
 
-/// The top-level item a path belongs to: the first component below a group
-/// base (`nix/store/<hash>-name`), else its first component.
-fn group_of<'a>(path: &'a [u8], bases: &[&[u8]]) -> &'a [u8] {
-    let base = bases
-        .iter()
-        .find(|b| path.starts_with(b) && path.get(b.len()) == Some(&b'/'))
-        .map_or(0, |b| b.len() + 1);
-    let end = path[base..]
-        .iter()
-        .position(|&c| c == b'/')
-        .map_or(path.len(), |i| base + i);
-    &path[..end]
-}
-
 /// Where a file's bytes go in the data stream. Grouped by top-level item;
 /// within it, files that compress well together sit together: by directory,
 /// then by name up to the first dot, so `os.py` and
 /// `__pycache__/os.cpython-311.pyc` (which repeats its names and strings)
 /// are neighbours. The full path breaks ties, so the order is total.
 fn stream_order(path: &[u8], bases: &[&[u8]]) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
-    let group = group_of(path, bases).to_vec();
+    let group = crate::items::item_of(path, bases).to_vec();
     let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&b""[..], path),
@@ -309,13 +276,6 @@ mod tests {
 
     fn store() -> Vec<&'static [u8]> {
         vec![b"nix/store"]
-    }
-
-    #[test]
-    fn groups_are_store_paths() {
-        assert_eq!(group_of(b"nix/store/abc-py/lib/os.py", &store()), b"nix/store/abc-py");
-        assert_eq!(group_of(b"nix/store/abc-py", &store()), b"nix/store/abc-py");
-        assert_eq!(group_of(b"opt/x/y", &store()), b"opt");
     }
 
     #[test]

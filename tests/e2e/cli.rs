@@ -175,21 +175,228 @@ fn inspect_and_verify() {
     let o = tote().arg("inspect").arg(&out).output().unwrap();
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("probe\n"), "{text}");
     for want in [
-        "name:            probe",
-        "bundle id:       ",
-        "format version:  3",
-        "mount (layer  ): nix/store -> /nix/store",
-        "mode:            auto (extracts: the tree is under 128 MiB)",
-        "entries:         ",
-        "sha256:          sha256:",
+        &format!("  entry point     {p}/bin/probe\n"),
+        "  mount (layer)   nix/store -> /nix/store\n",
+        "  mode            auto (extracts: the tree is under 128 MiB)\n",
+        "  format version  3\n",
+        "  sha256          sha256:",
+        "\nsizes\n",
+        "\n2 top-level items, largest first\n",
     ] {
         assert!(text.contains(want), "{want:?} missing in\n{text}");
     }
-    assert!(text.contains(&format!("entry point:     {p}/bin/probe")), "{text}");
     let v = tote().arg("verify").arg(&out).output().unwrap();
     assert!(v.status.success(), "{}", stderr(&v));
     assert!(String::from_utf8_lossy(&v.stdout).contains(": ok ("));
+}
+
+/// `docs/inspect.schema.json`, compiled.
+fn inspect_schema() -> (serde_json::Value, jsonschema::Validator) {
+    let text = std::fs::read_to_string(repo().join("docs/inspect.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema");
+    (schema, v)
+}
+
+fn sha256_file(path: &std::path::Path) -> String {
+    hex(&Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn inspect_json_follows_its_documented_schema() {
+    let (schema, validator) = inspect_schema();
+    // The document is complete: every member it describes is required
+    // (and `additionalProperties: false` refuses undocumented ones).
+    fn all_required(s: &serde_json::Value, at: &str) {
+        if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
+            let mut required: Vec<&str> = s["required"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: no `required`"))
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            let mut names: Vec<&str> = props.keys().map(String::as_str).collect();
+            required.sort();
+            names.sort();
+            assert_eq!(required, names, "{at}: required differs from properties");
+            assert_eq!(s["additionalProperties"], false, "{at}");
+            for (k, v) in props {
+                assert!(
+                    v.get("description").is_some() || k == "schema",
+                    "{at}.{k}: undocumented"
+                );
+                all_required(v, &format!("{at}.{k}"));
+            }
+        }
+        if let Some(items) = s.get("items") {
+            all_required(items, &format!("{at}[]"));
+        }
+    }
+    all_required(&schema, "$");
+
+    // A Nix bundle: its items are its closure's store paths, with real sizes.
+    let t = TestDir::new();
+    let p = live_probe();
+    let app = t.join("app");
+    bundle(&p, &app, &[]);
+    let j = inspect_json(&app);
+    if let Err(e) = validator.validate(&j) {
+        panic!("tote inspect --json does not follow docs/inspect.schema.json: {e}\n{j:#}");
+    }
+    assert_eq!(j["schema"], "tote-inspect/1");
+    assert_eq!(j["file"], app.to_str().unwrap());
+    assert_eq!(j["name"], "probe");
+    assert_eq!(j["entrypoint"], format!("{p}/bin/probe"));
+    assert_eq!(j["sha256"], sha256_file(&app));
+    assert_eq!(j["format_version"], 3);
+    assert_eq!(j["creator"], format!("tote {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(j["mounts"][0]["target"], "/nix/store");
+    assert_eq!(j["namespace"], true);
+    let s = &j["sizes"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&s["file"]), std::fs::metadata(&app).unwrap().len());
+    assert_eq!(
+        n(&s["file"]),
+        n(&s["stub"]) + n(&s["compressed"]) + n(&s["metadata_and_index"])
+    );
+    assert_eq!(n(&s["dedup_saved"]), n(&s["uncompressed"]) - n(&s["after_dedup"]));
+    let ratio = n(&s["uncompressed"]) as f64 / n(&s["compressed"]) as f64;
+    assert!((s["ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    let items = j["items"].as_array().unwrap();
+    let mut paths: Vec<&str> = items.iter().map(|i| i["path"].as_str().unwrap()).collect();
+    paths.sort();
+    let mut want = closure(&p);
+    want.sort();
+    assert_eq!(paths, want);
+    for i in items {
+        let dir = std::path::Path::new(i["path"].as_str().unwrap());
+        let files = Command::new("find").arg(dir).args(["-type", "f"]).output().unwrap();
+        assert_eq!(
+            n(&i["files"]),
+            files.stdout.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count() as u64
+        );
+        let file_bytes: u64 = String::from_utf8_lossy(&files.stdout)
+            .lines()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        assert_eq!(n(&i["size"]), file_bytes, "{i}");
+    }
+    let sizes: Vec<u64> = items.iter().map(|i| n(&i["size"])).collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first: {sizes:?}");
+    assert_eq!(sizes.iter().sum::<u64>(), n(&s["uncompressed"]));
+    assert_eq!(n(&j["counts"]["items"]), items.len() as u64);
+    assert_eq!(n(&j["counts"]["entries"]), bundle_index(&app).entries.len() as u64);
+
+    // A directory bundle runs from the cache: items are its top entries.
+    let dir = snapshot_tree(&t);
+    let d = t.join("d");
+    let o = tote()
+        .args(["bundle", "--entrypoint", "bin/tool", "-o"])
+        .arg(&d)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = inspect_json(&d);
+    assert!(validator.validate(&j).is_ok(), "{j:#}");
+    assert_eq!(j["namespace"], false);
+    assert_eq!(j["root"], serde_json::Value::Null);
+    let paths: Vec<&str> = j["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["lib", "share", "bin", "link"]);
+    assert_eq!(j["sizes"]["dedup_saved"], 40_000);
+}
+
+/// A small tree with a duplicate file, an empty one and a symlink, whose
+/// bundle is the same on every machine (but for its stub).
+fn snapshot_tree(t: &TestDir) -> std::path::PathBuf {
+    let dir = t.join("tree");
+    for d in ["bin", "lib", "share/doc"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("bin/tool"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(dir.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut x: u32 = 1;
+    let data: Vec<u8> = (0..40_000)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as u8 % 16 + b'a'
+        })
+        .collect();
+    std::fs::write(dir.join("lib/data.bin"), &data).unwrap();
+    std::fs::write(dir.join("lib/copy.bin"), &data).unwrap();
+    std::fs::write(dir.join("share/doc/README"), "hello\n".repeat(100)).unwrap();
+    std::fs::write(dir.join("share/empty"), "").unwrap();
+    std::os::unix::fs::symlink("bin/tool", dir.join("link")).unwrap();
+    dir
+}
+
+/// Compare `text` with the snapshot `name`, or rewrite the snapshot when
+/// TOTE_UPDATE_SNAPSHOTS is set.
+fn assert_snapshot(name: &str, text: &str) {
+    let path = repo().join("tests/e2e/snapshots").join(name);
+    if std::env::var_os("TOTE_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        text == want,
+        "{name} differs from tests/e2e/snapshots/{name} (TOTE_UPDATE_SNAPSHOTS=1 rewrites it)\n--- got\n{text}\n--- want\n{want}"
+    );
+}
+
+#[test]
+fn inspect_table_layout_snapshot() {
+    let t = TestDir::new();
+    let dir = snapshot_tree(&t);
+    let app = t.join("tool");
+    let o = tote()
+        .args(["bundle", "--entrypoint", "bin/tool", "--level", "19", "-o"])
+        .arg(&app)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tote().arg("inspect").arg(&app).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    // What depends on the stub (and so on this build) is checked against
+    // the JSON output, then masked.
+    let j = inspect_json(&app);
+    let (file, stub) = (
+        j["sizes"]["file"].as_u64().unwrap(),
+        j["sizes"]["stub"].as_u64().unwrap(),
+    );
+    let masked: String = text
+        .lines()
+        .map(|l| {
+            let value = |label: &str| l.strip_prefix(&format!("  {label:<16}"));
+            let mask = |label: &str, v: &str, want: String| {
+                assert_eq!(v, want, "{label}");
+                format!("  {label:<16}<{label}>\n")
+            };
+            if let Some(v) = value("bundle id") {
+                mask("bundle id", v, j["bundle_id"].as_str().unwrap().to_string())
+            } else if let Some(v) = value("sha256") {
+                mask("sha256", v, format!("sha256:{}", sha256_file(&app)))
+            } else if let Some(v) = value("creator") {
+                mask("creator", v, format!("tote {}", env!("CARGO_PKG_VERSION")))
+            } else if let Some(v) = value("file") {
+                mask("file", v.rsplit_once(" (").unwrap().1, format!("{file} bytes)"))
+            } else if let Some(v) = value("stub") {
+                mask("stub", v.rsplit_once(" (").unwrap().1, format!("{stub} bytes)"))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_snapshot("inspect-dir.txt", &masked);
 }
 
 #[test]

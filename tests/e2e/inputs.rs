@@ -59,16 +59,11 @@ fn scanned_closure(path: &str, extra: &[&str]) -> Vec<String> {
     ];
     args.extend_from_slice(extra);
     tote_ok(&args, t.path());
-    let o = tote_ok(&["inspect", out.to_str().unwrap()], t.path());
-    let mut paths: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .last()
-                .filter(|w| w.starts_with("/nix/store/"))
-                .map(String::from)
-        })
-        .filter(|p| p.matches('/').count() == 3) // store paths, not the entry point line
+    let mut paths: Vec<String> = inspect_json(&out)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap().to_string())
         .collect();
     paths.sort();
     paths.dedup();

@@ -105,21 +105,18 @@ pub fn bundle(store_path: &str, out: &Path, extra: &[&str]) -> Output {
     o
 }
 
-/// The stub's length in a bundle, as `tote inspect` reports it.
-pub fn stub_len(bundle: &Path) -> u64 {
-    let o = tote().arg("inspect").arg(bundle).output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let line = text.lines().find(|l| l.starts_with("stub size:")).unwrap().to_string();
-    line.rsplit('(')
-        .next()
-        .unwrap()
-        .trim_end_matches(" bytes)")
-        .parse()
-        .unwrap()
+/// `tote inspect --json FILE`, parsed.
+pub fn inspect_json(bundle: &Path) -> serde_json::Value {
+    let o = tote().arg("inspect").arg("--json").arg(bundle).output().unwrap();
+    assert!(o.status.success(), "tote inspect --json: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("tote inspect --json prints JSON")
 }
 
-/// Bundles of the test closures whose store paths were deleted after
-/// bundling, so that a successful run proves the bundle's own copy was used.
+/// The stub's length in a bundle, as `tote inspect` reports it.
+pub fn stub_len(bundle: &Path) -> u64 {
+    inspect_json(bundle)["sizes"]["stub"].as_u64().unwrap()
+}
+
 pub struct Fixture {
     /// Keeps the bundles' directory alive for the whole run.
     pub _dir: TestDir,
