@@ -1,6 +1,7 @@
 //! `tote`: bundle a program and its closure into one executable file.
 
 mod closure;
+mod diff;
 mod dir;
 mod elf;
 mod entrypoint;
@@ -78,6 +79,27 @@ Examples:
         file: PathBuf,
         /// Only this entry and what is below it (a path inside the tree).
         path: Option<PathBuf>,
+    },
+    /// Compare two bundles: launch metadata, top-level items and entries added,
+    /// removed and changed, and what a host that ran OLD must extract for NEW.
+    #[command(
+        after_help = "Items on one side only are listed as a whole; entries are listed for items
+present on both sides. \"extract\" counts NEW's files whose content (SHA-256 and
+executable bit) is not among OLD's: a host whose cache holds OLD (extracted
+since its last boot) writes those and hard-links the rest.
+
+Examples:
+  tote diff ./app-1.0 ./app-1.1
+  tote diff --json old new | jq .extract.bytes"
+    )]
+    Diff {
+        /// The bundle a host already ran.
+        old: PathBuf,
+        /// The bundle to compare it with.
+        new: PathBuf,
+        /// Print JSON (schema: docs/diff.schema.json) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a bundle's files into a directory (as TOTE_EXTRACT=DIR does), without running it.
     #[command(after_help = "Examples:
@@ -182,6 +204,7 @@ fn main() -> ExitCode {
     let result: Result<()> = match cli.command {
         Command::Bundle(args) => bundle(&args),
         Command::Inspect { file, json } => inspect::inspect(&file, json),
+        Command::Diff { old, new, json } => diff::diff(&old, &new, json),
         Command::Verify { file } => inspect::verify(&file),
         Command::Nomad(args) => nomad::nomad(&args),
         Command::Ls { file, path } => ls::ls(&file, path.as_deref()),

@@ -167,6 +167,8 @@ pub struct Report {
     pub linked: usize,
     /// Files written from blocks.
     pub written: usize,
+    /// Their bytes.
+    pub bytes: u64,
     /// Blocks read and decompressed.
     pub blocks: usize,
 }
@@ -285,6 +287,7 @@ fn extract_into(
                     continue;
                 }
                 report.written += 1;
+                report.bytes += size;
                 let range = index.blocks_for(*offset, *size);
                 if range.len() != 1 {
                     // Empty, or spread over several blocks: create it now.

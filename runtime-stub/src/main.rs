@@ -351,8 +351,9 @@ fn cold(payload: &Payload, root: &Path, id: &str, boot: &str, verify_all: bool, 
             })?;
         dbg.step(|| {
             format!(
-                "extracted: {} files written from {} of {} blocks, {} files linked from the object store",
+                "extracted: {} files ({} bytes) written from {} of {} blocks, {} files linked from the object store",
                 r.written,
+                r.bytes,
                 r.blocks,
                 index.blocks.len(),
                 r.linked

@@ -192,23 +192,11 @@ fn inspect_and_verify() {
     assert!(String::from_utf8_lossy(&v.stdout).contains(": ok ("));
 }
 
-/// `docs/inspect.schema.json`, compiled.
-fn inspect_schema() -> (serde_json::Value, jsonschema::Validator) {
-    let text = std::fs::read_to_string(repo().join("docs/inspect.schema.json")).unwrap();
+/// `docs/<name>.schema.json`, checked complete (every member it describes
+/// is documented and required, and no other is allowed), and compiled.
+fn json_schema(name: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(repo().join("docs").join(format!("{name}.schema.json"))).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let v = jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema");
-    (schema, v)
-}
-
-fn sha256_file(path: &std::path::Path) -> String {
-    hex(&Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-#[test]
-fn inspect_json_follows_its_documented_schema() {
-    let (schema, validator) = inspect_schema();
-    // The document is complete: every member it describes is required
-    // (and `additionalProperties: false` refuses undocumented ones).
     fn all_required(s: &serde_json::Value, at: &str) {
         if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
             let mut required: Vec<&str> = s["required"]
@@ -233,8 +221,27 @@ fn inspect_json_follows_its_documented_schema() {
         if let Some(items) = s.get("items") {
             all_required(items, &format!("{at}[]"));
         }
+        for (k, v) in s.get("$defs").and_then(|d| d.as_object()).into_iter().flatten() {
+            all_required(v, &format!("$defs.{k}"));
+        }
     }
     all_required(&schema, "$");
+    jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema")
+}
+
+fn assert_valid(v: &jsonschema::Validator, name: &str, j: &serde_json::Value) {
+    if let Err(e) = v.validate(j) {
+        panic!("the output does not follow docs/{name}.schema.json: {e}\n{j:#}");
+    }
+}
+
+fn sha256_file(path: &std::path::Path) -> String {
+    hex(&Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn inspect_json_follows_its_documented_schema() {
+    let validator = json_schema("inspect");
 
     // A Nix bundle: its items are its closure's store paths, with real sizes.
     let t = TestDir::new();
@@ -242,9 +249,7 @@ fn inspect_json_follows_its_documented_schema() {
     let app = t.join("app");
     bundle(&p, &app, &[]);
     let j = inspect_json(&app);
-    if let Err(e) = validator.validate(&j) {
-        panic!("tote inspect --json does not follow docs/inspect.schema.json: {e}\n{j:#}");
-    }
+    assert_valid(&validator, "inspect", &j);
     assert_eq!(j["schema"], "tote-inspect/1");
     assert_eq!(j["file"], app.to_str().unwrap());
     assert_eq!(j["name"], "probe");
@@ -300,7 +305,7 @@ fn inspect_json_follows_its_documented_schema() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let j = inspect_json(&d);
-    assert!(validator.validate(&j).is_ok(), "{j:#}");
+    assert_valid(&validator, "inspect", &j);
     assert_eq!(j["namespace"], false);
     assert_eq!(j["root"], serde_json::Value::Null);
     let paths: Vec<&str> = j["items"]
@@ -681,4 +686,128 @@ fn extract_writes_what_tote_extract_writes_or_nothing() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("block") && e.contains("SHA-256"), "{e}");
     assert_eq!(t.entries("."), before, "nothing left behind");
+}
+
+/// `tote bundle DIR --entrypoint bin/tool -o OUT`.
+fn bundle_tree(dir: &std::path::Path, out: &std::path::Path) {
+    let o = tote()
+        .args(["bundle", "--entrypoint", "bin/tool", "-o"])
+        .arg(out)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn diff_lists_changes_and_what_an_update_really_extracts() {
+    let validator = json_schema("diff");
+    let t = TestDir::new();
+    let old_tree = snapshot_tree(&t);
+    let new_tree = t.join("tree2");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&old_tree)
+        .arg(&new_tree)
+        .status()
+        .unwrap()
+        .success());
+    let at = |p: &str| new_tree.join(p);
+    let mut data = std::fs::read(at("lib/data.bin")).unwrap();
+    data.push(b'x');
+    std::fs::write(at("lib/data.bin"), data).unwrap(); // content
+    std::fs::set_permissions(at("share/doc/README"), std::fs::Permissions::from_mode(0o755)).unwrap(); // mode
+    std::fs::remove_file(at("share/empty")).unwrap();
+    std::fs::write(at("lib/new.txt"), "new\n").unwrap();
+    std::fs::create_dir(at("etc")).unwrap(); // an item added
+    std::fs::write(at("etc/conf"), "a=1\n").unwrap();
+    std::fs::remove_file(at("link")).unwrap(); // an item removed
+    let (old, new) = (t.join("old"), t.join("new"));
+    bundle_tree(&old_tree, &old);
+    bundle_tree(&new_tree, &new);
+
+    let o = tote().arg("diff").arg("--json").arg(&old).arg(&new).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid(&validator, "diff", &j);
+    let paths = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.get("path").unwrap_or(x).as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(j["identical"], false);
+    assert_eq!(j["metadata"], serde_json::json!([]));
+    assert_eq!(j["old"]["sha256"], sha256_file(&old));
+    assert_eq!(j["new"]["bundle_id"], inspect_json(&new)["bundle_id"]);
+    assert_eq!(paths(&j["items"]["added"]), ["etc"]);
+    assert_eq!(paths(&j["items"]["removed"]), ["link"]);
+    assert_eq!(paths(&j["items"]["changed"]), ["lib", "share"]);
+    assert_eq!(j["items"]["unchanged"], 1);
+    let lib = &j["items"]["changed"][0];
+    assert_eq!((&lib["old_size"], &lib["new_size"]), (&80_000.into(), &80_005.into()));
+    assert_eq!((&lib["entries_added"], &lib["entries_changed"]), (&1.into(), &1.into()));
+    assert_eq!(paths(&j["entries"]["added"]), ["lib/new.txt"]);
+    assert_eq!(paths(&j["entries"]["removed"]), ["share/empty"]);
+    assert_eq!(
+        j["entries"]["changed"],
+        serde_json::json!([
+            { "path": "lib/data.bin", "what": "content" },
+            { "path": "share/doc/README", "what": "mode" },
+        ])
+    );
+
+    // The extraction figures are what the stub really does: run OLD, then
+    // NEW with the same cache, and read its debug report.
+    let cache = t.join("cache");
+    let run = |app: &std::path::Path| {
+        let o = Command::new(app)
+            .env("TOTE_CACHE_DIR", &cache)
+            .env("TOTE_DEBUG", "1")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n", "{}", stderr(&o));
+        stderr(&o)
+    };
+    run(&old);
+    let log = run(&new);
+    let line = log.lines().find(|l| l.contains("extracted: ")).expect(&log);
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let x = &j["extract"];
+    let want: Vec<u64> = ["files", "bytes", "blocks", "blocks_total", "linked_files"]
+        .iter()
+        .map(|k| x[k].as_u64().unwrap())
+        .collect();
+    assert_eq!(nums[nums.len() - 5..], want[..], "{line}\n{x:#}");
+    assert_eq!(x["files"], 4, "data.bin, new.txt, README (now executable), etc/conf");
+    assert_eq!(x["bytes"], 40_001 + 4 + 600 + 4);
+    assert_eq!(x["linked_bytes"], 40_000 + 18);
+
+    // The text, its layout pinned (the header names temp paths and ids).
+    let o = tote().arg("diff").arg(&old).arg(&new).output().unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut lines = text.lines();
+    for (tag, side, path) in [("OLD", "old", &old), ("NEW", "new", &new)] {
+        let head = lines.next().unwrap();
+        let id = &j[side]["bundle_id"].as_str().unwrap()[..16];
+        assert!(
+            head.starts_with(&format!("{tag}  {}  tool  bundle id {id}  ", path.display())),
+            "{head}"
+        );
+    }
+    assert_snapshot("diff-dir.txt", &lines.map(|l| format!("{l}\n")).collect::<String>());
+
+    // A bundle against itself.
+    let o = tote().arg("diff").arg("--json").arg(&old).arg(&old).output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid(&validator, "diff", &j);
+    assert_eq!(j["identical"], true);
+    assert_eq!(j["extract"]["bytes"], 0);
+    assert_eq!(j["items"]["unchanged"], 4);
+    let o = tote().arg("diff").arg(&old).arg(&old).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\nidentical contents"));
 }

@@ -242,17 +242,40 @@ fn an_update_extracts_only_what_the_cache_lacks() {
         .lines()
         .find(|l| l.contains("files linked from the object store"))
         .expect(&log);
-    // "... extracted: W files written from B of N blocks, L files linked ..."
-    let nums: Vec<usize> = line
+    // "... extracted: W files (S bytes) written from B of N blocks, L files linked ..."
+    let nums: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())
         .collect();
-    let [written, blocks, total, linked] = nums[nums.len() - 4..] else {
+    let [written, bytes, blocks, total, linked] = nums[nums.len() - 5..] else {
         panic!("{line}")
     };
     assert!(linked >= 4, "{line}"); // probe, ld.so, libc, libm, ...
     assert!(written >= 2, "{line}"); // greet, dash
     assert!(blocks < total, "{line}");
+    // `tote diff` predicted exactly that.
+    let d = tote()
+        .arg("diff")
+        .arg("--json")
+        .arg(&f.probe)
+        .arg(&f.greet)
+        .output()
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    let x = &d["extract"];
+    assert_eq!(
+        [written, bytes, blocks, total, linked],
+        ["files", "bytes", "blocks", "blocks_total", "linked_files"].map(|k| x[k].as_u64().unwrap()),
+        "{line}"
+    );
+    let added: Vec<&str> = d["items"]["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert!(added.contains(&f.script_store.as_str()), "{d:#}");
+    assert_eq!(d["items"]["removed"], serde_json::json!([]));
 
     // The shared files are one inode in both entries.
     let cache = l.cache.clone().unwrap();
