@@ -83,6 +83,7 @@ pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
 /// `None` when Nix is not installed or its database does not know `root`
 /// (a closure copied by hand): the caller scans instead.
 fn query_requisites(root: &Path, store_dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+    crate::progress::step(|| format!("running nix-store --query --requisites {}", root.display()));
     let out = match Command::new("nix-store")
         .arg("--query")
         .arg("--requisites")

@@ -334,13 +334,15 @@ pub fn verify(path: &Path) -> Result<()> {
             files_bad.len()
         );
     }
-    println!(
-        "{}: ok ({} blocks, {} entries, bundle id {})",
-        path.display(),
-        index.blocks.len(),
-        index.entries.len(),
-        o.layout.trailer.bundle_id()
-    );
+    if !crate::progress::quiet() {
+        println!(
+            "{}: ok ({} blocks, {} entries, bundle id {})",
+            path.display(),
+            index.blocks.len(),
+            index.entries.len(),
+            o.layout.trailer.bundle_id()
+        );
+    }
     Ok(())
 }
 

@@ -109,12 +109,14 @@ pub fn extract(file: &Path, dir: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(&staged);
         return Err(e).with_context(|| format!("moving the tree into {}", dir.display()));
     }
-    println!(
-        "{}: {} entries from {}",
-        dir.display(),
-        index.entries.len(),
-        file.display()
-    );
+    if !crate::progress::quiet() {
+        println!(
+            "{}: {} entries from {}",
+            dir.display(),
+            index.entries.len(),
+            file.display()
+        );
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ mod oci;
 mod output;
 mod pack;
 mod paths;
+mod progress;
 mod refscan;
 mod scan;
 mod stub;
@@ -32,6 +33,13 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print nothing but errors (bundle, extract and verify print their
+    /// results otherwise; the exit code still tells).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Say what each step of `tote bundle` did and how long it took, on stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +209,11 @@ pub struct BundleArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::init(match (cli.quiet, cli.verbose) {
+        (true, _) => progress::Level::Quiet,
+        (_, true) => progress::Level::Verbose,
+        _ => progress::Level::Normal,
+    });
     let result: Result<()> = match cli.command {
         Command::Bundle(args) => bundle(&args),
         Command::Inspect { file, json } => inspect::inspect(&file, json),
@@ -268,7 +281,24 @@ fn man(dir: Option<&std::path::Path>) -> Result<()> {
 
 fn bundle(args: &BundleArgs) -> Result<()> {
     let stub = stub::load(args.stub.as_deref())?;
-    let mut input = input::resolve(args)?;
+    let phase = progress::Phase::start("scanning", progress::Counting::Files);
+    let resolved = input::resolve(args);
+    let took = phase.done();
+    let mut input = resolved?;
+    progress::step(|| {
+        format!(
+            "{}: {} files, {} in {:.2} s",
+            input.summary,
+            input
+                .tree
+                .items
+                .iter()
+                .filter(|i| matches!(i.kind, scan::ItemKind::File { .. }))
+                .count(),
+            human(input.tree.total_size()),
+            took.as_secs_f64()
+        )
+    });
     input.launch.mode = args.mode;
     let block_kib = args
         .block_kib
@@ -287,15 +317,18 @@ fn bundle(args: &BundleArgs) -> Result<()> {
             w,
         )
     })?;
-    println!(
-        "{}: {} ({}, {} in {} files)",
-        output.display(),
-        human(written.len),
-        input.summary,
-        human(written.stats.total_size),
-        written.stats.files,
-    );
-    println!("sha256:{}", written.sha256);
+    progress::step(|| format!("wrote {}", output.display()));
+    if !progress::quiet() {
+        println!(
+            "{}: {} ({}, {} in {} files)",
+            output.display(),
+            human(written.len),
+            input.summary,
+            human(written.stats.total_size),
+            written.stats.files,
+        );
+        println!("sha256:{}", written.sha256);
+    }
     drop(input.staging); // an image's unpacked layers
     Ok(())
 }

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use tote_format::{encode_block, BlockRef, Digest32, Entry, EntryKind, Index, Meta, Mode, MountSpec, Sections, Stats};
 
 use crate::scan::{ItemKind, Tree};
+use crate::{human, progress};
 
 pub const DEFAULT_LEVEL: i32 = 19;
 /// 8 MiB: zstd level 19's own window, few enough blocks to compress well,
@@ -80,6 +81,8 @@ pub fn pack(
     // Each file's (size, mtime, ctime) before hashing, checked again after
     // compressing: a directory input may change under us, and the content
     // hashed must be the content stored.
+    let total_size: u64 = files.iter().map(|f| f.2).sum();
+    let phase = progress::Phase::start("hashing", progress::Counting::Bytes(total_size));
     let (hashes, stamps): (Vec<Digest32>, Vec<Stamp>) = files
         .par_iter()
         .map(|(_, src, size)| {
@@ -88,11 +91,21 @@ pub fn pack(
             if bytes.len() as u64 != *size || before.0 != *size {
                 bail!("{} changed while it was being bundled", src.display());
             }
+            phase.inc(*size);
             Ok((tote_format::sha256(&bytes), before))
         })
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
+    let took = phase.done();
+    progress::step(|| {
+        format!(
+            "hashed {} files, {} {}",
+            files.len(),
+            human(total_size),
+            progress::rate(total_size, took)
+        )
+    });
 
     // 2. Identical contents are stored once, in stream order (see
     // `stream_order`), at their first appearance.
@@ -115,6 +128,15 @@ pub fn pack(
         });
         file_at.insert(*item, (if *size == 0 { 0 } else { off }, *hash));
     }
+
+    progress::step(|| {
+        format!(
+            "{} distinct contents, {} (identical files stored once saved {})",
+            unique.len(),
+            human(stream_len),
+            human(total_size - stream_len)
+        )
+    });
 
     // 3. Index entries.
     let entries: Vec<Entry> = tree
@@ -170,7 +192,16 @@ pub fn pack(
         blocks.push(cur);
     }
 
+    progress::step(|| {
+        format!(
+            "{} blocks of up to {} KiB, zstd level {level}",
+            blocks.len(),
+            block_size / 1024
+        )
+    });
+
     // 5. Compress in batches (bounded memory), write in order.
+    let phase = progress::Phase::start("compressing", progress::Counting::Bytes(stream_len));
     let mut refs: Vec<BlockRef> = Vec::with_capacity(blocks.len());
     let (mut data_len, mut raw_offset) = (0u64, 0u64);
     let batch = rayon::current_num_threads() * 4;
@@ -192,6 +223,7 @@ pub fn pack(
                     }
                 }
                 let (bytes, hash) = encode_block(&raw, level).context("compressing")?;
+                phase.inc(raw.len() as u64);
                 Ok((bytes, hash, raw.len() as u32))
             })
             .collect::<Result<_>>()?;
@@ -210,6 +242,16 @@ pub fn pack(
         }
     }
 
+    let took = phase.done();
+    progress::step(|| {
+        format!(
+            "compressed {} to {} {}",
+            human(stream_len),
+            human(data_len),
+            progress::rate(stream_len, took)
+        )
+    });
+
     for ((_, src, _), before) in files.iter().zip(&stamps) {
         if stamp(src)? != *before {
             bail!("{} changed while it was being bundled", src.display());
@@ -220,7 +262,7 @@ pub fn pack(
     let stats = Stats {
         entries: entries.len() as u64,
         files: files.len() as u64,
-        total_size: files.iter().map(|f| f.2).sum(),
+        total_size,
         unique_size: stream_len,
         blocks: refs.len() as u64,
     };

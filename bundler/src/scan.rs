@@ -81,6 +81,9 @@ impl TreeBuilder {
     }
 
     pub fn push(&mut self, item: Item) {
+        if matches!(item.kind, ItemKind::File { .. }) {
+            crate::progress::count(1);
+        }
         self.items.push(item);
     }
 
@@ -131,6 +134,7 @@ fn walk(path: &Path, rel_path: &Path, items: &mut Vec<Item>) -> Result<()> {
         }
     } else if ft.is_file() {
         let executable = meta.permissions().mode() & 0o111 != 0;
+        crate::progress::count(1);
         items.push(Item {
             path: rel,
             kind: ItemKind::File {

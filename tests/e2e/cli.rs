@@ -811,3 +811,113 @@ fn diff_lists_changes_and_what_an_update_really_extracts() {
     let o = tote().arg("diff").arg(&old).arg(&old).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("\nidentical contents"));
 }
+
+/// `sh -c "exec CMD"` on a new pseudo-terminal (`script`), with `env` set;
+/// returns everything the terminal showed and the exit status.
+fn on_a_terminal(cmd: &str, env: &[(&str, &str)]) -> (String, std::process::ExitStatus) {
+    let mut c = Command::new("script");
+    // `exec`: the command itself is the terminal's foreground job.
+    c.args(["-q", "-e", "-c", &format!("exec {cmd}"), "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (String::from_utf8_lossy(&o.stdout).into_owned(), o.status)
+}
+
+/// Colour: SGR sequences such as `ESC[1m` or `ESC[36m` (not cursor moves).
+fn has_colour(s: &str) -> bool {
+    s.split('\x1b').skip(1).any(|rest| {
+        rest.strip_prefix('[')
+            .and_then(|r| {
+                r.find(|c: char| !(c.is_ascii_digit() || c == ';'))
+                    .map(|i| r[i..].starts_with('m'))
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn progress_and_colour_show_on_a_terminal_only() {
+    let t = TestDir::new();
+    let p = live_probe();
+    let tote_bin = env!("CARGO_BIN_EXE_tote");
+    let out = t.join("app");
+    let cmd = format!("{tote_bin} bundle {p} --level 19 -o {}", out.display());
+
+    // On a terminal: the phases are drawn, with a coloured bar; then the result.
+    let (shown, status) = on_a_terminal(&cmd, &[]);
+    assert!(status.success(), "{shown}");
+    for phase in ["scanning", "hashing", "compressing"] {
+        assert!(shown.contains(phase), "{phase} not drawn: {shown:?}");
+    }
+    assert!(shown.contains("MiB") && shown.contains("ETA"), "{shown:?}");
+    assert!(has_colour(&shown), "{shown:?}");
+    assert!(shown.contains(&format!("sha256:{}", sha256_file(&out))), "{shown:?}");
+    // Cleared once done: the last lines are the result alone.
+    let tail: Vec<&str> = shown.trim_end().rsplit("\r\n").take(2).collect();
+    assert!(
+        tail[0].starts_with("sha256:") && tail[1].ends_with(" files)"),
+        "{tail:?}"
+    );
+
+    // NO_COLOR: still drawn, never coloured.
+    let (shown, status) = on_a_terminal(&cmd, &[("NO_COLOR", "1")]);
+    assert!(status.success() && shown.contains("compressing"), "{shown:?}");
+    assert!(!has_colour(&shown), "colour despite NO_COLOR: {shown:?}");
+
+    // --quiet on a terminal: nothing at all.
+    let (shown, status) = on_a_terminal(&format!("{cmd} --quiet"), &[]);
+    assert!(status.success());
+    assert_eq!(shown, "");
+
+    // Piped: no progress, no colour; stdout has the two result lines.
+    let o = tote()
+        .args(["bundle", &p, "--level", "19", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    assert!(!has_colour(&String::from_utf8_lossy(&o.stdout)));
+
+    // --verbose, piped: one line per step on stderr, nothing drawn.
+    let o = tote().args(["bundle", &p, "-v", "-o"]).arg(&out).output().unwrap();
+    assert!(o.status.success());
+    let e = stderr(&o);
+    for want in [
+        "running nix-store --query",
+        "closure: 2 store paths: 9 files",
+        "hashed 9 files",
+        "distinct contents",
+        "blocks of up to",
+        "compressed ",
+        "wrote ",
+    ] {
+        assert!(e.contains(want), "{want:?} missing in {e}");
+    }
+    assert!(e.lines().all(|l| l.starts_with("tote: ")), "{e}");
+    assert!(!e.contains('\r') && !e.contains('\x1b'), "{e:?}");
+
+    // --quiet, piped: nothing; the exit code tells.
+    let o = tote().args(["bundle", &p, "-q", "-o"]).arg(&out).output().unwrap();
+    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty());
+    let o = tote().args(["verify", "-q"]).arg(&out).output().unwrap();
+    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty());
+
+    // Errors: coloured on a terminal, not with NO_COLOR, not piped.
+    let bad = format!("{tote_bin} inspect {}", t.join("missing").display());
+    let (shown, status) = on_a_terminal(&bad, &[]);
+    assert_eq!(status.code(), Some(1));
+    assert!(shown.contains("\x1b[1;31mtote:\x1b[0m "), "{shown:?}");
+    let (shown, _) = on_a_terminal(&bad, &[("NO_COLOR", "1")]);
+    assert!(shown.starts_with("tote: ") && !has_colour(&shown), "{shown:?}");
+    // inspect's headings are bold on a terminal only.
+    let (shown, _) = on_a_terminal(&format!("{tote_bin} inspect {}", out.display()), &[]);
+    assert!(shown.starts_with("\x1b[1mprobe\x1b[0m\r\n"), "{shown:?}");
+}
