@@ -54,7 +54,10 @@ pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
     };
     let mut parts = rest.components();
     let Some(name) = parts.next() else {
-        bail!("{} is the store directory itself, not a store path", path.display());
+        bail!(
+            "{} is the store directory itself, not a store path: pass one of its store paths, like ./result",
+            path.display()
+        );
     };
     let root = store_dir.join(name);
     let inner = Some(parts.as_path().to_path_buf()).filter(|p| !p.as_os_str().is_empty());

@@ -21,7 +21,10 @@ pub fn resolve(dir: &Path, mount_at: Option<&Path>, requested: Option<&Path>) ->
     b.add(dir, &rel(&appears_at))?;
     let tree = b.build()?;
     if tree.items.is_empty() {
-        bail!("{} is empty: nothing to bundle", dir.display());
+        bail!(
+            "{} is empty: nothing to bundle (put the program and its files in it)",
+            dir.display()
+        );
     }
     check_symlinks(&tree, &appears_at, dir)?;
     let entry = crate::entrypoint::choose(&appears_at, &tree, requested)?;

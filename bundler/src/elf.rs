@@ -43,7 +43,10 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
     let bytes_of_program = fs::read(&program).with_context(|| format!("reading {}", program.display()))?;
     check_arch(&program, &bytes_of_program)?;
     if fs::metadata(&program)?.permissions().mode() & 0o111 == 0 {
-        bail!("{} is not executable", program.display());
+        bail!(
+            "{} is not executable: chmod +x it, or bundle the directory holding it with --entrypoint",
+            program.display()
+        );
     }
     let mut c = Collector {
         items: BTreeMap::new(),

@@ -64,6 +64,14 @@ pub fn detect(path: &Path) -> Result<Kind> {
             .with_context(|| format!("{}: cannot read the input", path.display()))?
     };
     if n == 4 && magic == *b"\x7fELF" {
+        if is_bundle(path, meta.len()) {
+            bail!(
+                "{}: already a tote bundle; bundle what it was made from (`tote inspect {}` names its \
+                 entry point), or `tote extract` it into a directory and bundle that",
+                path.display(),
+                path.display()
+            );
+        }
         return Ok(Kind::Elf);
     }
     if oci::looks_like_archive(path)? {
@@ -73,6 +81,18 @@ pub fn detect(path: &Path) -> Result<Kind> {
         "{}: not a Nix store path, flake installable, directory, ELF program or image archive (docker-archive or OCI, tar or tar.gz)",
         path.display()
     )
+}
+
+/// Does `path` end with a tote trailer?
+fn is_bundle(path: &Path, len: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut tail = [0u8; tote_format::TRAILER_LEN];
+    let Some(at) = len.checked_sub(tail.len() as u64) else {
+        return false;
+    };
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut tail, at))
+        .is_ok_and(|()| tote_format::Trailer::decode(&tail, len).is_ok())
 }
 
 pub fn resolve(args: &BundleArgs) -> Result<Input> {

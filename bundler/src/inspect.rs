@@ -22,10 +22,17 @@ pub(crate) struct Opened {
 #[allow(unsafe_code)]
 pub(crate) fn open(path: &Path) -> Result<Opened> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
+    let meta = file.metadata().with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_dir() {
+        bail!(
+            "{}: a directory, not a tote bundle (give the bundle file)",
+            path.display()
+        );
+    }
+    if !meta.is_file() {
+        bail!("{}: not a regular file, so not a tote bundle", path.display());
+    }
+    let len = meta.len();
     if len == 0 {
         bail!("{}: empty file, not a tote bundle", path.display());
     }
@@ -321,7 +328,7 @@ pub fn verify(path: &Path) -> Result<()> {
     let (blocks_bad, files_bad) = check_blocks_and_files(&index, data);
     if let Some(first) = blocks_bad.first() {
         bail!(
-            "{}: {first} ({} of {} blocks corrupt)",
+            "{}: {first} ({} of {} blocks corrupt): the file is damaged; copy or download it again",
             path.display(),
             blocks_bad.len(),
             index.blocks.len()
@@ -329,7 +336,7 @@ pub fn verify(path: &Path) -> Result<()> {
     }
     if let Some(first) = files_bad.first() {
         bail!(
-            "{}: content of /{first} does not match its SHA-256 ({} files)",
+            "{}: content of /{first} does not match its SHA-256 ({} files): the file is damaged; copy or download it again",
             path.display(),
             files_bad.len()
         );

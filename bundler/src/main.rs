@@ -29,7 +29,17 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// Turn a program and everything it needs into one executable file.
 #[derive(Parser)]
-#[command(name = "tote", version, about, long_about = None)]
+#[command(
+    name = "tote",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:
+  nix build .#app && tote bundle ./result -o app && ./app
+  tote inspect app
+  tote diff app-1.0 app-1.1
+  tote help bundle"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,8 +98,10 @@ Examples:
         /// Only this entry and what is below it (a path inside the tree).
         path: Option<PathBuf>,
     },
-    /// Compare two bundles: launch metadata, top-level items and entries added,
-    /// removed and changed, and what a host that ran OLD must extract for NEW.
+    /// Compare two bundles: what changed, and what updating a host costs.
+    ///
+    /// Launch metadata, top-level items and entries added, removed and
+    /// changed, and how much a host that ran OLD must extract to run NEW.
     #[command(
         after_help = "Items on one side only are listed as a whole; entries are listed for items
 present on both sides. \"extract\" counts NEW's files whose content (SHA-256 and
@@ -307,6 +319,16 @@ fn bundle(args: &BundleArgs) -> Result<()> {
         Some(o) => o.clone(),
         None => PathBuf::from(".").join(&input.launch.name),
     };
+    if let (Ok(i), Ok(o)) = (std::fs::metadata(&args.path), std::fs::metadata(&output)) {
+        use std::os::unix::fs::MetadataExt;
+        if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
+            anyhow::bail!(
+                "output {} is the input {}: bundling would replace it; name another output with -o",
+                output.display(),
+                args.path.display()
+            );
+        }
+    }
     let written = output::write_bundle(&output, &stub, |w| {
         pack::pack(
             &input.tree,
@@ -346,5 +368,26 @@ pub fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_help_shows_an_example() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut help = cli.render_long_help().to_string();
+        assert!(help.contains("Examples:\n  nix build"), "{help}");
+        for sub in cli.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+            let name = sub.get_name().to_string();
+            help = sub.render_long_help().to_string();
+            assert!(
+                help.contains("Example") && help.contains(&format!("\n  tote {name} ")),
+                "tote {name} --help has no example:\n{help}"
+            );
+        }
     }
 }

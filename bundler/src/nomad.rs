@@ -217,7 +217,7 @@ pub fn source(url: &str, endpoint: Option<&str>, region: Option<&str>) -> Result
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            bail!("--region {region:?}: not a region name");
+            bail!("--region {region:?}: not a region name, like us-east-1 or garage");
         }
     }
     if let Some(rest) = url.strip_prefix("s3://") {

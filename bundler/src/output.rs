@@ -51,7 +51,11 @@ pub fn write_bundle(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        bail!("output {}: directory {} does not exist", out.display(), dir.display());
+        bail!(
+            "output {}: directory {} does not exist (create it first)",
+            out.display(),
+            dir.display()
+        );
     }
     if out.is_dir() {
         bail!("output {} is a directory: give a file name with -o", out.display());

@@ -89,7 +89,10 @@ pub fn pack(
             let before = stamp(src)?;
             let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
             if bytes.len() as u64 != *size || before.0 != *size {
-                bail!("{} changed while it was being bundled", src.display());
+                bail!(
+                    "{} changed while it was being bundled: bundle again once nothing writes to it",
+                    src.display()
+                );
             }
             phase.inc(*size);
             Ok((tote_format::sha256(&bytes), before))
@@ -217,7 +220,10 @@ pub fn pack(
                     match File::open(src).and_then(|f| f.read_exact_at(&mut raw[start..], p.offset)) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                            bail!("{} changed while it was being bundled", src.display())
+                            bail!(
+                                "{} changed while it was being bundled: bundle again once nothing writes to it",
+                                src.display()
+                            )
                         }
                         Err(e) => return Err(e).with_context(|| format!("reading {}", src.display())),
                     }
@@ -254,7 +260,10 @@ pub fn pack(
 
     for ((_, src, _), before) in files.iter().zip(&stamps) {
         if stamp(src)? != *before {
-            bail!("{} changed while it was being bundled", src.display());
+            bail!(
+                "{} changed while it was being bundled: bundle again once nothing writes to it",
+                src.display()
+            );
         }
     }
 

@@ -133,6 +133,49 @@ fn bad_inputs_give_one_line_and_exit_1() {
         None,
         "--mount-at does not apply",
     );
+
+    // The inspection commands name what they were given.
+    let dir = t.path().to_str().unwrap();
+    for cmd in ["inspect", "ls", "verify"] {
+        fails_with(&[cmd, dir], None, "a directory, not a tote bundle");
+        fails_with(&[cmd, notes.to_str().unwrap()], None, "notes.txt: not a tote bundle");
+    }
+    fails_with(
+        &["diff", notes.to_str().unwrap(), "/nonexistent/new"],
+        None,
+        "notes.txt: not a tote bundle",
+    );
+    let app = t.join("app");
+    bundle(&p, &app, &["--level", "1"]);
+    fails_with(
+        &["diff", app.to_str().unwrap(), "/nonexistent/new"],
+        None,
+        "/nonexistent/new",
+    );
+
+    // A bundle is not an input: it would nest two stubs.
+    fails_with(
+        &["bundle", app.to_str().unwrap()],
+        None,
+        "already a tote bundle; bundle what it was made from",
+    );
+
+    // The default output never replaces the input (an ELF program named
+    // after itself, bundled in its own directory).
+    let prog = t.join("true");
+    std::fs::copy("/bin/true", &prog).unwrap();
+    let before = std::fs::read(&prog).unwrap();
+    let o = tote()
+        .args(["bundle", "./true"])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "tote: output ./true is the input ./true: bundling would replace it; name another output with -o"
+    );
+    assert_eq!(std::fs::read(&prog).unwrap(), before);
 }
 
 #[test]
