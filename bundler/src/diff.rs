@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tote_format::{Digest32, Entry, EntryKind, Index, Meta};
 
 use crate::human;
-use crate::inspect::{open, sha256_hex};
+use crate::inspect::{load, sha256_hex};
 use crate::items::{self, Item};
 use crate::style::Paint;
 
@@ -26,11 +26,8 @@ struct Side {
     index: Index,
 }
 
-fn load(path: &Path) -> Result<Side> {
-    let o = open(path)?;
-    let ctx = || format!("{}", path.display());
-    let meta = o.layout.meta(&o.map).with_context(ctx)?;
-    let index = o.layout.index(&o.map).with_context(ctx)?;
+fn side(path: &Path) -> Result<Side> {
+    let (o, meta, index) = load(path)?;
     Ok(Side {
         file: path.display().to_string(),
         size: o.layout.file_len,
@@ -275,15 +272,8 @@ fn report(old: Side, new: Side) -> Report {
 }
 
 pub fn diff(old: &Path, new: &Path, json: bool) -> Result<()> {
-    let r = report(load(old)?, load(new)?);
-    let text = if json {
-        let mut s = serde_json::to_string_pretty(&diff_json(&r)).context("encoding JSON")?;
-        s.push('\n');
-        s
-    } else {
-        diff_text(&r, Paint::stdout())
-    };
-    crate::print(|w| w.write_all(text.as_bytes()))
+    let r = report(side(old)?, side(new)?);
+    crate::report(json, || diff_json(&r), |paint| diff_text(&r, paint))
 }
 
 fn diff_json(r: &Report) -> serde_json::Value {

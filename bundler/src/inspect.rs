@@ -86,10 +86,7 @@ impl Sizes {
 }
 
 fn report(path: &Path) -> Result<Report> {
-    let o = open(path)?;
-    let ctx = || format!("{}", path.display());
-    let meta = o.layout.meta(&o.map).with_context(ctx)?;
-    let index = o.layout.index(&o.map).with_context(ctx)?;
+    let (o, meta, index) = load(path)?;
     let t = &o.layout.trailer;
     let compressed = t.meta_offset - t.data_offset;
     let items = by_size(items::items(&meta, &index).into_values());
@@ -114,14 +111,16 @@ fn report(path: &Path) -> Result<Report> {
 
 pub fn inspect(path: &Path, json: bool) -> Result<()> {
     let r = report(path)?;
-    let text = if json {
-        let mut s = serde_json::to_string_pretty(&inspect_json(&r)).context("encoding JSON")?;
-        s.push('\n');
-        s
-    } else {
-        inspect_text(&r, Paint::stdout())
-    };
-    crate::print(|w| w.write_all(text.as_bytes()))
+    crate::report(json, || inspect_json(&r), |paint| inspect_text(&r, paint))
+}
+
+/// A bundle's map, metadata and index.
+pub(crate) fn load(path: &Path) -> Result<(Opened, Meta, Index)> {
+    let o = open(path)?;
+    let ctx = || format!("{}", path.display());
+    let meta = o.layout.meta(&o.map).with_context(ctx)?;
+    let index = o.layout.index(&o.map).with_context(ctx)?;
+    Ok((o, meta, index))
 }
 
 /// `3 files`, `1 entry`.

@@ -254,6 +254,23 @@ pub(crate) fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Resu
     }
 }
 
+/// A report on stdout: pretty JSON with `--json`, else text (coloured on a
+/// terminal).
+pub(crate) fn report(
+    json: bool,
+    as_json: impl FnOnce() -> serde_json::Value,
+    as_text: impl FnOnce(style::Paint) -> String,
+) -> Result<()> {
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&as_json())?;
+        s.push('\n');
+        s
+    } else {
+        as_text(style::Paint::stdout())
+    };
+    print(|w| w.write_all(text.as_bytes()))
+}
+
 /// `tote completions SHELL`.
 fn completions(shell: clap_complete::Shell) -> Result<()> {
     use clap_complete::Generator;
