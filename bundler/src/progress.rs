@@ -102,6 +102,7 @@ impl Phase {
                     .expect("a valid template")
                     .progress_chars("=> "),
             );
+            bar.tick(); // drawn at once, however short the phase
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         } else {
