@@ -527,6 +527,8 @@ fn completions_work_in_bash_zsh_and_fish() {
     assert_eq!(ask("tote bu", 1), "bundle");
     assert_eq!(ask("tote bundle --mode ''", 3), "extract mount auto");
     assert!(ask("tote ''", 1).split(' ').any(|w| w == "completions"));
+    assert_eq!(ask("tote di", 1), "diff");
+    assert!(ask("tote inspect --", 2).split(' ').any(|w| w == "--json"));
     // zsh: the script parses.
     let zsh = completion_script("zsh", &t);
     let o = Command::new("zsh").arg("-n").arg(&zsh).output().unwrap();
@@ -574,7 +576,18 @@ fn man_pages_render_and_the_install_script_installs_everything() {
     );
     let man1 = prefix.join("share/man/man1");
     let pages = t.entries(&man1);
-    for cmd in ["", "-bundle", "-inspect", "-verify", "-nomad", "-completions", "-man"] {
+    for cmd in [
+        "",
+        "-bundle",
+        "-inspect",
+        "-diff",
+        "-ls",
+        "-extract",
+        "-verify",
+        "-nomad",
+        "-completions",
+        "-man",
+    ] {
         assert!(
             pages.contains(&format!("tote{cmd}.1")),
             "tote{cmd}.1 missing in {pages:?}"
