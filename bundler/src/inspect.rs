@@ -309,7 +309,7 @@ fn inspect_text(r: &Report, paint: Paint) -> String {
 }
 /// The hex SHA-256 of the whole file (what `sha256:` checksums name).
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    tote_format::sha256(bytes).to_hex()
 }
 
 pub fn verify(path: &Path) -> Result<()> {

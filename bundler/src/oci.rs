@@ -386,7 +386,7 @@ fn check_digest(path: &Path, digest: &str, image: &Path) -> Result<()> {
         }
         h.update(&buf[..n]);
     }
-    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let got = tote_format::Digest32(h.finalize().into()).to_hex();
     if digest.strip_prefix("sha256:") != Some(got.as_str()) {
         bail!(
             "{}: blob {digest} does not match its digest (sha256:{got}): the image is corrupt",

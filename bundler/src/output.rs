@@ -80,7 +80,7 @@ pub fn write_bundle(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -
         .sync_all()
         .with_context(|| format!("writing {}", out.display()))?;
     temp.persist(&dir, out)?;
-    let sha256: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = tote_format::Digest32(digest.into()).to_hex();
     Ok(Written { len, sha256, stats })
 }
 

@@ -23,11 +23,7 @@ fn bundle_reports_path_size_closure_and_sha256() {
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].starts_with(&format!("{}: ", out.display())), "{text}");
     assert!(lines[0].contains("closure: 2 store paths"), "{text}");
-    let sha: String = Sha256::digest(std::fs::read(&out).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(lines[1], format!("sha256:{sha}"));
+    assert_eq!(lines[1], format!("sha256:{}", sha256_file(&out)));
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777, 0o755);
 }
 
