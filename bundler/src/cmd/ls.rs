@@ -9,7 +9,32 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tote_format::{decode_block, sha256, EntryKind, Index};
 
-use crate::inspect::open;
+use crate::reader::open;
+
+pub const LS_HELP: &str = "Examples:
+  tote ls ./app
+  tote ls ./app nix/store/abc…-hello/bin
+  tote ls ./app | sort -k2 -n | tail   # the largest files";
+
+pub const EXTRACT_HELP: &str = "Examples:
+  tote extract ./app ./app-files
+  tote extract ./app /tmp/x && ls /tmp/x/nix/store";
+
+#[derive(clap::Args)]
+pub struct LsArgs {
+    /// The bundle.
+    file: PathBuf,
+    /// Only this entry and what is below it (a path inside the tree).
+    path: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ExtractArgs {
+    /// The bundle.
+    file: PathBuf,
+    /// A new directory, or an empty one.
+    dir: PathBuf,
+}
 
 /// `ls -l`-style mode of an entry, as `tote extract` writes it.
 fn mode_string(kind: &EntryKind) -> &'static str {
@@ -40,7 +65,8 @@ fn select<'i>(index: &'i Index, under: Option<&Path>) -> Vec<&'i tote_format::En
         .collect()
 }
 
-pub fn ls(file: &Path, under: Option<&Path>) -> Result<()> {
+pub fn ls(args: &LsArgs) -> Result<()> {
+    let (file, under): (&Path, Option<&Path>) = (&args.file, args.path.as_deref());
     let o = open(file)?;
     let index = o.layout.index(&o.map).with_context(|| format!("{}", file.display()))?;
     let entries = select(&index, under);
@@ -68,14 +94,15 @@ pub fn ls(file: &Path, under: Option<&Path>) -> Result<()> {
         };
         out.push_str(&format!("{} {size:>12}  {path}{link}\n", mode_string(&e.kind)));
     }
-    crate::print(|w| w.write_all(out.as_bytes()))
+    crate::ui::print(|w| w.write_all(out.as_bytes()))
 }
 
 /// `tote extract FILE DIR`: the tree into DIR (new, or an empty directory),
 /// through a sibling staging directory renamed into place at the end, so a
 /// failure leaves nothing. Every block's hash is checked before it is
 /// decoded and every file's before it is written.
-pub fn extract(file: &Path, dir: &Path) -> Result<()> {
+pub fn extract(args: &ExtractArgs) -> Result<()> {
+    let (file, dir): (&Path, &Path) = (&args.file, &args.dir);
     let o = open(file)?;
     let ctx = || format!("{}", file.display());
     let index = o.layout.index(&o.map).with_context(ctx)?;
@@ -109,7 +136,7 @@ pub fn extract(file: &Path, dir: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(&staged);
         return Err(e).with_context(|| format!("moving the tree into {}", dir.display()));
     }
-    if !crate::progress::quiet() {
+    if !crate::ui::progress::quiet() {
         println!(
             "{}: {} entries from {}",
             dir.display(),

@@ -2,14 +2,17 @@
 //! (no namespace); with `--mount-at /opt/tool` the directory appears at that
 //! absolute path, in place of whatever the host has there.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use tote_format::{MountKind, MountSpec};
 
-use crate::input::{bytes, check_symlinks, clean_absolute, rel, Input};
-use crate::pack::Launch;
-use crate::scan::TreeBuilder;
+use super::entrypoint;
+use super::model::{Input, Launch};
+use super::paths::{bytes, clean_absolute, rel};
+use super::tree::{ItemKind, Tree, TreeBuilder};
 
 pub fn resolve(dir: &Path, mount_at: Option<&Path>, requested: Option<&Path>) -> Result<Input> {
     let mount_at = mount_at.map(|m| clean_absolute(m, "--mount-at")).transpose()?;
@@ -27,7 +30,7 @@ pub fn resolve(dir: &Path, mount_at: Option<&Path>, requested: Option<&Path>) ->
         );
     }
     check_symlinks(&tree, &appears_at, dir)?;
-    let entry = crate::entrypoint::choose(&appears_at, &tree, requested)?;
+    let entry = entrypoint::choose(&appears_at, &tree, requested)?;
     let launch = Launch {
         name: entry.file_name().to_string_lossy().into_owned(),
         entrypoint: entry.absolute,
@@ -40,7 +43,7 @@ pub fn resolve(dir: &Path, mount_at: Option<&Path>, requested: Option<&Path>) ->
     let files = tree
         .items
         .iter()
-        .filter(|i| matches!(i.kind, crate::scan::ItemKind::File { .. }))
+        .filter(|i| matches!(i.kind, ItemKind::File { .. }))
         .count();
     let summary = match &mount_at {
         Some(m) => format!("directory at {}: {files} files", m.display()),
@@ -52,4 +55,31 @@ pub fn resolve(dir: &Path, mount_at: Option<&Path>, requested: Option<&Path>) ->
         summary,
         staging: None,
     })
+}
+
+/// Every symlink must lead somewhere: inside the tree, or (absolute, outside
+/// where the tree appears) on this host.
+fn check_symlinks(tree: &Tree, appears_at: &Path, origin: &Path) -> Result<()> {
+    for item in &tree.items {
+        let ItemKind::Symlink { target } = &item.kind else {
+            continue;
+        };
+        let at = Path::new("/").join(OsStr::from_bytes(&item.path));
+        let t = Path::new(OsStr::from_bytes(target));
+        let inside = !t.is_absolute() || t.starts_with(appears_at) && appears_at != Path::new("/");
+        let ok = if inside {
+            entrypoint::resolves(tree, &at.parent().unwrap_or(Path::new("/")).join(t))
+        } else {
+            t.exists()
+        };
+        if !ok {
+            let shown = origin.join(at.strip_prefix(appears_at).unwrap_or(&at));
+            bail!(
+                "{} is a dangling symlink (to {}): fix or remove it before bundling",
+                shown.display(),
+                t.display()
+            );
+        }
+    }
+    Ok(())
 }

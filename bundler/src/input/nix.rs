@@ -1,6 +1,7 @@
 //! Nix input: a store path (or a symlink to one) and its closure as
 //! `nix-store --query --requisites` reports it, or, without Nix or without
-//! the path in Nix's database, as a scan of the files for references finds it.
+//! the path in Nix's database, as a scan of the files for references finds
+//! it. At launch the store appears at its own path, over the host's.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -9,7 +10,49 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-pub struct NixInput {
+use super::model::{Input, Launch};
+use super::tree::{Tree, TreeBuilder};
+use super::{entrypoint, refscan};
+use crate::ui::progress;
+
+/// A store path and its closure as an input, the store layered over the
+/// host's. `given`: the entry point named with `--entrypoint`;
+/// `main_program`: a flake package's `meta.mainProgram`.
+pub fn input(path: &Path, scan: bool, given: Option<&Path>, main_program: Option<&str>) -> Result<Input> {
+    let input = resolve(path, scan)?;
+    let tree = scan_store_paths(&input.store_dir, &input.closure)?;
+    let requested = given
+        .map(Path::to_path_buf)
+        .or_else(|| input.inner.clone())
+        .or_else(|| main_program.map(|m| Path::new("bin").join(m)));
+    let entry = entrypoint::choose(&input.root, &tree, requested.as_deref())?;
+    let launch = Launch {
+        name: entry.file_name().to_string_lossy().into_owned(),
+        entrypoint: entry.absolute,
+        mounts: vec![input.mount()],
+        ..Launch::default()
+    };
+    let how = if input.scanned { ", references scanned" } else { "" };
+    Ok(Input {
+        tree,
+        launch,
+        summary: format!("closure: {} store paths{how}", input.closure.len()),
+        staging: None,
+    })
+}
+
+/// Every store path of a closure, with the store directory's ancestors.
+fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
+    let mut b = TreeBuilder::default();
+    let rel = store_dir.strip_prefix("/").unwrap_or(store_dir);
+    b.ancestors(&rel.join("x"));
+    for p in paths {
+        b.add(p, p.strip_prefix("/").unwrap_or(p))?;
+    }
+    b.build()
+}
+
+struct NixInput {
     /// The store directory, normally `/nix/store`.
     pub store_dir: PathBuf,
     /// The top-level store path the user named.
@@ -42,7 +85,7 @@ pub fn in_store(path: &Path) -> bool {
 
 /// `scan`: compute the closure from file contents even where Nix could
 /// answer (it does so anyway when Nix is missing or does not know the path).
-pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
+fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
     let store_dir = store_dir();
     let real = std::fs::canonicalize(path).with_context(|| format!("{}: cannot resolve the path", path.display()))?;
     let Ok(rest) = real.strip_prefix(&store_dir) else {
@@ -61,7 +104,7 @@ pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
     };
     let root = store_dir.join(name);
     let inner = Some(parts.as_path().to_path_buf()).filter(|p| !p.as_os_str().is_empty());
-    if crate::refscan::hash_part(name.as_os_str().as_bytes()).is_none() {
+    if refscan::hash_part(name.as_os_str().as_bytes()).is_none() {
         bail!("{} is not a store path: its name must be <hash>-<name>", root.display());
     }
     let from_db = if scan {
@@ -72,7 +115,7 @@ pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
     let scanned = from_db.is_none();
     let closure = match from_db {
         Some(c) => c,
-        None => crate::refscan::closure(&store_dir, &root)?,
+        None => refscan::closure(&store_dir, &root)?,
     };
     Ok(NixInput {
         store_dir,
@@ -86,7 +129,7 @@ pub fn resolve(path: &Path, scan: bool) -> Result<NixInput> {
 /// `None` when Nix is not installed or its database does not know `root`
 /// (a closure copied by hand): the caller scans instead.
 fn query_requisites(root: &Path, store_dir: &Path) -> Result<Option<Vec<PathBuf>>> {
-    crate::progress::step(|| format!("running nix-store --query --requisites {}", root.display()));
+    progress::step(|| format!("running nix-store --query --requisites {}", root.display()));
     let out = match Command::new("nix-store")
         .arg("--query")
         .arg("--requisites")

@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::scan::{ItemKind, Tree};
+use super::tree::{ItemKind, Tree};
 
 pub struct EntryPoint {
     /// Absolute path at launch, e.g. `/nix/store/abc-hello/bin/hello`.
@@ -109,7 +109,7 @@ fn resolve(tree: &Tree, abs: &Path) -> std::result::Result<(), String> {
 /// (absolute ones from the tree's root) the way the kernel will at launch.
 fn follow<'t>(tree: &'t Tree, abs: &Path) -> std::result::Result<(PathBuf, &'t ItemKind), String> {
     let kind_at = |p: &Path| tree.get(&rel_bytes(p)).map(|i| &i.kind);
-    let end = crate::paths::resolve(
+    let end = super::paths::resolve(
         abs,
         |next| {
             let parent = next.parent().unwrap_or(Path::new("/"));

@@ -1,8 +1,38 @@
-//! Path walking shared by the inputs: lexical cleaning, and resolving a path
-//! through symlinks the way the kernel does, over any file tree (the host,
-//! an image's staging rootfs, the bundle's own tree).
+//! Path helpers shared by the input kinds: lexical cleaning, tree paths and
+//! metadata bytes, and resolving a path through symlinks the way the kernel
+//! does, over any file tree (the host, an image's staging rootfs, the
+//! bundle's own tree).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+/// `p` as a tree path: relative, without the leading `/`.
+pub fn rel(p: &Path) -> PathBuf {
+    p.strip_prefix("/").unwrap_or(p).to_path_buf()
+}
+
+/// `p` as metadata bytes.
+pub fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+/// A clean absolute path (`--mount-at`, image paths): no `.`, `..` or empty
+/// components, not `/` itself.
+pub fn clean_absolute(p: &Path, what: &str) -> Result<PathBuf> {
+    let ok = p.is_absolute()
+        && p.components().count() > 1
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !ok {
+        bail!(
+            "{what} {}: must be a clean absolute path other than /, like /opt/tool",
+            p.display()
+        );
+    }
+    Ok(p.to_path_buf())
+}
 
 /// `p` as an absolute path with `.` dropped and `..` popping (never above `/`).
 pub fn clean(p: &Path) -> PathBuf {

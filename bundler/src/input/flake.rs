@@ -80,7 +80,7 @@ pub fn build(installable: &str) -> Result<Built> {
 }
 
 fn nix(args: &[&str], installable: &str) -> Result<Vec<u8>> {
-    crate::progress::step(|| format!("running nix {}", args.join(" ")));
+    crate::ui::progress::step(|| format!("running nix {}", args.join(" ")));
     let out = match Command::new("nix").args(FEATURES).args(args).output() {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -3,15 +3,34 @@
 //! run NEW.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use tote_format::{Digest32, Entry, EntryKind, Index, Meta};
 
-use crate::human;
-use crate::inspect::{load, sha256_hex};
 use crate::items::{self, Item};
-use crate::style::Paint;
+use crate::reader::{load, sha256_hex};
+use crate::ui::{human, Paint};
+
+pub const HELP: &str = "Items on one side only are listed as a whole; entries are listed for items
+present on both sides. \"extract\" counts NEW's files whose content (SHA-256 and
+executable bit) is not among OLD's: a host whose cache holds OLD (extracted
+since its last boot) writes those and hard-links the rest.
+
+Examples:
+  tote diff ./app-1.0 ./app-1.1
+  tote diff --json old new | jq .extract.bytes";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The bundle a host already ran.
+    old: PathBuf,
+    /// The bundle to compare it with.
+    new: PathBuf,
+    /// Print JSON (schema: docs/diff.schema.json) instead of text.
+    #[arg(long)]
+    json: bool,
+}
 
 /// The `schema` member of `tote diff --json` (docs/diff.schema.json).
 pub const JSON_SCHEMA: &str = "tote-diff/1";
@@ -271,9 +290,9 @@ fn report(old: Side, new: Side) -> Report {
     r
 }
 
-pub fn diff(old: &Path, new: &Path, json: bool) -> Result<()> {
-    let r = report(side(old)?, side(new)?);
-    crate::report(json, || diff_json(&r), |paint| diff_text(&r, paint))
+pub fn run(args: &Args) -> Result<()> {
+    let r = report(side(&args.old)?, side(&args.new)?);
+    crate::ui::report(args.json, || diff_json(&r), |paint| diff_text(&r, paint))
 }
 
 fn diff_json(r: &Report) -> serde_json::Value {
@@ -347,36 +366,49 @@ fn diff_text(r: &Report, paint: Paint) -> String {
         );
         return out;
     }
+    meta_text(r, paint, &mut out);
+    items_text(r, paint, &mut out);
+    entries_text(r, paint, &mut out);
+    extract_text(r, paint, &mut out);
+    out
+}
+
+/// Launch metadata fields that differ.
+fn meta_text(r: &Report, paint: Paint, out: &mut String) {
+    use std::fmt::Write;
     let show = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) if s.is_empty() => "(none)".to_string(),
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Array(a) if a.is_empty() => "(none)".to_string(),
         other => other.to_string(),
     };
-    if !r.meta.is_empty() {
-        let _ = writeln!(out, "\n{}", paint.bold("launch metadata"));
-        for m in &r.meta {
-            let _ = writeln!(
-                out,
-                "  {} {:<12} {} -> {}",
-                paint.changed("~"),
-                m.field,
-                show(&m.old),
-                show(&m.new)
-            );
-        }
+    if r.meta.is_empty() {
+        return;
     }
-    let _ = writeln!(
-        out,
-        "\n{}",
-        paint.bold(&format!(
-            "top-level items: {} added, {} removed, {} changed, {} unchanged",
-            r.added.len(),
-            r.removed.len(),
-            r.changed.len(),
-            r.unchanged
-        ))
+    let _ = writeln!(out, "\n{}", paint.bold("launch metadata"));
+    for m in &r.meta {
+        let _ = writeln!(
+            out,
+            "  {} {:<12} {} -> {}",
+            paint.changed("~"),
+            m.field,
+            show(&m.old),
+            show(&m.new)
+        );
+    }
+}
+
+/// Top-level items added, removed and changed.
+fn items_text(r: &Report, paint: Paint, out: &mut String) {
+    use std::fmt::Write;
+    let title = format!(
+        "top-level items: {} added, {} removed, {} changed, {} unchanged",
+        r.added.len(),
+        r.removed.len(),
+        r.changed.len(),
+        r.unchanged
     );
+    let _ = writeln!(out, "\n{}", paint.bold(&title));
     for i in &r.added {
         let _ = writeln!(out, "  {} {:>10}  {}", paint.added("+"), human(i.size), i.path);
     }
@@ -403,28 +435,36 @@ fn diff_text(r: &Report, paint: Paint) -> String {
             counts.join(", ")
         );
     }
+}
+
+/// Entries added, removed and changed inside items on both sides.
+fn entries_text(r: &Report, paint: Paint, out: &mut String) {
+    use std::fmt::Write;
     let e = &r.entries;
-    if !(e.added.is_empty() && e.removed.is_empty() && e.changed.is_empty()) {
-        let _ = writeln!(
-            out,
-            "\n{}",
-            paint.bold(&format!(
-                "entries in items on both sides: {} added, {} removed, {} changed",
-                e.added.len(),
-                e.removed.len(),
-                e.changed.len()
-            ))
-        );
-        for p in &e.added {
-            let _ = writeln!(out, "  {} {p}", paint.added("+"));
-        }
-        for p in &e.removed {
-            let _ = writeln!(out, "  {} {p}", paint.removed("-"));
-        }
-        for (p, what) in &e.changed {
-            let _ = writeln!(out, "  {} {p} ({what})", paint.changed("~"));
-        }
+    if e.added.is_empty() && e.removed.is_empty() && e.changed.is_empty() {
+        return;
     }
+    let title = format!(
+        "entries in items on both sides: {} added, {} removed, {} changed",
+        e.added.len(),
+        e.removed.len(),
+        e.changed.len()
+    );
+    let _ = writeln!(out, "\n{}", paint.bold(&title));
+    for p in &e.added {
+        let _ = writeln!(out, "  {} {p}", paint.added("+"));
+    }
+    for p in &e.removed {
+        let _ = writeln!(out, "  {} {p}", paint.removed("-"));
+    }
+    for (p, what) in &e.changed {
+        let _ = writeln!(out, "  {} {p} ({what})", paint.changed("~"));
+    }
+}
+
+/// What running NEW costs a host that ran OLD.
+fn extract_text(r: &Report, paint: Paint, out: &mut String) {
+    use std::fmt::Write;
     let x = &r.extract;
     let _ = writeln!(
         out,
@@ -446,5 +486,4 @@ fn diff_text(r: &Report, paint: Paint) -> String {
         human(x.linked_bytes),
         x.linked_files
     );
-    out
 }

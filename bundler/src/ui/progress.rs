@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::human;
+use super::human;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -38,7 +38,7 @@ fn make(level: Level) -> Ui {
     Ui {
         level,
         live: tty && level > Level::Quiet,
-        colour: crate::style::wanted(tty),
+        colour: super::style::wanted(tty),
         started: Instant::now(),
         current: Mutex::new(None),
     }

@@ -82,7 +82,7 @@ impl TreeBuilder {
 
     pub fn push(&mut self, item: Item) {
         if matches!(item.kind, ItemKind::File { .. }) {
-            crate::progress::count(1);
+            crate::ui::progress::count(1);
         }
         self.items.push(item);
     }
@@ -99,17 +99,6 @@ impl TreeBuilder {
         }
         Ok(Tree { items })
     }
-}
-
-/// Every store path of a closure, with the store directory's ancestors.
-pub fn scan_store_paths(store_dir: &Path, paths: &[PathBuf]) -> Result<Tree> {
-    let mut b = TreeBuilder::default();
-    let rel = store_dir.strip_prefix("/").unwrap_or(store_dir);
-    b.ancestors(&rel.join("x"));
-    for p in paths {
-        b.add(p, p.strip_prefix("/").unwrap_or(p))?;
-    }
-    b.build()
 }
 
 fn walk(path: &Path, rel_path: &Path, items: &mut Vec<Item>) -> Result<()> {
@@ -134,7 +123,7 @@ fn walk(path: &Path, rel_path: &Path, items: &mut Vec<Item>) -> Result<()> {
         }
     } else if ft.is_file() {
         let executable = meta.permissions().mode() & 0o111 != 0;
-        crate::progress::count(1);
+        crate::ui::progress::count(1);
         items.push(Item {
             path: rel,
             kind: ItemKind::File {

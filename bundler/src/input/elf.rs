@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 use goblin::elf::{header, program_header, Elf};
 use tote_format::{MountKind, MountSpec};
 
-use crate::input::{bytes, rel, Input};
-use crate::pack::Launch;
-use crate::scan::{Item, ItemKind, TreeBuilder};
+use super::model::{Input, Launch};
+use super::paths::{self, bytes, rel};
+use super::tree::{Item, ItemKind, TreeBuilder};
 
 /// Top-level directories that are replaced whole at launch.
 const SYSTEM: [&str; 7] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr"];
@@ -120,10 +120,10 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
 /// `p` made absolute against the working directory and cleaned lexically.
 fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
-        return Ok(crate::paths::clean(p));
+        return Ok(paths::clean(p));
     }
     let cwd = std::env::current_dir().context("reading the working directory")?;
-    Ok(crate::paths::clean(&cwd.join(p)))
+    Ok(paths::clean(&cwd.join(p)))
 }
 
 fn check_arch(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -184,7 +184,7 @@ impl Collector {
     /// Record the directories and symlinks on the way to `path`; return
     /// where it really is.
     fn chain(&mut self, path: &Path, root: bool) -> Result<PathBuf> {
-        crate::paths::resolve(
+        paths::resolve(
             path,
             |next| {
                 let meta = fs::symlink_metadata(next).with_context(|| format!("reading {}", next.display()))?;

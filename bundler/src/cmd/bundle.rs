@@ -1,0 +1,142 @@
+//! `tote bundle INPUT`: resolve the input, pack it after the stub into the
+//! output file (atomically), and print its size and `sha256:` checksum.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::input::{self, ItemKind};
+use crate::pack::{self, output};
+use crate::stub;
+use crate::ui::{human, progress};
+
+pub const HELP: &str = "Inputs:
+  ./result, /nix/store/...   a Nix store path and its closure (from Nix's database, or
+                             by scanning for references where Nix does not know it)
+  .#app, path:./dir#app      a flake installable, built with `nix build`
+  ./dir                      a directory; runs from the cache, or at --mount-at PATH
+  /usr/bin/prog              a host ELF program with its libraries (add more with --add)
+  image.tar, ./oci-dir       a docker-archive or OCI image (tar or tar.gz, or a layout dir)
+
+Examples:
+  nix build .#app && tote bundle ./result -o app && ./app --help
+  tote bundle .#app -o app
+  tote bundle ./dist --entrypoint bin/tool --mount-at /opt/tool
+  tote bundle /usr/bin/python3.11 --add /usr/lib/python3.11 -o python
+  tote bundle image.tar -o app";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// What to bundle: a Nix store path (or a symlink to one, like ./result),
+    /// a flake installable, a directory, an ELF program or an image.
+    #[arg(value_name = "INPUT")]
+    pub path: PathBuf,
+    /// Output file [default: ./<entry point's file name>].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Program to run, relative to the input's top [default: meta.mainProgram of a
+    /// flake package, else the single executable in bin/; an image's Entrypoint/Cmd].
+    #[arg(long, value_name = "REL")]
+    pub entrypoint: Option<PathBuf>,
+    /// Directory input: make it appear at this absolute path at launch.
+    #[arg(long, value_name = "PATH")]
+    pub mount_at: Option<PathBuf>,
+    /// ELF input: also bundle this file or directory (dlopen'ed libraries,
+    /// data, NSS modules...), with the libraries its ELF files need.
+    #[arg(long, value_name = "PATH")]
+    pub add: Vec<PathBuf>,
+    /// Store path input: find the closure by scanning file contents for
+    /// references, even where Nix's database knows it.
+    #[arg(long)]
+    pub scan_references: bool,
+    /// zstd compression level.
+    #[arg(long, value_name = "N", default_value_t = pack::DEFAULT_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: i32,
+    /// Use this runtime stub instead of the embedded one.
+    #[arg(long, value_name = "FILE")]
+    pub stub: Option<PathBuf>,
+    /// How the bundle makes its files available at launch: `extract` them into
+    /// a cache once; `mount` them over FUSE from the bundle, writing nothing;
+    /// `auto`: mount trees of 128 MiB and more where FUSE is usable, else
+    /// extract. TOTE_MODE overrides it at launch.
+    #[arg(long, value_name = "MODE", default_value = "auto",
+          value_parser = clap::builder::TypedValueParser::map(
+              clap::builder::PossibleValuesParser::new(["extract", "mount", "auto"]),
+              |m: String| tote_format::Mode::parse(&m).unwrap_or_default()))]
+    pub mode: tote_format::Mode,
+    /// Uncompressed size of a data block, in KiB [default: 128 where the
+    /// bundle may be mounted, else 8192].
+    #[arg(long, value_name = "KIB", hide = true, value_parser = clap::value_parser!(u32).range(16..=16384))]
+    pub block_kib: Option<u32>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let stub = stub::load(args.stub.as_deref())?;
+    let phase = progress::Phase::start("scanning", progress::Counting::Files);
+    let resolved = input::resolve(&input::Request {
+        path: &args.path,
+        entrypoint: args.entrypoint.as_deref(),
+        mount_at: args.mount_at.as_deref(),
+        add: &args.add,
+        scan_references: args.scan_references,
+    });
+    let took = phase.done();
+    let mut input: input::Input = resolved?;
+    progress::step(|| {
+        format!(
+            "{}: {} files, {} in {:.2} s",
+            input.summary,
+            input
+                .tree
+                .items
+                .iter()
+                .filter(|i| matches!(i.kind, ItemKind::File { .. }))
+                .count(),
+            human(input.tree.total_size()),
+            took.as_secs_f64()
+        )
+    });
+    input.launch.mode = args.mode;
+    let block_kib = args
+        .block_kib
+        .unwrap_or_else(|| pack::block_kib(args.mode, input.tree.total_size()));
+    let output = match &args.output {
+        Some(o) => o.clone(),
+        None => PathBuf::from(".").join(&input.launch.name),
+    };
+    if let (Ok(i), Ok(o)) = (std::fs::metadata(&args.path), std::fs::metadata(&output)) {
+        use std::os::unix::fs::MetadataExt;
+        if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
+            anyhow::bail!(
+                "output {} is the input {}: bundling would replace it; name another output with -o",
+                output.display(),
+                args.path.display()
+            );
+        }
+    }
+    let written = output::write_bundle(&output, &stub, |w| {
+        pack::pack(
+            &input.tree,
+            &input.launch,
+            args.level,
+            block_kib as usize * 1024,
+            stub.len() as u64,
+            w,
+        )
+    })?;
+    progress::step(|| format!("wrote {}", output.display()));
+    if !progress::quiet() {
+        println!(
+            "{}: {} ({}, {} in {} files)",
+            output.display(),
+            human(written.len),
+            input.summary,
+            human(written.stats.total_size),
+            written.stats.files,
+        );
+        println!("sha256:{}", written.sha256);
+    }
+    drop(input.staging); // an image's unpacked layers
+    Ok(())
+}

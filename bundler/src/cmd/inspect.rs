@@ -1,0 +1,270 @@
+//! `tote inspect FILE`: a bundle's header (launch metadata, id, checksum),
+//! its sizes and its top-level items largest first, as text or JSON
+//! (docs/inspect.schema.json).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use tote_format::Meta;
+
+use crate::items::{self, by_size, Item};
+use crate::reader::{load, sha256_hex};
+use crate::ui::{human, Paint};
+
+pub const HELP: &str = "Top-level items are store paths for Nix bundles, the top directories of
+an image's root, or a directory's own top-level entries.
+
+Examples:
+  tote inspect ./app
+  tote inspect --json ./app | jq '.items[:5]'
+  tote inspect --json ./app | jq .sizes.file";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The bundle.
+    file: PathBuf,
+    /// Print JSON (schema: docs/inspect.schema.json) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `auto (mounts where FUSE is usable)`: the mode and what it means for this bundle.
+fn mode_summary(meta: &tote_format::Meta) -> String {
+    use tote_format::Mode;
+    let what = match meta.mode {
+        Mode::Extract => "extracts into the cache",
+        Mode::Mount => "mounts over FUSE, fails where FUSE is unusable",
+        Mode::Auto if meta.mode.wants_mount(meta.stats.total_size) => "mounts over FUSE where usable, else extracts",
+        Mode::Auto => "extracts: the tree is under 128 MiB",
+    };
+    format!("{} ({what})", meta.mode.name())
+}
+
+/// Everything `tote inspect` reports, computed once for either output.
+struct Report {
+    file: String,
+    meta: Meta,
+    bundle_id: String,
+    sha256: String,
+    sizes: Sizes,
+    entries: u64,
+    blocks: u64,
+    items: Vec<Item>,
+}
+
+struct Sizes {
+    file: u64,
+    stub: u64,
+    compressed: u64,
+    metadata_and_index: u64,
+    uncompressed: u64,
+    after_dedup: u64,
+}
+
+impl Sizes {
+    /// Uncompressed bytes per compressed byte (dedup included); None for a
+    /// bundle without file content.
+    fn ratio(&self) -> Option<f64> {
+        (self.compressed > 0).then(|| self.uncompressed as f64 / self.compressed as f64)
+    }
+}
+
+fn report(path: &Path) -> Result<Report> {
+    let (o, meta, index) = load(path)?;
+    let t = &o.layout.trailer;
+    let compressed = t.meta_offset - t.data_offset;
+    let items = by_size(items::items(&meta, &index).into_values());
+    Ok(Report {
+        file: path.display().to_string(),
+        bundle_id: t.bundle_id().to_string(),
+        sha256: sha256_hex(&o.map),
+        sizes: Sizes {
+            file: o.layout.file_len,
+            stub: t.data_offset,
+            compressed,
+            metadata_and_index: o.layout.file_len - t.meta_offset,
+            uncompressed: meta.stats.total_size,
+            after_dedup: meta.stats.unique_size,
+        },
+        entries: index.entries.len() as u64,
+        blocks: index.blocks.len() as u64,
+        items,
+        meta,
+    })
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let r = report(&args.file)?;
+    crate::ui::report(args.json, || inspect_json(&r), |paint| inspect_text(&r, paint))
+}
+
+/// `3 files`, `1 entry`.
+fn plural(n: u64, one: &str) -> String {
+    match (n, one.strip_suffix('y')) {
+        (1, _) => format!("1 {one}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {one}s"),
+    }
+}
+
+/// `73.8 %` of `whole`; `-` for nothing.
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `tote inspect --json`: the schema is docs/inspect.schema.json.
+fn inspect_json(r: &Report) -> serde_json::Value {
+    let m = &r.meta;
+    let strings = |v: &[Vec<u8>]| v.iter().map(|a| lossy(a)).collect::<Vec<_>>();
+    let optional = |b: &[u8]| (!b.is_empty()).then(|| lossy(b));
+    let s = &r.sizes;
+    serde_json::json!({
+        "schema": JSON_SCHEMA,
+        "file": r.file,
+        "name": m.name,
+        "entrypoint": lossy(&m.entrypoint),
+        "args": strings(&m.args),
+        "cmd": strings(&m.cmd),
+        "env": strings(&m.env),
+        "workdir": optional(&m.workdir),
+        "root": optional(&m.root),
+        "mounts": m.mounts.iter().map(|x| serde_json::json!({
+            "kind": x.kind.name(),
+            "source": lossy(&x.source),
+            "target": lossy(&x.target),
+        })).collect::<Vec<_>>(),
+        "namespace": m.needs_namespace(),
+        "mode": m.mode.name(),
+        "mounts_where_fuse_works": m.mode.wants_mount(m.stats.total_size),
+        "bundle_id": r.bundle_id,
+        "sha256": r.sha256,
+        "format_version": tote_format::VERSION,
+        "creator": m.creator,
+        "sizes": {
+            "file": s.file,
+            "stub": s.stub,
+            "compressed": s.compressed,
+            "metadata_and_index": s.metadata_and_index,
+            "uncompressed": s.uncompressed,
+            "after_dedup": s.after_dedup,
+            "dedup_saved": s.uncompressed - s.after_dedup,
+            "ratio": s.ratio(),
+        },
+        "counts": {
+            "entries": r.entries,
+            "files": m.stats.files,
+            "blocks": r.blocks,
+            "items": r.items.len(),
+        },
+        "items": r.items.iter().map(|i| serde_json::json!({
+            "path": i.path,
+            "size": i.size,
+            "files": i.files,
+            "entries": i.entries,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The `schema` member of `tote inspect --json`; bumped when a member
+/// changes meaning or goes away (new members may appear without).
+pub const JSON_SCHEMA: &str = "tote-inspect/1";
+
+/// `tote inspect`: header, sizes, then the items table.
+fn inspect_text(r: &Report, paint: Paint) -> String {
+    let mut out = format!("{}\n", paint.bold(&r.meta.name));
+    header_text(r, &mut out);
+    sizes_text(r, paint, &mut out);
+    items_text(r, paint, &mut out);
+    out
+}
+
+/// `  label           value`, the layout of the header and sizes.
+fn labelled(out: &mut String, label: &str, value: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "  {label:<16}{value}");
+}
+
+/// Launch metadata, id, checksum, version.
+fn header_text(r: &Report, out: &mut String) {
+    let m = &r.meta;
+    let mut head = vec![("entry point", lossy(&m.entrypoint))];
+    head.extend(m.args.iter().map(|a| ("argument", lossy(a))));
+    head.extend(m.cmd.iter().map(|a| ("default arg", lossy(a))));
+    head.extend(m.env.iter().map(|e| ("environment", lossy(e))));
+    if !m.root.is_empty() {
+        head.push(("root", format!("{} (the bundle's)", lossy(&m.root))));
+    }
+    if !m.workdir.is_empty() {
+        head.push(("working dir", lossy(&m.workdir)));
+    }
+    for (l, v) in &head {
+        labelled(out, l, v);
+    }
+    for x in &m.mounts {
+        let label = format!("mount ({})", x.kind.name());
+        labelled(out, &label, &format!("{} -> {}", lossy(&x.source), lossy(&x.target)));
+    }
+    if !m.needs_namespace() {
+        labelled(out, "namespace", "none (runs from the cache)");
+    }
+    labelled(out, "mode", &mode_summary(m));
+    labelled(out, "bundle id", &r.bundle_id);
+    labelled(out, "sha256", &format!("sha256:{}", r.sha256));
+    labelled(out, "format version", &tote_format::VERSION.to_string());
+    labelled(out, "creator", &m.creator);
+}
+
+/// File, stub, compressed and uncompressed sizes, ratio, dedup.
+fn sizes_text(r: &Report, paint: Paint, out: &mut String) {
+    let s = &r.sizes;
+    out.push_str(&format!("\n{}\n", paint.bold("sizes")));
+    labelled(out, "file", &format!("{} ({} bytes)", human(s.file), s.file));
+    labelled(out, "stub", &format!("{} ({} bytes)", human(s.stub), s.stub));
+    let compressed = format!("{} in {}", human(s.compressed), plural(r.blocks, "block"));
+    labelled(out, "compressed", &compressed);
+    labelled(out, "metadata+index", &human(s.metadata_and_index));
+    let uncompressed = format!(
+        "{} in {}, {}",
+        human(s.uncompressed),
+        plural(r.meta.stats.files, "file"),
+        plural(r.entries, "entry")
+    );
+    labelled(out, "uncompressed", &uncompressed);
+    let ratio = s
+        .ratio()
+        .map_or("-".into(), |x| format!("{x:.2} (uncompressed / compressed)"));
+    labelled(out, "ratio", &ratio);
+    let saved = s.uncompressed - s.after_dedup;
+    let dedup = format!("{} ({})", human(saved), percent(saved, s.uncompressed));
+    labelled(out, "dedup saved", &dedup);
+}
+
+/// The top-level items, largest first.
+fn items_text(r: &Report, paint: Paint, out: &mut String) {
+    use std::fmt::Write;
+    if r.items.is_empty() {
+        return;
+    }
+    let title = format!("{}, largest first", plural(r.items.len() as u64, "top-level item"));
+    let _ = writeln!(out, "\n{}", paint.bold(&title));
+    let columns = format!("  {:>10}  {:>7}  {:>7}  ITEM", "SIZE", "SHARE", "FILES");
+    let _ = writeln!(out, "{}", paint.bold(&columns));
+    for i in &r.items {
+        let _ = writeln!(
+            out,
+            "  {:>10}  {:>7}  {:>7}  {}",
+            human(i.size),
+            percent(i.size, r.sizes.uncompressed),
+            i.files,
+            i.path
+        );
+    }
+}

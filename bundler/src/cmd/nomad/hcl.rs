@@ -1,0 +1,138 @@
+//! The job specification as HCL text: string literals escaped (with `${`
+//! and `%{` kept literal), attributes aligned as `nomad fmt` writes them.
+
+use std::path::Path;
+
+use super::{Job, KILL_SIGNAL, KILL_TIMEOUT};
+
+/// An HCL string literal: escapes, and `${`/`%{` kept literal.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '$' | '%' if chars.peek() == Some(&'{') => {
+                out.push(c);
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Attributes aligned on `=`, as `nomad fmt` writes them.
+fn attributes(out: &mut String, indent: usize, attrs: &[(&str, String)]) {
+    let width = attrs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in attrs {
+        out.push_str(&format!("{:indent$}{k:width$} = {v}\n", ""));
+    }
+}
+
+/// The job specification.
+pub fn render(job: &Job, file: &Path) -> String {
+    let mut o = String::new();
+    let name = quote(&job.name);
+    o.push_str(&format!(
+        "# Runs {} ({}) with Nomad's exec driver.\n# Written by tote {}: nomad job run <this file>\n",
+        file.display(),
+        job.checksum,
+        env!("CARGO_PKG_VERSION")
+    ));
+    o.push_str(&format!("job {name} {{\n"));
+    attributes(
+        &mut o,
+        2,
+        &[("datacenters", list(&job.datacenters)), ("type", quote("service"))],
+    );
+    o.push_str(&format!("\n  group {name} {{\n"));
+    if !job.ports.is_empty() {
+        o.push_str("    network {\n");
+        for (label, port) in &job.ports {
+            match port {
+                Some(p) => o.push_str(&format!(
+                    "      port {} {{\n        static = {p}\n      }}\n",
+                    quote(label)
+                )),
+                None => o.push_str(&format!("      port {} {{}}\n", quote(label))),
+            }
+        }
+        o.push_str("    }\n\n");
+    }
+    o.push_str(&format!("    task {name} {{\n      driver = \"exec\"\n\n"));
+    o.push_str("      # Downloaded into the task's local/ directory; the checksum is\n");
+    o.push_str("      # verified before the task starts.\n");
+    o.push_str("      artifact {\n");
+    let destination = format!("local/{}", job.file_name);
+    attributes(
+        &mut o,
+        8,
+        &[
+            ("source", quote(&job.source)),
+            ("destination", quote(&destination)),
+            ("mode", quote("file")),
+        ],
+    );
+    o.push_str("\n        options {\n");
+    let mut options = vec![("checksum", quote(&job.checksum))];
+    options.extend(job.options.iter().map(|(k, v)| (k.as_str(), quote(v))));
+    attributes(&mut o, 10, &options);
+    o.push_str("        }\n      }\n\n");
+    o.push_str("      config {\n");
+    let mut config = vec![("command", quote(&destination))];
+    if !job.args.is_empty() {
+        config.push(("args", list(&job.args)));
+    }
+    attributes(&mut o, 8, &config);
+    o.push_str("      }\n\n");
+    if !job.env.is_empty() {
+        o.push_str("      env {\n");
+        let env: Vec<(&str, String)> = job.env.iter().map(|(k, v)| (k.as_str(), quote(v))).collect();
+        attributes(&mut o, 8, &env);
+        o.push_str("      }\n\n");
+    }
+    o.push_str("      # The bundle is PID 1 of the task: it passes kill_signal on to the\n");
+    o.push_str("      # program and exits with its status. A program still running after\n");
+    o.push_str("      # kill_timeout is killed with SIGKILL, with everything it started.\n");
+    attributes(
+        &mut o,
+        6,
+        &[
+            ("kill_signal", quote(KILL_SIGNAL)),
+            ("kill_timeout", quote(KILL_TIMEOUT)),
+        ],
+    );
+    o.push_str("\n      resources {\n");
+    attributes(
+        &mut o,
+        8,
+        &[("cpu", job.cpu.to_string()), ("memory", job.memory.to_string())],
+    );
+    o.push_str("      }\n    }\n  }\n}\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_templates_literal() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quote("${HOME} %{if} $x 100%"), r#""$${HOME} %%{if} $x 100%""#);
+        assert_eq!(quote("l1\nl2\t\u{1}"), r#""l1\nl2\t\u0001""#);
+    }
+}

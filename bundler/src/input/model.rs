@@ -1,0 +1,31 @@
+//! What every input kind produces and the rest of the bundler sees: a tree
+//! of files and the launch metadata (one model for every kind of input; see
+//! `tote_format::Meta`).
+
+use tote_format::{Mode, MountSpec};
+
+use super::tree::Tree;
+
+pub struct Input {
+    pub tree: Tree,
+    pub launch: Launch,
+    /// What was bundled, for the summary line: `closure: 3 store paths`.
+    pub summary: String,
+    /// Staging directories the tree's files live in until packing is done.
+    pub staging: Option<tempfile::TempDir>,
+}
+
+/// What the bundle runs and where its files appear (the metadata's launch
+/// fields; see `tote_format::Meta`).
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    pub name: String,
+    pub entrypoint: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    pub cmd: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub workdir: Vec<u8>,
+    pub root: Vec<u8>,
+    pub mounts: Vec<MountSpec>,
+    pub mode: Mode,
+}

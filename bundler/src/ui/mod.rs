@@ -1,0 +1,50 @@
+//! What tote shows a person: progress while it works, colour on a terminal,
+//! sizes in human units, and reports printed as text or JSON.
+
+pub mod progress;
+pub mod style;
+
+use anyhow::Result;
+
+pub use style::Paint;
+
+/// Text for stdout: a reader that went away (`| head`) is not an error.
+pub fn print(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+    match write(&mut std::io::stdout().lock()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("writing to stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// A report on stdout: pretty JSON with `--json`, else text (coloured on a
+/// terminal).
+pub fn report(
+    json: bool,
+    as_json: impl FnOnce() -> serde_json::Value,
+    as_text: impl FnOnce(Paint) -> String,
+) -> Result<()> {
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&as_json())?;
+        s.push('\n');
+        s
+    } else {
+        as_text(Paint::stdout())
+    };
+    print(|w| w.write_all(text.as_bytes()))
+}
+
+/// `1.6 MiB`.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
