@@ -1,5 +1,6 @@
 //! End-to-end tests: real Nix closures, real namespaces, real kernels.
-//! Run as root (the test script sets the machine up); see README "Tests".
+//! Run as root: `sudo scripts/test` installs what they need and runs them
+//! (README, "Set up on a fresh Debian 12 machine").
 
 mod support;
 

@@ -65,7 +65,7 @@ pub struct Args {
               clap::builder::PossibleValuesParser::new(["extract", "mount", "auto"]),
               |m: String| tote_format::Mode::parse(&m).unwrap_or_default()))]
     pub mode: tote_format::Mode,
-    /// Uncompressed size of a data block, in KiB [default: 128 where the
+    /// Uncompressed size of a data block, in KiB [default: 64 where the
     /// bundle may be mounted, else 8192].
     #[arg(long, value_name = "KIB", hide = true, value_parser = clap::value_parser!(u32).range(16..=16384))]
     pub block_kib: Option<u32>,
