@@ -54,11 +54,12 @@ mod tests {
         super::check(super::EMBEDDED).unwrap();
     }
 
-    /// The stub is prepended to every bundle: 1.3 MiB at most. (It was
-    /// 1.25 MiB before mount mode's FUSE server added 27 KB.)
+    /// The stub is prepended to every bundle: 1.35 MiB at most. (It was
+    /// 1.25 MiB before mount mode's FUSE server added 27 KB, 1.3 MiB before
+    /// launching without namespaces added 30 KB.)
     #[test]
     fn embedded_stub_fits_its_size_budget() {
-        let budget = 13 * 1024 * 1024 / 10;
+        let budget = 135 * 1024 * 1024 / 100;
         assert!(
             super::EMBEDDED.len() <= budget,
             "stub is {} bytes, budget {budget}",

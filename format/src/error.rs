@@ -5,8 +5,8 @@ use thiserror::Error;
 pub enum FormatError {
     #[error("not a tote bundle, or truncated (no tote trailer at the end of the file)")]
     NotABundle,
-    #[error("bundle format version {found} is not supported (this build reads version {supported})")]
-    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("bundle format version {found} is not supported (this build reads versions {oldest} to {newest})")]
+    UnsupportedVersion { found: u32, oldest: u32, newest: u32 },
     #[error("truncated {what}: need {need} bytes, have {have}")]
     Truncated { what: &'static str, need: u64, have: u64 },
     #[error("corrupt trailer: {0}")]

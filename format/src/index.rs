@@ -41,6 +41,9 @@ pub struct Index {
     pub blocks: Vec<BlockRef>,
     /// Sorted by path (bytewise), unique; every parent is a `Dir` entry.
     pub entries: Vec<Entry>,
+    /// Stream offsets of every store reference (see [`crate::refs`]), strictly
+    /// increasing; only in a store bundle (version 4).
+    pub refs: Vec<u64>,
 }
 
 impl Index {
@@ -82,11 +85,19 @@ impl Index {
         first..last
     }
 
-    /// Decode and validate the uncompressed index.
+    /// The store references inside stream bytes `from..to`: a range of
+    /// [`Index::refs`].
+    pub fn refs_in(&self, from: u64, to: u64) -> &[u64] {
+        let lo = self.refs.partition_point(|&r| r < from);
+        let hi = self.refs.partition_point(|&r| r < to);
+        &self.refs[lo..hi]
+    }
+
+    /// Decode and validate the uncompressed index of format `version`.
     ///
     /// `data_len` is the size of the data section given by the trailer; the
     /// blocks must tile it exactly.
-    pub fn decode(raw: &[u8], data_len: u64) -> Result<Index, FormatError> {
+    pub fn decode(raw: &[u8], data_len: u64, version: u32) -> Result<Index, FormatError> {
         let bad = |m: String| FormatError::Index(m);
         let mut r = Reader::new(raw, "index");
 
@@ -170,10 +181,15 @@ impl Index {
                 kind,
             });
         }
+        let refs = if version >= 4 {
+            decode_refs(&mut r, stream_len)?
+        } else {
+            Vec::new()
+        };
         if r.remaining() != 0 {
             return Err(bad(format!("{} unexpected trailing bytes", r.remaining())));
         }
-        Ok(Index { blocks, entries })
+        Ok(Index { blocks, entries, refs })
     }
 
     #[cfg(feature = "write")]
@@ -206,8 +222,61 @@ impl Index {
                 EntryKind::Symlink { target } => put_short_blob(&mut out, target),
             }
         }
+        out.extend_from_slice(&(self.refs.len() as u32).to_le_bytes());
+        let mut prev = 0;
+        for (i, &r) in self.refs.iter().enumerate() {
+            put_varint(&mut out, if i == 0 { r } else { r - prev });
+            prev = r;
+        }
         out
     }
+}
+
+/// `u32 count`, then the offsets as LEB128: the first itself, each other as
+/// its distance from the one before (at least 1).
+fn decode_refs(r: &mut Reader<'_>, stream_len: u64) -> Result<Vec<u64>, FormatError> {
+    let n = r.u32()? as usize;
+    let mut refs = Vec::with_capacity(n.min(r.remaining()));
+    let mut at = 0u64;
+    for i in 0..n {
+        let v = varint(r)?;
+        at = if i == 0 {
+            v
+        } else if v == 0 {
+            return Err(FormatError::Index("store references out of order".into()));
+        } else {
+            at.checked_add(v)
+                .ok_or_else(|| FormatError::Index("a store reference lies outside the data stream".into()))?
+        };
+        if at >= stream_len {
+            return Err(FormatError::Index(
+                "a store reference lies outside the data stream".into(),
+            ));
+        }
+        refs.push(at);
+    }
+    Ok(refs)
+}
+
+fn varint(r: &mut Reader<'_>) -> Result<u64, FormatError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = r.u8()?;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(FormatError::Index("a varint is too long".into()))
+}
+
+#[cfg(feature = "write")]
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// `a/b/c`: no empty, `.` or `..` components, no NUL, not absolute.
@@ -333,20 +402,21 @@ mod tests {
                 file("a/sub/g", 50, 150),
                 file("b", 0, 0),
             ],
+            refs: vec![3, 140, 199],
         }
     }
 
     #[test]
     fn round_trip() {
         let idx = sample();
-        assert_eq!(Index::decode(&idx.encode(), 30).unwrap(), idx);
+        assert_eq!(Index::decode(&idx.encode(), 30, crate::VERSION).unwrap(), idx);
     }
 
     #[test]
     fn every_prefix_is_an_error() {
         let enc = sample().encode();
         for n in 0..enc.len() {
-            assert!(Index::decode(&enc[..n], 30).is_err(), "prefix {n}");
+            assert!(Index::decode(&enc[..n], 30, crate::VERSION).is_err(), "prefix {n}");
         }
     }
 
@@ -365,8 +435,9 @@ mod tests {
         let idx = Index {
             blocks: vec![block(0, 10, 0, 100)],
             entries,
+            refs: vec![],
         };
-        Index::decode(&idx.encode(), 10).is_err()
+        Index::decode(&idx.encode(), 10, crate::VERSION).is_err()
     }
 
     #[test]
@@ -416,7 +487,8 @@ mod tests {
 
     #[test]
     fn stats_are_what_the_index_holds() {
-        let i = sample();
+        let mut i = sample();
+        i.refs.clear(); // references need a store bundle
         let s = i.stats();
         assert_eq!(s.entries, i.entries.len() as u64);
         assert_eq!(s.blocks, i.blocks.len() as u64);
@@ -434,7 +506,31 @@ mod tests {
     #[test]
     fn blocks_must_tile_the_data_section() {
         let enc = sample().encode();
-        assert!(Index::decode(&enc, 29).is_err());
-        assert!(Index::decode(&enc, 31).is_err());
+        assert!(Index::decode(&enc, 29, crate::VERSION).is_err());
+        assert!(Index::decode(&enc, 31, crate::VERSION).is_err());
+    }
+
+    #[test]
+    fn store_references_are_ordered_inside_the_stream() {
+        let mut i = sample();
+        i.refs = vec![0, 1, 127, 128, 199];
+        assert_eq!(Index::decode(&i.encode(), 30, crate::VERSION).unwrap(), i);
+        assert_eq!(i.refs_in(1, 128), [1, 127]);
+        assert_eq!(i.refs_in(199, 500), [199]);
+        assert!(i.refs_in(2, 127).is_empty());
+        for bad in [vec![5, 5], vec![200], vec![u64::MAX]] {
+            i.refs = bad.clone();
+            assert!(Index::decode(&i.encode(), 30, crate::VERSION).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn version_3_indexes_have_no_references() {
+        let mut i = sample();
+        i.refs.clear();
+        let mut enc = i.encode();
+        enc.truncate(enc.len() - 4); // the reference count
+        assert_eq!(Index::decode(&enc, 30, 3).unwrap(), i);
+        assert!(Index::decode(&enc, 30, 4).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! The tote bundle format, version 3: the one definition of its bytes.
+//! The tote bundle format, version 4 (and the version 3 it still reads):
+//! the one definition of its bytes.
 //!
 //! A bundle is `[stub][data blocks][meta][index][trailer]`. `docs/FORMAT.md`
 //! describes every byte; the golden tests in `tests/golden.rs` pin it.
@@ -13,6 +14,7 @@ mod hash;
 mod index;
 mod meta;
 mod reader;
+pub mod refs;
 mod trailer;
 #[cfg(feature = "write")]
 mod writer;
@@ -21,8 +23,8 @@ pub use block::{decode_block, BlockRef};
 pub use error::FormatError;
 pub use hash::{sha256, BundleId, Digest32};
 pub use index::{Entry, EntryKind, Index};
-pub use meta::{Meta, Mode, MountKind, MountSpec, Stats};
-pub use trailer::{Layout, Trailer, MAGIC, TRAILER_LEN, VERSION};
+pub use meta::{Meta, Mode, MountKind, MountSpec, Relocation, Stats, MIN_STORE_DIR};
+pub use trailer::{Layout, Trailer, MAGIC, OLDEST_READABLE, TRAILER_LEN, VERSION};
 #[cfg(feature = "write")]
 pub use writer::{encode_block, Sections};
 

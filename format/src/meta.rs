@@ -100,6 +100,45 @@ impl MountSpec {
     }
 }
 
+/// How a launch can do without namespaces (version 4; version 3 bundles
+/// read as [`Relocation::None`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Relocation {
+    /// Only with the namespaces the mounts need.
+    #[default]
+    None,
+    /// A Nix store bundle (one layer mount, the store directory): the
+    /// index records every store reference in the data stream, which a
+    /// launch without namespaces rewrites to a path of the same length.
+    Store {
+        /// Tree paths of files that hold store references inside
+        /// compressed data (gzip, xz, bzip2, zstd, zip members), which no
+        /// rewrite reaches; sorted. Empty: relocation is clean.
+        unrewritable: Vec<Vec<u8>>,
+    },
+    /// A host ELF program: without namespaces it runs through the bundle's
+    /// own dynamic loader, with the bundle's library directories.
+    Loader {
+        /// The loader's absolute path at launch (the program's PT_INTERP);
+        /// empty for a static program, which runs from the tree as it is.
+        interpreter: Vec<u8>,
+        /// Absolute directories holding the bundle's libraries, in the
+        /// order the loader should search them.
+        library_path: Vec<Vec<u8>>,
+    },
+}
+
+impl Relocation {
+    /// `none`, `store` or `loader`, as `tote inspect` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Relocation::None => "none",
+            Relocation::Store { .. } => "store",
+            Relocation::Loader { .. } => "loader",
+        }
+    }
+}
+
 /// Summary figures, recorded at bundle time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -145,11 +184,14 @@ pub struct Meta {
     pub mounts: Vec<MountSpec>,
     /// Extract, mount, or choose at launch.
     pub mode: Mode,
+    /// How a launch can do without namespaces (version 4).
+    pub relocation: Relocation,
     pub stats: Stats,
 }
 
 impl Meta {
-    pub fn decode(buf: &[u8]) -> Result<Meta, FormatError> {
+    /// Decode metadata of format `version` (3 or 4).
+    pub fn decode(buf: &[u8], version: u32) -> Result<Meta, FormatError> {
         let mut r = Reader::new(buf, "metadata");
         let name = utf8(r.blob()?, "name")?;
         let creator = utf8(r.blob()?, "creator")?;
@@ -178,6 +220,11 @@ impl Meta {
             3 => Mode::Auto,
             m => return Err(FormatError::Meta(format!("unknown mode {m}"))),
         };
+        let relocation = if version >= 4 {
+            decode_relocation(&mut r)?
+        } else {
+            Relocation::None
+        };
         let stats = Stats {
             entries: r.u64()?,
             files: r.u64()?,
@@ -202,10 +249,20 @@ impl Meta {
             root,
             mounts,
             mode,
+            relocation,
             stats,
         };
         meta.validate()?;
         Ok(meta)
+    }
+
+    /// The store directory of a Nix store bundle (`/nix/store`): the
+    /// target of its one layer mount.
+    pub fn store_dir(&self) -> Option<&[u8]> {
+        match (&self.relocation, self.mounts.as_slice()) {
+            (Relocation::Store { .. }, [m]) => Some(&m.target),
+            _ => None,
+        }
     }
 
     /// Does the launch need a namespace (something appears at an absolute
@@ -215,8 +272,27 @@ impl Meta {
     }
 
     /// The summary figures must be the index's: a bundle whose declared
-    /// sizes disagree with its contents is refused.
+    /// sizes disagree with its contents is refused. So must its store
+    /// references: only a store bundle has them, each inside the stream.
     pub fn check_stats(&self, index: &crate::Index) -> Result<(), FormatError> {
+        match self.store_dir() {
+            None if !index.refs.is_empty() => {
+                return Err(FormatError::Meta(
+                    "store references in a bundle that is not a store bundle".into(),
+                ))
+            }
+            Some(dir)
+                if index
+                    .refs
+                    .last()
+                    .is_some_and(|&r| r + dir.len() as u64 > index.stream_len()) =>
+            {
+                return Err(FormatError::Meta(
+                    "a store reference lies outside the data stream".into(),
+                ))
+            }
+            _ => {}
+        }
         let (m, i) = (&self.stats, index.stats());
         if *m == i {
             return Ok(());
@@ -263,6 +339,30 @@ impl Meta {
                 return bad("mount kind does not fit the root");
             }
         }
+        match &self.relocation {
+            Relocation::None => {}
+            Relocation::Store { unrewritable } => {
+                let fits = matches!(self.mounts.as_slice(),
+                    [m] if m.kind == MountKind::Layer && m.target.len() >= MIN_STORE_DIR && is_below(&self.entrypoint, &m.target));
+                if !fits {
+                    return bad("a store relocation needs one layer mount holding the entry point");
+                }
+                if !unrewritable.iter().all(|p| crate::index::is_clean_relative(p))
+                    || unrewritable.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return bad("unrewritable files are not sorted clean paths");
+                }
+            }
+            Relocation::Loader {
+                interpreter,
+                library_path,
+            } => {
+                let interpreter_ok = interpreter.is_empty() || is_clean_absolute(interpreter);
+                if !interpreter_ok || !library_path.iter().all(|d| is_clean_absolute(d)) {
+                    return bad("loader paths are not clean absolute paths");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -274,10 +374,7 @@ impl Meta {
         put_blob(&mut out, self.creator.as_bytes());
         put_blob(&mut out, &self.entrypoint);
         for list in [&self.args, &self.cmd, &self.env] {
-            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-            for a in list {
-                put_blob(&mut out, a);
-            }
+            put_blobs(&mut out, list);
         }
         put_blob(&mut out, &self.workdir);
         put_blob(&mut out, &self.root);
@@ -288,11 +385,52 @@ impl Meta {
             put_blob(&mut out, &m.target);
         }
         out.push(self.mode as u8);
+        match &self.relocation {
+            Relocation::None => out.push(0),
+            Relocation::Store { unrewritable } => {
+                out.push(1);
+                put_blobs(&mut out, unrewritable);
+            }
+            Relocation::Loader {
+                interpreter,
+                library_path,
+            } => {
+                out.push(2);
+                put_blob(&mut out, interpreter);
+                put_blobs(&mut out, library_path);
+            }
+        }
         let s = &self.stats;
         for v in [s.entries, s.files, s.total_size, s.unique_size, s.blocks] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out
+    }
+}
+
+/// The shortest store directory a relocation can replace: `/tmp/` and two
+/// characters.
+pub const MIN_STORE_DIR: usize = 7;
+
+fn decode_relocation(r: &mut Reader<'_>) -> Result<Relocation, FormatError> {
+    Ok(match r.u8()? {
+        0 => Relocation::None,
+        1 => Relocation::Store {
+            unrewritable: blobs(r)?,
+        },
+        2 => Relocation::Loader {
+            interpreter: r.blob()?.to_vec(),
+            library_path: blobs(r)?,
+        },
+        k => return Err(FormatError::Meta(format!("unknown relocation kind {k}"))),
+    })
+}
+
+#[cfg(feature = "write")]
+fn put_blobs(out: &mut Vec<u8>, list: &[Vec<u8>]) {
+    out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+    for a in list {
+        crate::reader::put_blob(out, a);
     }
 }
 
@@ -307,6 +445,11 @@ fn blobs(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, FormatError> {
 
 fn utf8(b: &[u8], what: &str) -> Result<String, FormatError> {
     String::from_utf8(b.to_vec()).map_err(|_| FormatError::Meta(format!("{what} is not UTF-8")))
+}
+
+/// `path` is strictly below the directory `dir`.
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && path.get(dir.len()) == Some(&b'/')
 }
 
 /// `/a/b`: absolute, no empty, `.` or `..` components, no trailing slash.
@@ -333,6 +476,7 @@ mod tests {
             root: Vec::new(),
             mounts: vec![MountSpec::at_own_path(MountKind::Layer, b"/nix/store")],
             mode: Mode::Auto,
+            relocation: Relocation::None,
             stats: Stats {
                 entries: 1,
                 files: 2,
@@ -345,14 +489,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        assert_eq!(Meta::decode(&sample().encode()).unwrap(), sample());
+        assert_eq!(Meta::decode(&sample().encode(), crate::VERSION).unwrap(), sample());
     }
 
     #[test]
     fn every_prefix_is_an_error() {
         let enc = sample().encode();
         for n in 0..enc.len() {
-            assert!(Meta::decode(&enc[..n]).is_err(), "prefix {n}");
+            assert!(Meta::decode(&enc[..n], crate::VERSION).is_err(), "prefix {n}");
         }
     }
 
@@ -361,31 +505,38 @@ mod tests {
         for bad in [&b"relative"[..], b"/a/../b", b"/a//b", b"/a/", b""] {
             let mut m = sample();
             m.entrypoint = bad.to_vec();
-            assert!(Meta::decode(&m.encode()).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Meta::decode(&m.encode(), crate::VERSION).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let mut m = sample();
         m.mounts[0].target = b"/".to_vec();
-        assert!(Meta::decode(&m.encode()).is_err());
+        assert!(Meta::decode(&m.encode(), crate::VERSION).is_err());
     }
 
     #[test]
     fn a_bundle_root_takes_host_mounts_only() {
         let mut m = sample();
         m.root = b"rootfs".to_vec();
-        assert!(Meta::decode(&m.encode()).is_err(), "bundle mount on a bundle root");
+        assert!(
+            Meta::decode(&m.encode(), crate::VERSION).is_err(),
+            "bundle mount on a bundle root"
+        );
         m.mounts = vec![MountSpec {
             kind: MountKind::Host,
             source: b"/etc/resolv.conf".to_vec(),
             target: b"/etc/resolv.conf".to_vec(),
         }];
         m.workdir = b"/srv".to_vec();
-        assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
+        assert_eq!(Meta::decode(&m.encode(), crate::VERSION).unwrap(), m);
         m.mounts[0].source = b"etc/resolv.conf".to_vec();
-        assert!(Meta::decode(&m.encode()).is_err(), "relative host path");
+        assert!(Meta::decode(&m.encode(), crate::VERSION).is_err(), "relative host path");
         let mut m = sample();
         m.workdir = b"/srv".to_vec();
         assert!(
-            Meta::decode(&m.encode()).is_err(),
+            Meta::decode(&m.encode(), crate::VERSION).is_err(),
             "working directory without a bundle root"
         );
     }
@@ -395,15 +546,15 @@ mod tests {
         for mode in [Mode::Extract, Mode::Mount, Mode::Auto] {
             let mut m = sample();
             m.mode = mode;
-            assert_eq!(Meta::decode(&m.encode()).unwrap().mode, mode);
+            assert_eq!(Meta::decode(&m.encode(), crate::VERSION).unwrap().mode, mode);
             assert_eq!(Mode::parse(mode.name()), Some(mode));
         }
         let mut enc = sample().encode();
-        let at = enc.len() - 5 * 8 - 1;
+        let at = enc.len() - 5 * 8 - 2; // mode, then the relocation kind (none)
         assert_eq!(enc[at], Mode::Auto as u8);
         for bad in [0u8, 4, 255] {
             enc[at] = bad;
-            let err = Meta::decode(&enc).unwrap_err().to_string();
+            let err = Meta::decode(&enc, crate::VERSION).unwrap_err().to_string();
             assert!(err.contains(&format!("unknown mode {bad}")), "{err}");
         }
         assert_eq!(Mode::parse("Mount"), None);
@@ -422,7 +573,71 @@ mod tests {
         for bad in [&b"=x"[..], b"NOEQUALS", b"A=\0"] {
             let mut m = sample();
             m.env = vec![bad.to_vec()];
-            assert!(Meta::decode(&m.encode()).is_err(), "{bad:?}");
+            assert!(Meta::decode(&m.encode(), crate::VERSION).is_err(), "{bad:?}");
         }
+    }
+
+    fn store_bundle() -> Meta {
+        Meta {
+            relocation: Relocation::Store {
+                unrewritable: vec![b"nix/store/abc-x/a.gz".to_vec(), b"nix/store/abc-x/b.jar".to_vec()],
+            },
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn relocations_round_trip_and_must_fit_the_bundle() {
+        let m = store_bundle();
+        assert_eq!(Meta::decode(&m.encode(), crate::VERSION).unwrap(), m);
+        assert_eq!(m.store_dir(), Some(&b"/nix/store"[..]));
+        let loader = Meta {
+            relocation: Relocation::Loader {
+                interpreter: b"/lib64/ld-linux-x86-64.so.2".to_vec(),
+                library_path: vec![b"/usr/lib/x86_64-linux-gnu".to_vec()],
+            },
+            mounts: vec![MountSpec::at_own_path(MountKind::Replace, b"/usr")],
+            ..sample()
+        };
+        assert_eq!(Meta::decode(&loader.encode(), crate::VERSION).unwrap(), loader);
+        assert_eq!(loader.store_dir(), None);
+        let refused = |m: Meta| Meta::decode(&m.encode(), crate::VERSION).is_err();
+        let mut m = store_bundle();
+        m.mounts[0].kind = MountKind::Replace;
+        assert!(refused(m), "a store relocation without a layer mount");
+        let mut m = store_bundle();
+        m.entrypoint = b"/opt/x".to_vec();
+        assert!(refused(m), "an entry point outside the store");
+        let mut m = store_bundle();
+        m.mounts = vec![MountSpec::at_own_path(MountKind::Layer, b"/n/s")];
+        m.entrypoint = b"/n/s/abc/x".to_vec();
+        assert!(refused(m), "a store directory too short to replace");
+        let mut m = store_bundle();
+        m.relocation = Relocation::Store {
+            unrewritable: vec![b"b".to_vec(), b"a".to_vec()],
+        };
+        assert!(refused(m), "unsorted");
+        let mut m = loader.clone();
+        m.relocation = Relocation::Loader {
+            interpreter: b"lib64/ld.so".to_vec(),
+            library_path: vec![],
+        };
+        assert!(refused(m), "a relative loader");
+        let mut enc = store_bundle().encode();
+        let at = sample().encode().len() - 5 * 8 - 1; // the same fields come before it
+        assert_eq!(enc[at], 1);
+        enc[at] = 7;
+        let err = Meta::decode(&enc, crate::VERSION).unwrap_err().to_string();
+        assert!(err.contains("unknown relocation kind 7"), "{err}");
+    }
+
+    #[test]
+    fn version_3_metadata_has_no_relocation() {
+        let mut enc = sample().encode();
+        let at = enc.len() - 5 * 8 - 1;
+        assert_eq!(enc[at], 0, "relocation kind none");
+        enc.remove(at);
+        assert_eq!(Meta::decode(&enc, 3).unwrap(), sample());
+        assert!(Meta::decode(&enc, 4).is_err());
     }
 }

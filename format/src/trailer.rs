@@ -6,8 +6,11 @@ use crate::{FormatError, MAX_INDEX_RAW, MAX_META_LEN};
 
 /// The last 8 bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"TOTEBNDL";
-/// The format version this crate reads and writes.
-pub const VERSION: u32 = 3;
+/// The format version this crate writes.
+pub const VERSION: u32 = 4;
+/// The oldest version it still reads (`tote inspect` and friends read the
+/// bundles users keep in object storage).
+pub const OLDEST_READABLE: u32 = 3;
 /// Size of the trailer in bytes.
 pub const TRAILER_LEN: usize = 144;
 
@@ -31,6 +34,8 @@ pub struct Trailer {
 pub struct Layout {
     pub trailer: Trailer,
     pub file_len: u64,
+    /// The bundle's format version.
+    pub version: u32,
 }
 
 impl Trailer {
@@ -76,10 +81,11 @@ impl Trailer {
             return Err(FormatError::NotABundle);
         }
         let version = u32::from_le_bytes([end[4], end[5], end[6], end[7]]);
-        if version != VERSION {
+        if !(OLDEST_READABLE..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 found: version,
-                supported: VERSION,
+                oldest: OLDEST_READABLE,
+                newest: VERSION,
             });
         }
         let trailer_len = u32::from_le_bytes([end[0], end[1], end[2], end[3]]);
@@ -109,7 +115,11 @@ impl Trailer {
             index_hash: Digest32(r.array()?),
         };
         t.check_layout(file_len)?;
-        Ok(Layout { trailer: t, file_len })
+        Ok(Layout {
+            trailer: t,
+            file_len,
+            version,
+        })
     }
 
     fn check_layout(&self, file_len: u64) -> Result<(), FormatError> {
@@ -169,7 +179,7 @@ impl Layout {
                 what: "metadata".into(),
             });
         }
-        crate::Meta::decode(bytes)
+        crate::Meta::decode(bytes, self.version)
     }
 
     /// Verify, decompress and decode the index of `file` (the whole bundle).
@@ -194,7 +204,7 @@ impl Layout {
                 raw.len()
             )));
         }
-        crate::Index::decode(&raw, t.meta_offset - t.data_offset)
+        crate::Index::decode(&raw, t.meta_offset - t.data_offset, self.version)
     }
 
     fn slice<'a>(&self, file: &'a [u8], off: u64, len: u64, what: &'static str) -> Result<&'a [u8], FormatError> {
@@ -257,6 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn older_readable_versions_decode_and_older_ones_are_named() {
+        let mut enc = sample(1000).encode();
+        enc[132..136].copy_from_slice(&3u32.to_le_bytes());
+        let check = check_of(&enc);
+        enc[CHECK_AT..CHECK_AT + 16].copy_from_slice(&check);
+        assert_eq!(Trailer::decode(&enc, 1000).unwrap().version, 3);
+        enc[132..136].copy_from_slice(&2u32.to_le_bytes());
+        let err = Trailer::decode(&enc, 1000).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "bundle format version 2 is not supported (this build reads versions 3 to 4)"
+        );
+    }
+
+    #[test]
     fn future_version_is_named() {
         let mut enc = sample(1000).encode();
         enc[132..136].copy_from_slice(&7u32.to_le_bytes());
@@ -264,7 +289,8 @@ mod tests {
             Trailer::decode(&enc, 1000),
             Err(FormatError::UnsupportedVersion {
                 found: 7,
-                supported: VERSION
+                oldest: OLDEST_READABLE,
+                newest: VERSION
             })
         );
     }

@@ -1,8 +1,10 @@
-//! Golden tests: `tests/golden/v3.hex` is a complete version 3 payload
+//! Golden tests: `tests/golden/v4.hex` is a complete version 4 payload
 //! (data blocks, metadata, index, trailer; no stub, so the data section
 //! starts at offset 0). docs/FORMAT.md describes these exact bytes.
+//! `tests/golden/v3.hex`, the version 3 golden file, is frozen: readers
+//! must keep decoding it.
 //!
-//! Regenerate (only for a deliberate format change, which also bumps the
+//! Regenerate v4 (only for a deliberate format change, which also bumps the
 //! version, or a zstd upgrade that changes compressed bytes) with
 //! `TOTE_UPDATE_GOLDEN=1 cargo test -p tote-format --features write --test golden`.
 
@@ -10,17 +12,30 @@
 
 use tote_format::*;
 
-const GOLDEN: &str = "tests/golden/v3.hex";
+const GOLDEN: &str = "tests/golden/v4.hex";
+const GOLDEN_V3: &str = "tests/golden/v3.hex";
+
+/// The hash part of the store path in the golden bundle.
+const H: &str = "00000000000000000000000000000000";
 
 fn hello_hash() -> Digest32 {
     sha256(b"hello, tote\n")
 }
 
+fn run_script() -> Vec<u8> {
+    format!("#!/nix/store/{H}-sh/bin/sh\necho hi\n").into_bytes()
+}
+
+fn store(rel: &str) -> Vec<u8> {
+    format!("nix/store/{H}-demo{rel}").into_bytes()
+}
+
 /// The payload the golden file was made from.
 fn build() -> Vec<u8> {
     let hello = b"hello, tote\n";
-    let run = b"#!/bin/sh\necho hi\n";
-    let stream = [&hello[..], &run[..]].concat();
+    let run = run_script();
+    let gz = b"\x1f\x8b(compressed)";
+    let stream = [&hello[..], &run[..], &gz[..]].concat();
     let (block, hash) = encode_block(&stream, 3).unwrap();
     let blocks = vec![BlockRef {
         offset: 0,
@@ -29,8 +44,8 @@ fn build() -> Vec<u8> {
         rlen: stream.len() as u32,
         hash,
     }];
-    let file = |path: &str, executable, size, offset, hash| Entry {
-        path: path.into(),
+    let file = |path: Vec<u8>, executable, size, offset, hash| Entry {
+        path,
         kind: EntryKind::File {
             executable,
             size,
@@ -38,46 +53,55 @@ fn build() -> Vec<u8> {
             hash,
         },
     };
+    let dir = |path: &[u8]| Entry {
+        path: path.to_vec(),
+        kind: EntryKind::Dir,
+    };
+    let (run_at, gz_at) = (hello.len() as u64, (hello.len() + run.len()) as u64);
     let entries = vec![
+        dir(b"nix"),
+        dir(b"nix/store"),
+        dir(&store("")),
+        file(store("/doc.gz"), false, gz.len() as u64, gz_at, sha256(gz)),
+        file(store("/dup.txt"), false, 12, 0, hello_hash()),
+        file(store("/empty"), false, 0, 0, sha256(b"")),
+        file(store("/hello.txt"), false, 12, 0, hello_hash()),
         Entry {
-            path: b"opt".to_vec(),
-            kind: EntryKind::Dir,
-        },
-        Entry {
-            path: b"opt/demo".to_vec(),
-            kind: EntryKind::Dir,
-        },
-        file("opt/demo/dup.txt", false, 12, 0, hello_hash()),
-        file("opt/demo/empty", false, 0, 0, sha256(b"")),
-        file("opt/demo/hello.txt", false, 12, 0, hello_hash()),
-        Entry {
-            path: b"opt/demo/link".to_vec(),
+            path: store("/link"),
             kind: EntryKind::Symlink {
                 target: b"hello.txt".to_vec(),
             },
         },
-        file("opt/demo/run", true, 18, 12, sha256(run)),
+        file(store("/run"), true, run.len() as u64, run_at, sha256(&run)),
     ];
     let meta = Meta {
         name: "run".into(),
         creator: "tote golden".into(),
-        entrypoint: b"/opt/demo/run".to_vec(),
+        entrypoint: format!("/nix/store/{H}-demo/run").into_bytes(),
         args: vec![b"--golden".to_vec()],
         cmd: vec![b"default".to_vec()],
         env: vec![b"GOLDEN=1".to_vec()],
         workdir: Vec::new(),
         root: Vec::new(),
-        mounts: vec![MountSpec::at_own_path(MountKind::Replace, b"/opt")],
+        mounts: vec![MountSpec::at_own_path(MountKind::Layer, b"/nix/store")],
         mode: Mode::Mount,
+        relocation: Relocation::Store {
+            unrewritable: vec![store("/doc.gz")],
+        },
         stats: Stats {
-            entries: 7,
-            files: 4,
-            total_size: 42,
-            unique_size: 30,
+            entries: 9,
+            files: 5,
+            total_size: 12 * 2 + run.len() as u64 + gz.len() as u64,
+            unique_size: stream.len() as u64,
             blocks: 1,
         },
     };
-    let index = Index { blocks, entries };
+    // The one store reference: `/nix/store/` in the #! line of `run`.
+    let index = Index {
+        blocks,
+        entries,
+        refs: vec![run_at + 2],
+    };
     let s = Sections::encode(&meta, &index, 0, 3).unwrap();
     [block, s.meta, s.index, s.trailer.encode().to_vec()].concat()
 }
@@ -93,7 +117,11 @@ fn golden() -> Vec<u8> {
             .collect();
         std::fs::write(GOLDEN, hex).unwrap();
     }
-    let text = std::fs::read_to_string(GOLDEN).unwrap();
+    read_hex(GOLDEN)
+}
+
+fn read_hex(path: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).unwrap();
     let hex: String = text.split_whitespace().collect();
     (0..hex.len())
         .step_by(2)
@@ -105,15 +133,32 @@ fn tail(b: &[u8]) -> &[u8] {
     &b[b.len().saturating_sub(TRAILER_LEN)..]
 }
 
+/// Decode every section and every block of `b`.
+fn decode_all(b: &[u8]) -> Result<(Meta, Index, Vec<u8>), FormatError> {
+    let l = Trailer::decode(tail(b), b.len() as u64)?;
+    let meta = l.meta(b)?;
+    let index = l.index(b)?;
+    meta.check_stats(&index)?;
+    let data = l.data(b)?;
+    let mut stream = Vec::new();
+    for (n, blk) in index.blocks.iter().enumerate() {
+        let mut raw = vec![0u8; blk.rlen as usize];
+        decode_block(blk.frame(data), blk, n as u32, &mut raw)?;
+        stream.extend_from_slice(&raw);
+    }
+    Ok((meta, index, stream))
+}
+
 #[test]
 fn golden_decodes_to_known_values() {
     let g = golden();
     let layout = Trailer::decode(tail(&g), g.len() as u64).unwrap();
     let t = &layout.trailer;
+    assert_eq!(layout.version, 4);
     assert_eq!(&g[g.len() - 8..], b"TOTEBNDL");
     assert_eq!(t.data_offset, 0);
-    let meta = layout.meta(&g).unwrap();
-    assert_eq!(meta.entrypoint, b"/opt/demo/run");
+    let (meta, index, stream) = decode_all(&g).unwrap();
+    assert_eq!(meta.entrypoint, format!("/nix/store/{H}-demo/run").into_bytes());
     assert_eq!(meta.args, vec![b"--golden".to_vec()]);
     assert_eq!(meta.cmd, vec![b"default".to_vec()]);
     assert_eq!(meta.env, vec![b"GOLDEN=1".to_vec()]);
@@ -121,39 +166,30 @@ fn golden_decodes_to_known_values() {
     assert_eq!(
         meta.mounts,
         vec![MountSpec {
-            kind: MountKind::Replace,
-            source: b"opt".to_vec(),
-            target: b"/opt".to_vec()
+            kind: MountKind::Layer,
+            source: b"nix/store".to_vec(),
+            target: b"/nix/store".to_vec()
         }]
     );
     assert_eq!(meta.mode, Mode::Mount);
-    assert_eq!(meta.stats.unique_size, 30);
-    let index = layout.index(&g).unwrap();
-    let paths: Vec<&[u8]> = index.entries.iter().map(|e| e.path.as_slice()).collect();
     assert_eq!(
-        paths,
-        [
-            &b"opt"[..],
-            b"opt/demo",
-            b"opt/demo/dup.txt",
-            b"opt/demo/empty",
-            b"opt/demo/hello.txt",
-            b"opt/demo/link",
-            b"opt/demo/run"
-        ]
-    );
-    assert_eq!(
-        index.entries[5].kind,
-        EntryKind::Symlink {
-            target: b"hello.txt".to_vec()
+        meta.relocation,
+        Relocation::Store {
+            unrewritable: vec![store("/doc.gz")]
         }
     );
-    let data = layout.data(&g).unwrap();
-    let b = index.blocks[0];
-    let mut raw = vec![0u8; b.rlen as usize];
-    decode_block(&data[..b.clen as usize], &b, 0, &mut raw).unwrap();
-    assert_eq!(raw, b"hello, tote\n#!/bin/sh\necho hi\n");
-    match &index.entries[6].kind {
+    assert_eq!(meta.store_dir(), Some(&b"/nix/store"[..]));
+    let paths: Vec<&[u8]> = index.entries.iter().map(|e| e.path.as_slice()).collect();
+    assert_eq!(paths.len(), 9);
+    assert_eq!(paths[8], store("/run"));
+    // The references the index records are exactly those the rule finds.
+    let found: Vec<u64> = refs::find(&stream, b"/nix/store")
+        .into_iter()
+        .map(|r| r as u64)
+        .collect();
+    assert_eq!(index.refs, found);
+    assert_eq!(&stream[index.refs[0] as usize..][..11], b"/nix/store/");
+    match &index.entries[8].kind {
         EntryKind::File {
             executable,
             size,
@@ -161,11 +197,8 @@ fn golden_decodes_to_known_values() {
             hash,
         } => {
             assert!(executable);
-            assert_eq!(
-                &raw[*offset as usize..(*offset + *size) as usize],
-                b"#!/bin/sh\necho hi\n"
-            );
-            assert_eq!(*hash, sha256(b"#!/bin/sh\necho hi\n"));
+            assert_eq!(&stream[*offset as usize..(*offset + *size) as usize], run_script());
+            assert_eq!(*hash, sha256(&run_script()));
         }
         other => panic!("{other:?}"),
     }
@@ -180,6 +213,21 @@ fn golden_decodes_to_known_values() {
 }
 
 #[test]
+fn version_3_golden_still_decodes() {
+    let g = read_hex(GOLDEN_V3);
+    let layout = Trailer::decode(tail(&g), g.len() as u64).unwrap();
+    assert_eq!(layout.version, 3);
+    let (meta, index, stream) = decode_all(&g).unwrap();
+    assert_eq!(meta.entrypoint, b"/opt/demo/run");
+    assert_eq!(meta.mounts, vec![MountSpec::at_own_path(MountKind::Replace, b"/opt")]);
+    assert_eq!(meta.mode, Mode::Mount);
+    assert_eq!(meta.relocation, Relocation::None);
+    assert!(index.refs.is_empty());
+    assert_eq!(index.entries.len(), 7);
+    assert_eq!(stream, b"hello, tote\n#!/bin/sh\necho hi\n");
+}
+
+#[test]
 fn encoder_reproduces_the_golden_bytes() {
     assert!(
         build() == golden(),
@@ -189,35 +237,20 @@ fn encoder_reproduces_the_golden_bytes() {
 
 #[test]
 fn every_truncation_is_an_error() {
-    let g = golden();
-    for n in 0..g.len() {
-        let cut = &g[..n];
-        let ok = Trailer::decode(tail(cut), n as u64).and_then(|l| l.meta(cut).and(l.index(cut)));
-        assert!(ok.is_err(), "prefix of {n} bytes accepted");
+    for g in [golden(), read_hex(GOLDEN_V3)] {
+        for n in 0..g.len() {
+            assert!(decode_all(&g[..n]).is_err(), "prefix of {n} bytes accepted");
+        }
     }
 }
 
 #[test]
 fn every_byte_flip_is_detected() {
-    let g = golden();
-    for i in 0..g.len() {
-        let mut b = g.clone();
-        b[i] ^= 0x01;
-        let res = Trailer::decode(tail(&b), b.len() as u64).and_then(|l| {
-            l.meta(&b)?;
-            let index = l.index(&b)?;
-            let data = l.data(&b)?;
-            for (n, blk) in index.blocks.iter().enumerate() {
-                let mut raw = vec![0u8; blk.rlen as usize];
-                decode_block(
-                    &data[blk.offset as usize..(blk.offset + u64::from(blk.clen)) as usize],
-                    blk,
-                    n as u32,
-                    &mut raw,
-                )?;
-            }
-            Ok(())
-        });
-        assert!(res.is_err(), "flip at byte {i} went unnoticed");
+    for g in [golden(), read_hex(GOLDEN_V3)] {
+        for i in 0..g.len() {
+            let mut b = g.clone();
+            b[i] ^= 0x01;
+            assert!(decode_all(&b).is_err(), "flip at byte {i} went unnoticed");
+        }
     }
 }

@@ -17,6 +17,13 @@
 //! Every entry gets mtime (and atime) 1, the Nix store's canonical time:
 //! programs compare timestamps between files (CPython's `.pyc` records its
 //! source's mtime), so they must look as they did in the store.
+//!
+//! A relocated extraction ([`Relocate`]) rewrites the store directory of
+//! every store reference the index records, in each decoded block before
+//! its files are written, and in symlink targets: same length, so no offset
+//! moves. Files whose content that changes are published to the object
+//! store under another name than their original content, so the two never
+//! mix.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,6 +41,58 @@ use tote_format::{decode_block, Digest32, Entry, EntryKind, Index};
 
 use crate::error::{describe, Code, Failure, Result};
 use crate::payload::Payload;
+
+/// A relocated extraction: `store_dir` (`/nix/store`) becomes `to` (a
+/// path of the same length, e.g. `/tmp/abcde`) at every reference.
+#[derive(Clone, Copy)]
+pub struct Relocate<'a> {
+    pub store_dir: &'a [u8],
+    pub to: &'a [u8],
+}
+
+impl Relocate<'_> {
+    /// Rewrite the references among `refs` (stream offsets) that fall in
+    /// `buf`, which holds stream bytes from `start`. Each must name the
+    /// store directory (the index was written so): a difference means a
+    /// corrupt bundle.
+    pub fn patch(&self, buf: &mut [u8], start: u64, refs: &[u64]) -> std::result::Result<(), u64> {
+        let n = self.store_dir.len() as u64;
+        let end = start + buf.len() as u64;
+        for &r in refs {
+            for k in r.max(start)..(r + n).min(end) {
+                let (i, j) = ((k - start) as usize, (k - r) as usize);
+                if buf[i] != self.store_dir[j] {
+                    return Err(r);
+                }
+                buf[i] = self.to[j];
+            }
+        }
+        Ok(())
+    }
+
+    /// The references that touch stream bytes `from..to`.
+    pub fn refs_touching<'i>(&self, index: &'i Index, from: u64, to: u64) -> &'i [u64] {
+        index.refs_in(from.saturating_sub(self.store_dir.len() as u64 - 1), to)
+    }
+
+    /// A symlink target as a relocated launch sees it.
+    pub fn target(&self, target: &[u8]) -> Vec<u8> {
+        let mut t = target.to_vec();
+        tote_format::refs::rewrite(&mut t, self.store_dir, self.to);
+        t
+    }
+
+    /// The object-store name of a rewritten content: its own, never the
+    /// original content's.
+    fn object(&self, hash: &Digest32) -> Digest32 {
+        let mut key = b"tote relocated object\0".to_vec();
+        key.extend_from_slice(&hash.0);
+        key.extend_from_slice(self.store_dir);
+        key.push(0);
+        key.extend_from_slice(self.to);
+        tote_format::sha256(&key)
+    }
+}
 
 /// Permission bits of what gets extracted.
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +247,7 @@ struct Target<'a> {
     dest: &'a Path,
     modes: Modes,
     objects: Option<&'a Objects>,
+    relocate: Option<Relocate<'a>>,
 }
 
 impl Target<'_> {
@@ -216,9 +276,20 @@ impl Target<'_> {
         .map_err(|e| self.fail(path, "setting mode of", e))
     }
 
-    fn publish(&self, e: &Entry) {
-        if let (Some(o), EntryKind::File { executable, hash, .. }) = (self.objects, &e.kind) {
-            o.publish(hash, *executable, &self.dir, &e.path);
+    fn publish(&self, index: &Index, e: &Entry) {
+        if let (Some(o), EntryKind::File { executable, .. }) = (self.objects, &e.kind) {
+            o.publish(&self.object_of(index, e), *executable, &self.dir, &e.path);
+        }
+    }
+
+    /// The object-store name of a file's content as written here.
+    fn object_of(&self, index: &Index, e: &Entry) -> Digest32 {
+        let EntryKind::File { size, offset, hash, .. } = &e.kind else {
+            return Digest32::default();
+        };
+        match self.relocate {
+            Some(r) if !r.refs_touching(index, *offset, offset + size).is_empty() => r.object(hash),
+            _ => *hash,
         }
     }
 }
@@ -232,8 +303,9 @@ pub fn extract(
     modes: Modes,
     threads: usize,
     objects: Option<&Objects>,
+    relocate: Option<Relocate<'_>>,
 ) -> Result<Report> {
-    let r = extract_into(index, payload, dest, modes, threads, objects);
+    let r = extract_into(index, payload, dest, modes, threads, objects, relocate);
     if r.is_err() {
         if let Some(o) = objects {
             o.unpublish();
@@ -249,12 +321,14 @@ fn extract_into(
     modes: Modes,
     threads: usize,
     objects: Option<&Objects>,
+    relocate: Option<Relocate<'_>>,
 ) -> Result<Report> {
     let t = Target {
         dir: open_dir(dest)?,
         dest,
         modes,
         objects,
+        relocate,
     };
     let mut report = Report::default();
 
@@ -272,6 +346,7 @@ fn extract_into(
                 dirs.push(i as u32);
             }
             EntryKind::Symlink { target } => {
+                let target = relocate.map_or_else(|| target.clone(), |r| r.target(target));
                 nix::unistd::symlinkat(target.as_slice(), &t.dir, path)
                     .map_err(|err| t.fail(path, "creating symlink", err))?;
                 t.set_time(path, UtimensatFlags::NoFollowSymlink)?;
@@ -280,9 +355,9 @@ fn extract_into(
                 executable,
                 size,
                 offset,
-                hash,
+                ..
             } => {
-                if *size > 0 && objects.is_some_and(|o| o.take(hash, *executable, &t.dir, path)) {
+                if *size > 0 && objects.is_some_and(|o| o.take(&t.object_of(index, e), *executable, &t.dir, path)) {
                     report.linked += 1;
                     continue;
                 }
@@ -339,7 +414,7 @@ fn extract_into(
         if let EntryKind::File { executable, .. } = e.kind {
             t.set_time(&e.path, UtimensatFlags::FollowSymlink)?;
             t.chmod(&e.path, modes.of(executable))?;
-            t.publish(e);
+            t.publish(index, e);
         }
     }
     for &i in dirs.iter().rev() {
@@ -364,6 +439,16 @@ fn write_block(
     payload.read_block(block, packed)?;
     buf.resize(block.rlen as usize, 0);
     decode_block(packed, block, b as u32, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))?;
+    if let Some(r) = t.relocate {
+        let end = block.raw_offset + u64::from(block.rlen);
+        r.patch(buf, block.raw_offset, r.refs_touching(index, block.raw_offset, end))
+            .map_err(|at| {
+                Failure::new(
+                    Code::Bundle,
+                    format!("corrupt block {b}: the store reference at stream offset {at} does not name the store directory"),
+                )
+            })?;
+    }
     for p in pieces {
         let e = &index.entries[p.entry as usize];
         let EntryKind::File { executable, size, .. } = e.kind else {
@@ -379,7 +464,7 @@ fn write_block(
                     futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1)
                 })
                 .map_err(|err| t.fail(&e.path, "writing", err))?;
-            t.publish(e);
+            t.publish(index, e);
         } else {
             openat(
                 &t.dir,

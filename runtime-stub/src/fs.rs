@@ -418,7 +418,15 @@ mod tests {
             },
             dir("z"),
         ];
-        (Index { blocks, entries }, data, stream)
+        (
+            Index {
+                blocks,
+                entries,
+                refs: vec![],
+            },
+            data,
+            stream,
+        )
     }
 
     fn path(fs: &Fs<'_>, p: &str) -> Result<u64, FsError> {

@@ -456,6 +456,7 @@ mod tests {
                     },
                 },
             ],
+            refs: vec![],
         };
         Server {
             fs: Fs::new(index, Box::leak(frame.into_boxed_slice()), 1 << 20, |_| {}),

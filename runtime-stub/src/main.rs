@@ -1,9 +1,10 @@
 //! The tote runtime stub. See DESIGN.md, "Launch sequence".
 //!
-//! 1. read the trailer and metadata of `/proc/self/exe`;
-//! 2. choose the cache root;
-//! 3. warm: find the complete entry; cold: extract it atomically;
-//! 4. plan and enter the mount namespace the bundle needs;
+//! 1. read the trailer and metadata of `/proc/self/exe` (here);
+//! 2. choose the cache root (`cache`);
+//! 3. warm: find the complete entry; cold: extract it atomically (`entry`);
+//! 4. plan and enter the namespaces the bundle needs, or launch without
+//!    them where the host refuses them (`launch`, `relocate`);
 //! 5. exec the entry point in place (or supervise it when PID 1).
 
 #![cfg_attr(not(test), no_main)]
@@ -12,14 +13,17 @@
 
 mod cache;
 mod debug;
+mod entry;
 mod error;
 mod extract;
 mod fs;
 mod fuse;
+mod launch;
 mod mount;
 mod par;
 mod payload;
 mod plan;
+mod relocate;
 mod sys;
 mod verify;
 
@@ -31,7 +35,7 @@ use std::path::{Path, PathBuf};
 use debug::Debug;
 use error::{Code, Failure, Result};
 use payload::Payload;
-use tote_format::{Mode, MountKind};
+use tote_format::{Mode, Relocation};
 
 // No std runtime set-up: the stub needs none of it, and on glibc it reads
 // /proc/self/maps to place a main-thread stack guard, on every launch.
@@ -110,48 +114,19 @@ fn run() -> Result<Infallible> {
         std::env::set_var(OsStr::from_bytes(&kv[..eq]), OsStr::from_bytes(&kv[eq + 1..]));
     }
 
-    if mode.wants_mount(meta.stats.total_size) {
-        let warm = mode == Mode::Auto && matches!(cache::lookup(&root, &id, &boot), cache::Lookup::Complete(_));
-        if warm {
-            dbg.step(|| "auto: the cache holds this bundle, extract mode".into());
-        } else {
-            dbg.step(|| format!("{}: mount mode", mode.name()));
-            match mount::launch(&payload, &root, &argv, &dbg) {
-                Ok(never) => match never {},
-                Err(mount::Refusal::Unusable(why)) if mode == Mode::Auto => {
-                    dbg.step(|| format!("auto: mount mode unusable ({why}), extracting"));
-                }
-                Err(mount::Refusal::Unusable(why)) => {
-                    return Err(Failure::new(
-                        Code::Namespace,
-                        format!("mount mode: {why}; TOTE_MODE=extract runs the bundle by extracting it instead"),
-                    ))
-                }
-                Err(mount::Refusal::Failed(f)) => return Err(f),
-            }
-        }
-    }
-
-    let entry = find_or_extract(&payload, &root, &id, &boot, flag("TOTE_VERIFY"), &dbg)?;
-    let tree = entry.tree();
-    let program = if !meta.needs_namespace() {
-        // A relocatable tree: run it from the cache, no namespace.
-        in_tree(&tree, &meta.entrypoint)
-    } else {
-        let cwd = working_dir()?;
-        let scratch = entry.mnt();
-        let req = view(meta, &tree, &scratch, &cwd, uid, gid);
-        let steps = plan::plan(&req, &plan::RealHost);
-        dbg.step(|| format!("planned {} steps", steps.len()));
-        sys::run(&steps, &dbg)?;
-        meta.entrypoint.clone()
-    };
-
-    dbg.step(|| format!("exec {}", String::from_utf8_lossy(&program)));
-    if std::process::id() == 1 {
-        sys::exec_as_init(&program, &argv, &dbg, None);
-    }
-    Err(sys::exec(&program, &argv))
+    launch::launch(&launch::Launch {
+        payload: &payload,
+        root: &root,
+        id: &id,
+        boot: &boot,
+        uid,
+        gid,
+        argv,
+        mode,
+        policy: namespace_policy()?,
+        verify_all: flag("TOTE_VERIFY"),
+        dbg: &dbg,
+    })
 }
 
 /// `TOTE_MODE` if set, else the bundle's mode.
@@ -167,6 +142,19 @@ fn launch_mode(meta: &tote_format::Meta) -> Result<Mode> {
     }
 }
 
+/// `TOTE_NAMESPACE`: `auto` unless set.
+fn namespace_policy() -> Result<launch::Policy> {
+    match var("TOTE_NAMESPACE") {
+        None => Ok(launch::Policy::Auto),
+        Some(v) => v.to_str().and_then(launch::Policy::parse).ok_or_else(|| {
+            Failure::new(
+                Code::Usage,
+                format!("TOTE_NAMESPACE={}: expected never, auto or always", v.to_string_lossy()),
+            )
+        }),
+    }
+}
+
 fn working_dir() -> Result<PathBuf> {
     std::env::current_dir()
         .map_err(|e| Failure::io(Code::Namespace, "reading the working directory", Path::new("."), &e))
@@ -177,44 +165,6 @@ fn in_tree(tree: &Path, path: &[u8]) -> Vec<u8> {
     let mut p = tree.as_os_str().as_bytes().to_vec();
     p.extend_from_slice(path);
     p
-}
-
-/// The launch view of the bundle's tree (extracted, or mounted) at `tree`.
-fn view<'a>(
-    meta: &tote_format::Meta,
-    tree: &Path,
-    scratch: &'a Path,
-    cwd: &'a Path,
-    uid: u32,
-    gid: u32,
-) -> plan::Request<'a> {
-    plan::Request {
-        root: uid == 0,
-        entered: false,
-        staging: None,
-        uid,
-        gid,
-        scratch,
-        base: (!meta.root.is_empty()).then(|| tree.join(plan::path_of(&meta.root))),
-        mounts: meta
-            .mounts
-            .iter()
-            .map(|m| plan::Mount {
-                provide: match m.kind {
-                    MountKind::Layer => plan::Provide::Layer,
-                    MountKind::Replace => plan::Provide::Replace,
-                    MountKind::Host => plan::Provide::Host,
-                },
-                source: match m.kind {
-                    MountKind::Host => plan::path_of(&m.source),
-                    _ => tree.join(plan::path_of(&m.source)),
-                },
-                target: plan::path_of(&m.target),
-            })
-            .collect(),
-        cwd,
-        workdir: (!meta.workdir.is_empty()).then(|| plan::path_of(&meta.workdir)),
-    }
 }
 
 /// CPUs this process may run on. (Not `available_parallelism`: its cgroup
@@ -247,124 +197,6 @@ fn refuse_setuid(exe: &Path) -> Result<()> {
     ))
 }
 
-/// The complete cache entry for the bundle: trusted as it is (warm),
-/// verified first (marked under another boot, or `TOTE_VERIFY=1`), or
-/// extracted now (cold; one launch extracts while concurrent ones wait).
-fn find_or_extract(
-    payload: &Payload,
-    root: &Path,
-    id: &str,
-    boot: &str,
-    verify_all: bool,
-    dbg: &Debug,
-) -> Result<cache::Entry> {
-    let mut lock = None;
-    loop {
-        match cache::lookup(root, id, boot) {
-            cache::Lookup::Complete(e) if !verify_all => {
-                dbg.step(|| format!("warm: {} is complete", e.dir.display()));
-                return Ok(e);
-            }
-            cache::Lookup::Complete(e) | cache::Lookup::OtherBoot(e) => {
-                let index = payload.index()?;
-                let why = if verify_all {
-                    "TOTE_VERIFY"
-                } else {
-                    "marked under another boot"
-                };
-                dbg.step(|| format!("verifying {} ({why})", e.dir.display()));
-                match verify::tree(&index, &e.tree(), extract::Modes::CACHE, threads()) {
-                    Ok(()) => {
-                        cache::mark(&e, boot)?;
-                        dbg.step(|| format!("verified {}", e.dir.display()));
-                        return Ok(e);
-                    }
-                    Err(m) => {
-                        eprintln!(
-                            "tote: cache entry {}: /{} {}; extracting it again",
-                            e.dir.display(),
-                            m.path,
-                            m.what
-                        );
-                        // Its files may be hard links to objects: trust none.
-                        cache::discard(root, &root.join("objects"))?;
-                        cache::discard(root, &e.dir)?;
-                        continue;
-                    }
-                }
-            }
-            cache::Lookup::Missing if lock.is_none() => {
-                lock = Some(cache::lock_entry(root, id, || {
-                    dbg.step(|| "waiting for another launch extracting this bundle".into())
-                })?);
-                continue; // it may be complete now
-            }
-            cache::Lookup::Missing => {}
-        }
-        return cold(payload, root, id, boot, verify_all, dbg);
-    }
-}
-
-/// Extract into a new cache entry (the caller holds the entry's lock).
-fn cold(payload: &Payload, root: &Path, id: &str, boot: &str, verify_all: bool, dbg: &Debug) -> Result<cache::Entry> {
-    dbg.step(|| "cold: no complete cache entry".into());
-    cache::sweep(root, dbg);
-    let stale = root.join(id);
-    if stale.symlink_metadata().is_ok() {
-        dbg.step(|| format!("removing incomplete {}", stale.display()));
-        cache::discard(root, &stale)?;
-    }
-    let index = payload.index()?;
-    dbg.step(|| {
-        format!(
-            "index verified: {} entries, {} blocks",
-            index.entries.len(),
-            index.blocks.len()
-        )
-    });
-    let objects_dir = root.join("objects");
-    let (bytes, inodes) = extract::space_needed(&index);
-    let probe = extract::Objects::probe(&objects_dir, boot);
-    if verify_all || !probe.any {
-        // Everything will be written: refuse now rather than half-way.
-        cache::check_space(root, bytes, inodes)?;
-    }
-    let objects = extract::Objects::open(&objects_dir, boot, !verify_all, &probe)?;
-    let entry = cache::create(root, id, boot, |tree| {
-        let r = extract::extract(&index, payload, tree, extract::Modes::CACHE, threads(), Some(&objects))
-            .map_err(|f| name_bundle(f, &payload.path))
-            .map_err(|f| {
-                if f.is_no_space() {
-                    Failure::new(
-                        Code::Cache,
-                        format!(
-                            "not enough space in {}: extracting this bundle needs up to {} ({}); free space \
-                             there or set TOTE_CACHE_DIR to a larger disk",
-                            root.display(),
-                            cache::human(bytes),
-                            f.message
-                        ),
-                    )
-                } else {
-                    f
-                }
-            })?;
-        dbg.step(|| {
-            format!(
-                "extracted: {} files ({} bytes) written from {} of {} blocks, {} files linked from the object store",
-                r.written,
-                r.bytes,
-                r.blocks,
-                index.blocks.len(),
-                r.linked
-            )
-        });
-        Ok(())
-    })?;
-    dbg.step(|| format!("extracted into {}", entry.dir.display()));
-    Ok(entry)
-}
-
 /// `TOTE_EXTRACT=DIR`: the bundle's tree into DIR (new, or an empty directory).
 fn extract_to(payload: &Payload, dir: &Path, dbg: &Debug) -> Result<()> {
     let usage = |m: &str| Failure::new(Code::Usage, format!("TOTE_EXTRACT={}: {m}", dir.display()));
@@ -385,22 +217,21 @@ fn extract_to(payload: &Payload, dir: &Path, dbg: &Debug) -> Result<()> {
         .unwrap_or_default();
     let staging = cache::Staging::new(parent, &name)?;
     let index = payload.index()?;
-    extract::extract(&index, payload, &staging.dir, extract::Modes::USER, threads(), None)
-        .map_err(|f| name_bundle(f, &payload.path))?;
+    extract::extract(
+        &index,
+        payload,
+        &staging.dir,
+        extract::Modes::USER,
+        threads(),
+        None,
+        None,
+    )
+    .map_err(|f| entry::name_bundle(f, &payload.path))?;
     if !staging.commit(dir)? {
         return Err(usage("the directory was filled by someone else meanwhile"));
     }
     dbg.step(|| format!("extracted {} entries into {}", index.entries.len(), dir.display()));
     Ok(())
-}
-
-/// Corrupt-block failures from extraction get the bundle's path in front.
-fn name_bundle(f: Failure, bundle: &Path) -> Failure {
-    if f.code == Code::Bundle {
-        Failure::new(Code::Bundle, format!("bundle {}: {}", bundle.display(), f.message))
-    } else {
-        f
-    }
 }
 
 fn print_info(p: &Payload) {
@@ -409,7 +240,7 @@ fn print_info(p: &Payload) {
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     println!("name: {}", m.name);
     println!("bundle id: {}", p.id());
-    println!("format version: {}", tote_format::VERSION);
+    println!("format version: {}", p.layout.version);
     println!("creator: {}", m.creator);
     println!("entry point: {}", lossy(&m.entrypoint));
     for a in &m.args {
@@ -436,6 +267,16 @@ fn print_info(p: &Payload) {
         );
     }
     println!("mode: {}", m.mode.name());
+    match &m.relocation {
+        Relocation::None => println!("relocation: none"),
+        Relocation::Store { unrewritable } => {
+            println!("relocation: store ({} files unrewritable)", unrewritable.len());
+            for f in unrewritable {
+                println!("unrewritable: /{}", lossy(f));
+            }
+        }
+        Relocation::Loader { interpreter, .. } => println!("relocation: loader {}", lossy(interpreter)),
+    }
     println!("entries: {} ({} files)", m.stats.entries, m.stats.files);
     println!(
         "content size: {} bytes ({} after deduplication)",

@@ -56,8 +56,16 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
     // FUSE (Nomad's exec driver). It is opened again inside the user
     // namespace: the kernel mounts a connection only there if it was opened there.
     drop(sys::open_fuse().map_err(fuse_unusable)?);
+    // The server needs threads: a seccomp filter that refuses clone3 with
+    // EPERM (glibc falls back to clone only on ENOSYS) leaves none.
+    std::thread::Builder::new()
+        .spawn(|| {})
+        .and_then(|t| t.join().map_err(|_| std::io::Error::other("panicked")))
+        .map_err(|e| Refusal::Unusable(format!("threads cannot be created ({e})")))?;
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
+    // Now: joining the namespaces moves this process to their root.
+    let cwd = crate::working_dir()?;
     let index = payload.index()?;
     let file = sys::map_file(&payload.path)?;
     let t = &payload.layout.trailer;
@@ -71,32 +79,33 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
         Err(e) => return Err(Failure::io(Code::Cache, "creating", &staging, &e).into()),
     }
 
-    let enter: Vec<plan::Step> = if uid == 0 {
-        vec![plan::Step::Unshare { user: false }, plan::Step::MakePrivate]
-    } else {
-        vec![
-            plan::Step::Unshare { user: true },
-            plan::Step::MapIds { uid, gid },
-            plan::Step::MakePrivate,
-        ]
-    };
-    // Refused namespaces or mounts: extraction may still run (a relocatable
-    // tree needs neither).
-    let tmpfs = plan::Step::MountTmpfs {
-        target: staging.clone(),
-    };
-    sys::run(&enter, dbg)
-        .and_then(|()| sys::run(&[tmpfs], dbg))
-        .map_err(|f| Refusal::Unusable(f.message))?;
-    let fuse_fd = sys::open_fuse().map_err(fuse_unusable)?;
+    // Namespaces, a tmpfs for the staging directory, the FUSE mount: made
+    // by the helper, so that a refusal at any step leaves this process as
+    // it was (`auto` then extracts, or launches without namespaces).
+    let privileged = sys::has_cap_sys_admin();
     let (tree, scratch) = (staging.join("fs"), staging.join("scratch"));
-    for d in [&tree, &scratch] {
-        std::fs::create_dir(d).map_err(|e| Failure::io(Code::Namespace, "creating", d, &e))?;
+    let mut steps = vec![plan::Step::Unshare { user: !privileged }];
+    if !privileged {
+        steps.push(plan::Step::MapIds { uid, gid });
     }
-    if let Err(e) = sys::mount_fuse(&tree, &fuse_fd, uid, gid) {
-        let _ = sys::run(&[plan::Step::Detach { path: staging }], dbg);
-        return Err(Refusal::Unusable(format!("mounting FUSE: {}", describe(e))));
-    }
+    steps.extend([
+        plan::Step::MakePrivate,
+        plan::Step::MountTmpfs {
+            target: staging.clone(),
+        },
+        plan::Step::Mkdir { path: tree.clone() },
+        plan::Step::Mkdir { path: scratch.clone() },
+        plan::Step::MountFuse {
+            target: tree.clone(),
+            uid,
+            gid,
+        },
+    ]);
+    let entered = sys::enter(&steps, dbg).map_err(|sys::Refused(f)| Refusal::Unusable(f.message))?;
+    let fuse_fd = entered
+        .fuse
+        .ok_or_else(|| Refusal::Unusable("the namespace helper kept no FUSE connection".into()))?;
+    std::env::set_current_dir(&cwd).map_err(|e| Failure::io(Code::Namespace, "returning to", &cwd, &e))?;
     dbg.step(|| format!("FUSE mounted on {}", tree.display()));
 
     let largest = index.blocks.iter().map(|b| b.rlen as usize).max().unwrap_or(0);
@@ -121,11 +130,7 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
         let program = if !meta.needs_namespace() {
             crate::in_tree(&tree, &meta.entrypoint)
         } else {
-            let cwd = match crate::working_dir() {
-                Ok(c) => c,
-                Err(f) => return f,
-            };
-            let mut req = crate::view(meta, &tree, &scratch, &cwd, uid, gid);
+            let mut req = crate::launch::view(meta, &tree, &scratch, &cwd, uid, gid);
             req.entered = true;
             req.staging = Some(&staging);
             let steps = plan::plan(&req, &plan::RealHost);

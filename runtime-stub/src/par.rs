@@ -1,6 +1,7 @@
 //! Jobs numbered `0..n` on several threads, stopping at the first error:
 //! the shape of both extraction (a job per block) and verification (a job
-//! per file).
+//! per file). Where no thread can be created (a seccomp filter that refuses
+//! `clone3` with EPERM), the calling thread does every job.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -33,7 +34,9 @@ pub fn for_each<S, E: Send>(
     };
     std::thread::scope(|s| {
         for _ in 1..threads.min(n).max(1) {
-            s.spawn(worker);
+            if std::thread::Builder::new().spawn_scoped(s, worker).is_err() {
+                break; // the jobs are shared: the threads there are do them all
+            }
         }
         worker();
     });

@@ -86,6 +86,13 @@ pub enum Step {
     EnterRoot {
         path: PathBuf,
     },
+    /// Open `/dev/fuse` inside the namespace and mount the connection at
+    /// `target`, owned by `uid`/`gid` (mount mode; the launcher serves it).
+    MountFuse {
+        target: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
     RemountRootReadOnly,
     /// Lazily unmount `path` and everything below it.
     Detach {
@@ -117,8 +124,9 @@ pub struct Mount {
 }
 
 pub struct Request<'a> {
-    /// Already root (euid 0): mount namespace only.
-    pub root: bool,
+    /// Holds CAP_SYS_ADMIN (root, outside a container): a mount namespace
+    /// only, since a user namespace would drop the host's capabilities.
+    pub privileged: bool,
     /// The namespaces exist already, ids mapped and mounts private (mount
     /// mode made them to mount FUSE): start from the mounts.
     pub entered: bool,
@@ -151,8 +159,8 @@ struct Target<'m> {
 pub fn plan(req: &Request<'_>, host: &dyn Host) -> Vec<Step> {
     let mut steps = Vec::new();
     if !req.entered {
-        steps.push(Step::Unshare { user: !req.root });
-        if !req.root {
+        steps.push(Step::Unshare { user: !req.privileged });
+        if !req.privileged {
             steps.push(Step::MapIds {
                 uid: req.uid,
                 gid: req.gid,
@@ -447,9 +455,9 @@ mod tests {
         }
     }
 
-    fn req<'a>(root: bool, cwd: &'a Path) -> Request<'a> {
+    fn req<'a>(privileged: bool, cwd: &'a Path) -> Request<'a> {
         Request {
-            root,
+            privileged,
             entered: false,
             staging: None,
             uid: 1000,
@@ -555,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn root_skips_the_user_namespace() {
+    fn cap_sys_admin_skips_the_user_namespace() {
         let steps = plan(&req(true, Path::new("/")), &debian());
         assert_eq!(steps[0], Step::Unshare { user: false });
         assert!(!steps.iter().any(|s| matches!(s, Step::MapIds { .. })));

@@ -1,12 +1,19 @@
 //! The only place that makes namespace and mount system calls, maps memory,
 //! forks or execs. Everything here either succeeds or returns a `Failure`
 //! naming the step, the path and the errno.
+//!
+//! Namespaces are built by a helper child ([`enter`]): it makes them, writes
+//! its id maps and carries out every mount of the plan, then hands them
+//! back, and this process joins them only if every step worked. A host
+//! that lets a user namespace be made but refuses what comes next (Ubuntu's
+//! AppArmor restriction, a seccomp filter on mount) thus leaves the launcher
+//! where it was, free to launch without namespaces instead.
 
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
@@ -21,12 +28,266 @@ use crate::debug::Debug;
 use crate::error::{describe, Code, Failure, Result};
 use crate::plan::Step;
 
-/// Carry out the plan's steps in order.
+/// Carry out the plan's steps in order, in this process (which is already
+/// in the namespaces they need: mount mode's PID 1).
 pub fn run(steps: &[Step], dbg: &Debug) -> Result<()> {
     for step in steps {
         run_step(step, dbg)?;
     }
     Ok(())
+}
+
+/// Why the namespaces of a launch could not be made. This process is as it
+/// was: another way to launch may follow.
+#[derive(Debug)]
+pub struct Refused(pub Failure);
+
+/// What [`enter`] left this process holding.
+pub struct Entered {
+    /// The FUSE connection a `MountFuse` step opened.
+    pub fuse: Option<OwnedFd>,
+}
+
+/// Carry out a plan that starts with `Unshare` (and `MapIds`): a helper
+/// child makes the namespaces and carries out every step but the final
+/// `Chdir`s; then this process joins its namespaces and changes directory.
+/// Any failure before the join is `Refused`: nothing here has changed.
+pub fn enter(steps: &[Step], dbg: &Debug) -> std::result::Result<Entered, Refused> {
+    let (user, ids) = match steps {
+        [Step::Unshare { user: true }, Step::MapIds { uid, gid }, ..] => (true, Some((*uid, *gid))),
+        [Step::Unshare { user: false }, ..] => (false, None),
+        _ => {
+            return Err(Refused(Failure::new(
+                Code::Namespace,
+                "the plan does not start by unsharing",
+            )))
+        }
+    };
+    let skip = if user { 2 } else { 1 };
+    let tail = steps
+        .iter()
+        .rposition(|s| !matches!(s, Step::Chdir { .. }))
+        .map_or(skip, |i| i + 1);
+    let (inside, after) = (&steps[skip..tail.max(skip)], &steps[tail.max(skip)..]);
+    let held = build_in_child(user, ids, inside, dbg)?;
+    join(&held, user).map_err(Refused)?;
+    for step in after {
+        run_step(step, dbg).map_err(Refused)?;
+    }
+    Ok(Entered { fuse: held.fuse })
+}
+
+/// Can this process make namespaces and mount in them? Tried by a helper
+/// child, whose namespaces go with it: a cold start asks before it
+/// extracts a tree it may not be able to use.
+pub fn probe(privileged: bool, uid: u32, gid: u32, dbg: &Debug) -> std::result::Result<(), Refused> {
+    let ids = (!privileged).then_some((uid, gid));
+    build_in_child(!privileged, ids, &[Step::MakePrivate], dbg).map(drop)
+}
+
+/// Namespace descriptors (and a FUSE connection) a helper child opened in
+/// the descriptor table it shares with this process.
+struct Held {
+    user: Option<OwnedFd>,
+    mnt: OwnedFd,
+    fuse: Option<OwnedFd>,
+}
+
+/// The helper: `clone` with new namespaces and a shared descriptor table;
+/// the child reports on a pipe, then exits.
+fn build_in_child(
+    user: bool,
+    ids: Option<(u32, u32)>,
+    steps: &[Step],
+    dbg: &Debug,
+) -> std::result::Result<Held, Refused> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Refused(Failure::new(Code::Namespace, format!("pipe: {}", describe(e)))))?;
+    let mut flags = nix::libc::CLONE_NEWNS | nix::libc::CLONE_FILES | nix::libc::SIGCHLD;
+    if user {
+        flags |= nix::libc::CLONE_NEWUSER;
+    }
+    // SAFETY: a fork-like clone (no new stack: the child runs on a copy of
+    // this one). This process is single-threaded here, so the child may run
+    // any code; it never returns from `child`.
+    let pid = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_clone,
+            flags as nix::libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        child(ids, steps, &w, dbg);
+    }
+    if pid < 0 {
+        return Err(Refused(unshare_failure(user, Errno::last())));
+    }
+    let _ = waitpid(Pid::from_raw(pid as i32), None);
+    // The child's descriptors live in the table we share: nothing reaches
+    // EOF on `r` while `w` is open here, so read the one report it wrote.
+    let report = read_report(&r);
+    drop((r, w));
+    report.map_err(Refused)
+}
+
+/// The helper child's work: id maps, every step, then descriptors of its
+/// namespaces for the parent. Reports `Ok` or the failure, and exits.
+fn child(ids: Option<(u32, u32)>, steps: &[Step], w: &OwnedFd, dbg: &Debug) -> ! {
+    let work = || -> Result<[i32; 3]> {
+        if let Some((uid, gid)) = ids {
+            write_proc("/proc/self/setgroups", b"deny")?;
+            write_proc("/proc/self/uid_map", format!("{uid} {uid} 1").as_bytes())?;
+            write_proc("/proc/self/gid_map", format!("{gid} {gid} 1").as_bytes())?;
+            dbg.step(|| format!("MapIds {{ uid: {uid}, gid: {gid} }}"));
+        }
+        let mut fuse = -1;
+        for (i, step) in steps.iter().enumerate() {
+            match step {
+                Step::MountFuse { target, uid, gid } => fuse = mount_fuse_step(target, *uid, *gid)?,
+                _ => run_step(step, dbg).map_err(|f| if i == 0 && ids.is_some() { restricted(f) } else { f })?,
+            }
+        }
+        let open = |p: &str| {
+            nix::fcntl::open(
+                p,
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map(|fd| fd.into_raw_fd())
+            .map_err(|e| Failure::sys(Code::Namespace, "opening", Path::new(p), e))
+        };
+        let user = if ids.is_some() { open("/proc/self/ns/user")? } else { -1 };
+        Ok([user, open("/proc/self/ns/mnt")?, fuse])
+    };
+    // A status byte (0 ok, 1 failed), then the descriptors, or the failure.
+    let msg = match work() {
+        Ok(fds) => std::iter::once(0)
+            .chain(fds.iter().flat_map(|fd| fd.to_le_bytes()))
+            .collect::<Vec<u8>>(),
+        Err(f) => {
+            let mut m = vec![1, f.code as u8];
+            m.extend_from_slice(&f.errno.map_or(0, |e| e as i32).to_le_bytes());
+            m.extend_from_slice(f.message.as_bytes());
+            m
+        }
+    };
+    let mut framed = (msg.len() as u32).to_le_bytes().to_vec();
+    framed.extend_from_slice(&msg);
+    let _ = nix::unistd::write(w, &framed);
+    // SAFETY: ends the helper without running this process's exit handlers.
+    unsafe { nix::libc::_exit(0) }
+}
+
+fn read_report(r: &OwnedFd) -> Result<Held> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let lost = || Failure::new(Code::Namespace, "the namespace helper ended without a report");
+    loop {
+        if buf.len() >= 4 && buf.len() >= 4 + u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize {
+            break;
+        }
+        // The report is in the pipe before the helper exits, or never.
+        let mut fds = [nix::poll::PollFd::new(r.as_fd(), nix::poll::PollFlags::POLLIN)];
+        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) != Ok(1) {
+            return Err(lost());
+        }
+        match nix::unistd::read(r, &mut chunk) {
+            Ok(0) | Err(_) => return Err(lost()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let msg = &buf[4..];
+    if msg.first() == Some(&1) && msg.len() >= 6 {
+        let code = match msg[1] {
+            113 => Code::Usage,
+            114 => Code::Bundle,
+            115 => Code::Cache,
+            117 => Code::Exec,
+            _ => Code::Namespace,
+        };
+        let errno = i32::from_le_bytes([msg[2], msg[3], msg[4], msg[5]]);
+        let mut f = Failure::new(code, String::from_utf8_lossy(&msg[6..]).into_owned());
+        if errno != 0 {
+            f = f.with_errno(Errno::from_raw(errno));
+        }
+        return Err(f);
+    }
+    if msg.first() != Some(&0) {
+        return Err(lost());
+    }
+    let fd = |i: usize| -> Option<OwnedFd> {
+        let raw = i32::from_le_bytes(msg.get(1 + i * 4..1 + i * 4 + 4)?.try_into().ok()?);
+        // SAFETY: the helper opened these in the table we share and keeps
+        // no copy: from here on this process owns them.
+        (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
+    };
+    Ok(Held {
+        user: fd(0),
+        mnt: fd(1).ok_or_else(lost)?,
+        fuse: fd(2),
+    })
+}
+
+/// Join the helper's namespaces: the user namespace first (this process
+/// then has every capability in it), then the mount namespace, which also
+/// sets root and working directory to its root.
+fn join(held: &Held, user: bool) -> Result<()> {
+    use nix::sched::{setns, CloneFlags};
+    if let (true, Some(u)) = (user, &held.user) {
+        wait_single_threaded();
+        setns(u, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| ns("joining the user namespace of", Path::new("/proc/self/ns/user"), e))?;
+    }
+    setns(&held.mnt, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| ns("joining the mount namespace of", Path::new("/proc/self/ns/mnt"), e))
+}
+
+/// The first step inside a new user namespace failed: the host lets one be
+/// made but refuses to let it do anything.
+fn restricted(mut f: Failure) -> Failure {
+    if matches!(f.errno, Some(Errno::EPERM | Errno::EACCES)) {
+        f.message.push_str(&format!(": {}", restricted_cause()));
+    }
+    f
+}
+
+/// Ubuntu 23.10+ (and 24.04 LTS) by default; a seccomp filter on mount has
+/// the same effect.
+fn restricted_cause() -> &'static str {
+    "user namespaces are restricted here: one can be made, but mounting in it is refused (Ubuntu's AppArmor \
+     restriction, sysctl kernel.apparmor_restrict_unprivileged_userns=1: set it to 0, or give this program an \
+     AppArmor profile with `userns,`; or a seccomp filter that refuses mount)"
+}
+
+/// Is `CAP_SYS_ADMIN` in this process's effective set? Root in a container
+/// usually lacks it, and is then an unprivileged user here.
+pub fn has_cap_sys_admin() -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: both pointers are valid for capget's version 3 layout.
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    rc == 0 && data[0].effective & (1 << CAP_SYS_ADMIN) != 0
 }
 
 fn ns(step: &str, path: &Path, e: Errno) -> Failure {
@@ -48,6 +309,14 @@ fn run_step(step: &Step, dbg: &Debug) -> Result<()> {
             write_proc("/proc/self/setgroups", b"deny")?;
             write_proc("/proc/self/uid_map", format!("{uid} {uid} 1").as_bytes())?;
             write_proc("/proc/self/gid_map", format!("{gid} {gid} 1").as_bytes())?;
+        }
+        Step::MountFuse { target, .. } => {
+            // The connection must reach the launcher: only `enter` can.
+            return Err(ns(
+                "mounting FUSE (outside a namespace helper) on",
+                target,
+                Errno::EINVAL,
+            ));
         }
         Step::MakePrivate => {
             mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
@@ -163,11 +432,16 @@ fn wait_single_threaded() {
 }
 
 fn write_proc(path: &str, data: &[u8]) -> Result<()> {
-    std::fs::write(path, data).map_err(|e| {
-        let mut f = Failure::io(Code::Namespace, "writing", Path::new(path), &e);
-        f.message.push_str(": the host refuses unprivileged user namespaces (AppArmor's kernel.apparmor_restrict_unprivileged_userns, or a seccomp profile)");
-        f
-    })
+    std::fs::write(path, data).map_err(|e| restricted(Failure::io(Code::Namespace, "writing", Path::new(path), &e)))
+}
+
+/// Open `/dev/fuse` (in the current user namespace, where the kernel
+/// requires it to have been opened) and mount it at `target`; returns the
+/// connection's raw descriptor.
+fn mount_fuse_step(target: &Path, uid: u32, gid: u32) -> Result<RawFd> {
+    let fd = open_fuse().map_err(|e| Failure::sys(Code::Namespace, "opening", Path::new("/dev/fuse"), e))?;
+    mount_fuse(target, &fd, uid, gid).map_err(|e| Failure::sys(Code::Namespace, "mounting FUSE on", target, e))?;
+    Ok(fd.into_raw_fd())
 }
 
 fn unshare_failure(user: bool, e: Errno) -> Failure {

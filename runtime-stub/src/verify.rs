@@ -4,6 +4,8 @@
 //! marked complete under another boot (the host may have lost power before
 //! the page cache reached the disk) and on every launch with `TOTE_VERIFY=1`.
 //! A warm start otherwise checks only the entry's marker (see the README).
+//! A relocated tree is checked as it was written: symlink targets and file
+//! contents rewritten at exactly the store references the index records.
 
 use std::fs;
 use std::io::Read;
@@ -14,7 +16,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tote_format::{Entry, EntryKind, Index};
 
-use crate::extract::Modes;
+use crate::extract::{Modes, Relocate};
 
 /// The first difference found.
 #[derive(Debug)]
@@ -33,8 +35,15 @@ impl Mismatch {
     }
 }
 
-/// Compare `tree` with `index` (extracted with `modes`).
-pub fn tree(index: &Index, tree: &Path, modes: Modes, threads: usize) -> Result<(), Mismatch> {
+/// Compare `tree` with `index` (extracted with `modes`, relocated with
+/// `relocate`).
+pub fn tree(
+    index: &Index,
+    tree: &Path,
+    modes: Modes,
+    threads: usize,
+    relocate: Option<Relocate<'_>>,
+) -> Result<(), Mismatch> {
     let mut found = Vec::with_capacity(index.entries.len());
     walk(tree, &mut Vec::new(), &mut found)?;
     found.sort();
@@ -49,9 +58,9 @@ pub fn tree(index: &Index, tree: &Path, modes: Modes, threads: usize) -> Result<
         return Err(Mismatch::new(extra, "is not in the bundle"));
     }
     for e in &index.entries {
-        check_metadata(e, &tree.join(std::ffi::OsStr::from_bytes(&e.path)), modes)?;
+        check_metadata(e, &tree.join(std::ffi::OsStr::from_bytes(&e.path)), modes, relocate)?;
     }
-    hash_files(index, tree, threads)
+    hash_files(index, tree, threads, relocate)
 }
 
 /// Every path below `dir`, relative, without following symlinks.
@@ -73,7 +82,7 @@ fn walk(dir: &Path, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) -> Result<(), 
     Ok(())
 }
 
-fn check_metadata(e: &Entry, path: &Path, modes: Modes) -> Result<(), Mismatch> {
+fn check_metadata(e: &Entry, path: &Path, modes: Modes, relocate: Option<Relocate<'_>>) -> Result<(), Mismatch> {
     let m = fs::symlink_metadata(path).map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
     let mode = m.permissions().mode() & 0o7777;
     let (kind_ok, want_mode) = match &e.kind {
@@ -87,7 +96,8 @@ fn check_metadata(e: &Entry, path: &Path, modes: Modes) -> Result<(), Mismatch> 
         EntryKind::Symlink { target } => {
             if m.file_type().is_symlink() {
                 let t = fs::read_link(path).map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
-                if t.as_os_str().as_bytes() != target.as_slice() {
+                let want = relocate.map_or_else(|| target.clone(), |r| r.target(target));
+                if t.as_os_str().as_bytes() != want.as_slice() {
                     return Err(Mismatch::new(&e.path, "points elsewhere"));
                 }
             }
@@ -106,8 +116,9 @@ fn check_metadata(e: &Entry, path: &Path, modes: Modes) -> Result<(), Mismatch> 
     Ok(())
 }
 
-/// SHA-256 of every file's content, on `threads` threads.
-fn hash_files(index: &Index, tree: &Path, threads: usize) -> Result<(), Mismatch> {
+/// SHA-256 of every file's content, on `threads` threads (a relocated
+/// file's after undoing the rewrite at its references).
+fn hash_files(index: &Index, tree: &Path, threads: usize, relocate: Option<Relocate<'_>>) -> Result<(), Mismatch> {
     let files: Vec<&Entry> = index
         .entries
         .iter()
@@ -119,11 +130,24 @@ fn hash_files(index: &Index, tree: &Path, threads: usize) -> Result<(), Mismatch
         || vec![0u8; 1 << 20],
         |n, buf| {
             let e = files[n];
-            let EntryKind::File { hash, .. } = &e.kind else {
+            let EntryKind::File { hash, size, offset, .. } = &e.kind else {
                 return Ok(());
             };
-            let h = hash_one(&tree.join(std::ffi::OsStr::from_bytes(&e.path)), buf)
-                .map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
+            // Undo the rewrite: swap what the relocation wrote for the store directory.
+            let undo = relocate.map(|r| {
+                let refs = r.refs_touching(index, *offset, offset + size);
+                (
+                    Relocate {
+                        store_dir: r.to,
+                        to: r.store_dir,
+                    },
+                    refs,
+                    *offset,
+                )
+            });
+            let h = hash_one(&tree.join(std::ffi::OsStr::from_bytes(&e.path)), buf, undo)
+                .map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?
+                .ok_or_else(|| Mismatch::new(&e.path, "has other content (a store reference was changed)"))?;
             if h == hash.0 {
                 Ok(())
             } else {
@@ -133,15 +157,29 @@ fn hash_files(index: &Index, tree: &Path, threads: usize) -> Result<(), Mismatch
     )
 }
 
-fn hash_one(path: &Path, buf: &mut [u8]) -> std::io::Result<[u8; 32]> {
+/// The SHA-256 of a file; with `undo`, of its content after `undo` patches
+/// the references (stream offsets) of a file that starts at stream offset
+/// `start`. None if a reference does not hold what the relocation wrote.
+fn hash_one(
+    path: &Path,
+    buf: &mut [u8],
+    undo: Option<(Relocate<'_>, &[u64], u64)>,
+) -> std::io::Result<Option<[u8; 32]>> {
     let mut f = fs::File::open(path)?;
     let mut h = Sha256::new();
+    let mut at = 0u64;
     loop {
         let n = f.read(buf)?;
         if n == 0 {
-            return Ok(h.finalize().into());
+            return Ok(Some(h.finalize().into()));
+        }
+        if let Some((r, refs, start)) = &undo {
+            if r.patch(&mut buf[..n], start + at, refs).is_err() {
+                return Ok(None);
+            }
         }
         h.update(&buf[..n]);
+        at += n as u64;
     }
 }
 
@@ -193,11 +231,12 @@ mod tests {
                     kind: EntryKind::Symlink { target: b"f".to_vec() },
                 },
             ],
+            refs: vec![],
         }
     }
 
     fn check(t: &Path, index: &Index) -> Result<(), Mismatch> {
-        tree(index, t, Modes::CACHE, 2)
+        tree(index, t, Modes::CACHE, 2, None)
     }
 
     #[test]

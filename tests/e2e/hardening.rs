@@ -577,6 +577,7 @@ mod hostile {
         let index = Index {
             blocks: vec![b],
             entries,
+            refs: vec![],
         };
         let mut m = meta(&index);
         let mut index_raw = index.encode();
@@ -768,7 +769,7 @@ fn untrusted_cache_roots_are_skipped_for_the_next_candidate() {
 // 8. Locked-down hosts
 
 #[test]
-fn refused_user_namespaces_give_one_line_with_the_cause_and_the_fix() {
+fn refused_user_namespaces_relocate_or_give_one_line_with_the_cause_and_the_fix() {
     let f = fixture();
     let t = TestDir::new();
     let l = Launch::nobody(&t);
@@ -778,29 +779,39 @@ fn refused_user_namespaces_give_one_line_with_the_cause_and_the_fix() {
     // Inside, uid 65534 is the caller's real uid (root) mapped: a cache
     // directory owned by root is the sandbox user's own.
     let cache = t.cache(0);
-    let mut c = Command::new("bwrap");
-    c.args([
-        "--dev-bind",
-        "/",
-        "/",
-        "--unshare-user",
-        "--disable-userns",
-        "--uid",
-        "65534",
-        "--gid",
-        "65534",
-    ])
-    .arg("--setenv")
-    .arg("TOTE_CACHE_DIR")
-    .arg(&cache)
-    .arg("--")
-    .arg(&app);
-    let o = output_within(c, Duration::from_secs(30), "bwrap");
-    let e = one_line(&o, NAMESPACE_ERROR, "unshare(CLONE_NEWUSER|CLONE_NEWNS)");
+    let bwrap = |policy: &str| {
+        let mut c = Command::new("bwrap");
+        c.args([
+            "--dev-bind",
+            "/",
+            "/",
+            "--unshare-user",
+            "--disable-userns",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+        ])
+        .arg("--setenv")
+        .arg("TOTE_CACHE_DIR")
+        .arg(&cache)
+        .args(["--setenv", "TOTE_NAMESPACE", policy, "--"])
+        .arg(&app);
+        output_within(c, Duration::from_secs(30), "bwrap")
+    };
+    let e = one_line(&bwrap("always"), NAMESPACE_ERROR, "unshare(CLONE_NEWUSER|CLONE_NEWNS)");
     assert!(e.contains("user.max_user_namespaces"), "{e}");
+    assert!(e.contains("TOTE_NAMESPACE=always"), "{e}");
+    // auto (the default): the same host runs it without namespaces.
+    let exe = field(&report(&bwrap("auto")), "exe");
+    assert!(
+        exe.starts_with("/tmp/") && exe.ends_with("-tote-test-probe/bin/probe"),
+        "{exe}"
+    );
 
     // user.max_user_namespaces=0 set inside a child user namespace; root
-    // there gets a mount namespace only, and the program runs.
+    // there holds CAP_SYS_ADMIN in it: a mount namespace only, and the
+    // program runs from /nix/store as usual.
     let script = format!(
         "echo 0 > /proc/sys/user/max_user_namespaces && exec env TOTE_CACHE_DIR={} {}",
         t.cache(0).display(),
@@ -810,38 +821,48 @@ fn refused_user_namespaces_give_one_line_with_the_cause_and_the_fix() {
     c.args(["--user", "--map-root-user", "sh", "-c", &script]);
     let o = output_within(c, Duration::from_secs(30), "unshare");
     assert_eq!(field(&report(&o), "uid"), "0");
+    assert!(field(&report(&o), "exe").starts_with("/nix/store/"));
 
-    // The same knob at 0 for a non-root user: the line names it. The child
-    // user namespace maps 0..65536 (written from here, as root outside);
-    // its root switches the knob off, then becomes nobody.
+    // The same knob at 0 for a non-root user: relocated, or with
+    // TOTE_NAMESPACE=always one line that names it. The child user
+    // namespace maps 0..65536 (written from here, as root outside); its
+    // root switches the knob off, then becomes nobody.
     // (sh execs itself once mapped: capabilities come back with an exec as uid 0.)
-    let inner = format!(
-        "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --reuid 65534 --regid 65534 \
-         --clear-groups env TOTE_CACHE_DIR={} {}",
-        l.cache.clone().unwrap().display(),
-        app.display()
-    );
-    let mut c = Command::new("unshare");
-    c.args(["--user", "sh", "-c", "read go && exec sh -c \"$INNER\""])
-        .env("INNER", inner);
-    let mut child = spawn(c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()));
-    let pid = child.id();
-    // Wait until unshare has entered the new namespace (then execs sh).
-    let own = fs::read_link("/proc/self/ns/user").unwrap();
-    let start = Instant::now();
-    while fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|n| n == own) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "unshare never entered its namespace"
+    for policy in ["always", "auto"] {
+        let inner = format!(
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --reuid 65534 --regid 65534 \
+             --clear-groups env TOTE_NAMESPACE={policy} TOTE_CACHE_DIR={} {}",
+            l.cache.clone().unwrap().display(),
+            app.display()
         );
-        std::thread::sleep(Duration::from_millis(5));
+        let mut c = Command::new("unshare");
+        c.args(["--user", "sh", "-c", "read go && exec sh -c \"$INNER\""])
+            .env("INNER", inner);
+        let mut child = spawn(c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()));
+        let pid = child.id();
+        // Wait until unshare has entered the new namespace (then execs sh).
+        let own = fs::read_link("/proc/self/ns/user").unwrap();
+        let start = Instant::now();
+        while fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|n| n == own) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "unshare never entered its namespace"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fs::write(format!("/proc/{pid}/uid_map"), "0 0 65536").unwrap();
+        fs::write(format!("/proc/{pid}/gid_map"), "0 0 65536").unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        let o = child.wait_with_output().unwrap();
+        if policy == "always" {
+            let e = one_line(&o, NAMESPACE_ERROR, "user.max_user_namespaces is 0");
+            assert!(e.contains("set it to"), "{e}");
+        } else {
+            let r = report(&o);
+            assert!(field(&r, "exe").starts_with("/tmp/"), "{r:?}");
+            assert_eq!(field(&r, "uid"), "65534");
+        }
     }
-    fs::write(format!("/proc/{pid}/uid_map"), "0 0 65536").unwrap();
-    fs::write(format!("/proc/{pid}/gid_map"), "0 0 65536").unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
-    let o = child.wait_with_output().unwrap();
-    let e = one_line(&o, NAMESPACE_ERROR, "user.max_user_namespaces is 0");
-    assert!(e.contains("set it to"), "{e}");
 }
 
 // 9. PID 1

@@ -388,8 +388,16 @@ fn tote_mode_overrides_the_bundle_and_bad_values_are_refused() {
     let o = Launch::root(&t).env("TOTE_MODE", "fuse").run(&f.probe_mount, &[]);
     assert_eq!(o.status.code(), Some(113));
     assert_eq!(stderr(&o), "tote: TOTE_MODE=fuse: expected extract, mount or auto\n");
-    // Mount mode where /dev/fuse is root's only: one line naming the fix.
+    // Mount mode where /dev/fuse is root's only: extracted instead (the
+    // bundle's mode is a preference)...
     let o = Launch::nobody(&t).run(&f.probe_mount, &[]);
+    assert_eq!(field(&report(&o), "exe"), format!("{}/bin/probe", f.probe_store));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    // ...unless TOTE_NAMESPACE=always asks for mount mode or nothing: one
+    // line naming the fix.
+    let o = Launch::nobody(&t)
+        .env("TOTE_NAMESPACE", "always")
+        .run(&f.probe_mount, &[]);
     assert_eq!(o.status.code(), Some(116), "{}", stderr(&o));
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{e}");
@@ -469,7 +477,8 @@ fn auto_mounts_large_bundles_and_falls_back_silently_where_it_cannot() {
     );
 
     // /dev/fuse opens but is no FUSE device (so the mount is refused after
-    // the namespaces exist): extracted, silently, inside them.
+    // the namespaces exist, in the helper that made them): extracted,
+    // silently, by a launcher that never joined them.
     let not_fuse = private("mount --bind /dev/null /dev/fuse");
     for l in users(&fresh) {
         let uid = l.uid;
@@ -489,7 +498,7 @@ fn auto_mounts_large_bundles_and_falls_back_silently_where_it_cannot() {
         let o = debug.run_with(&strs(&not_fuse), &app, &[]);
         assert_eq!(String::from_utf8_lossy(&o.stdout), want, "uid {uid}: {}", stderr(&o));
         assert!(
-            stderr(&o).contains("auto: mount mode unusable (mounting FUSE: EINVAL"),
+            stderr(&o).contains("auto: mount mode unusable (mounting FUSE on") && stderr(&o).contains(": EINVAL"),
             "uid {uid}: {}",
             stderr(&o)
         );

@@ -132,11 +132,36 @@ pub fn run(args: &Args) -> Result<()> {
             output.display(),
             human(written.len),
             input.summary,
-            human(written.stats.total_size),
-            written.stats.files,
+            human(written.packed.stats.total_size),
+            written.packed.stats.files,
         );
         println!("sha256:{}", written.sha256);
+        note_unrewritable(&written.packed.unrewritable);
     }
     drop(input.staging); // an image's unpacked layers
     Ok(())
+}
+
+/// Files a relocated launch cannot fix, named on stderr (all of them are
+/// listed by `tote inspect`).
+fn note_unrewritable(files: &[Vec<u8>]) {
+    const SHOWN: usize = 5;
+    if files.is_empty() {
+        return;
+    }
+    let mut names: Vec<String> = files
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("/{}", String::from_utf8_lossy(p)))
+        .collect();
+    if files.len() > SHOWN {
+        names.push(format!("and {} more", files.len() - SHOWN));
+    }
+    eprintln!(
+        "tote: note: {} {} store references inside compressed data, which a launch without namespaces \
+         (relocated) cannot rewrite: {}; `tote inspect` lists them",
+        files.len(),
+        if files.len() == 1 { "file holds" } else { "files hold" },
+        names.join(", ")
+    );
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use tote_format::Meta;
+use tote_format::{Meta, Relocation};
 
 use crate::items::{self, by_size, Item};
 use crate::reader::{load, sha256_hex};
@@ -44,6 +44,9 @@ fn mode_summary(meta: &tote_format::Meta) -> String {
 struct Report {
     file: String,
     meta: Meta,
+    version: u32,
+    /// Store references a relocated launch rewrites.
+    refs: u64,
     bundle_id: String,
     sha256: String,
     sizes: Sizes,
@@ -76,6 +79,8 @@ fn report(path: &Path) -> Result<Report> {
     let items = by_size(items::items(&meta, &index).into_values());
     Ok(Report {
         file: path.display().to_string(),
+        version: o.layout.version,
+        refs: index.refs.len() as u64,
         bundle_id: t.bundle_id().to_string(),
         sha256: sha256_hex(&o.map),
         sizes: Sizes {
@@ -146,8 +151,9 @@ fn inspect_json(r: &Report) -> serde_json::Value {
         "mounts_where_fuse_works": m.mode.wants_mount(m.stats.total_size),
         "bundle_id": r.bundle_id,
         "sha256": r.sha256,
-        "format_version": tote_format::VERSION,
+        "format_version": r.version,
         "creator": m.creator,
+        "relocation": relocation_json(r),
         "sizes": {
             "file": s.file,
             "stub": s.stub,
@@ -171,6 +177,49 @@ fn inspect_json(r: &Report) -> serde_json::Value {
             "entries": i.entries,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// How the bundle runs where namespaces are refused, in a line.
+fn relocation_summary(r: &Report) -> String {
+    match &r.meta.relocation {
+        Relocation::None if r.meta.needs_namespace() => "none: needs user and mount namespaces".into(),
+        Relocation::None => "none needed (runs from the cache)".into(),
+        Relocation::Store { unrewritable } if unrewritable.is_empty() => {
+            format!(
+                "clean ({} store references rewritten where namespaces are refused)",
+                r.refs
+            )
+        }
+        Relocation::Store { unrewritable } => format!(
+            "{} store references rewritten where namespaces are refused; {} files hold references \
+             inside compressed data, which stay unrewritten:",
+            r.refs,
+            unrewritable.len()
+        ),
+        Relocation::Loader { .. } => "the bundle's own loader where namespaces are refused".into(),
+    }
+}
+
+/// The `relocation` member of `tote inspect --json`.
+fn relocation_json(r: &Report) -> serde_json::Value {
+    let strings = |v: &[Vec<u8>]| v.iter().map(|a| lossy(a)).collect::<Vec<_>>();
+    match &r.meta.relocation {
+        Relocation::None => serde_json::json!({ "kind": "none" }),
+        Relocation::Store { unrewritable } => serde_json::json!({
+            "kind": "store",
+            "clean": unrewritable.is_empty(),
+            "references": r.refs,
+            "unrewritable": unrewritable.iter().map(|p| format!("/{}", lossy(p))).collect::<Vec<_>>(),
+        }),
+        Relocation::Loader {
+            interpreter,
+            library_path,
+        } => serde_json::json!({
+            "kind": "loader",
+            "interpreter": (!interpreter.is_empty()).then(|| lossy(interpreter)),
+            "library_path": strings(library_path),
+        }),
+    }
 }
 
 /// The `schema` member of `tote inspect --json`; bumped when a member
@@ -218,7 +267,13 @@ fn header_text(r: &Report, out: &mut String) {
     labelled(out, "mode", &mode_summary(m));
     labelled(out, "bundle id", &r.bundle_id);
     labelled(out, "sha256", &format!("sha256:{}", r.sha256));
-    labelled(out, "format version", &tote_format::VERSION.to_string());
+    labelled(out, "relocation", &relocation_summary(r));
+    if let Relocation::Store { unrewritable } = &m.relocation {
+        for p in unrewritable {
+            labelled(out, "  unrewritable", &format!("/{}", lossy(p)));
+        }
+    }
+    labelled(out, "format version", &r.version.to_string());
     labelled(out, "creator", &m.creator);
 }
 

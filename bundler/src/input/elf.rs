@@ -55,8 +55,11 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
         seen_elves: BTreeSet::new(),
         search_conf: ld_so_conf_dirs(Path::new("/etc/ld.so.conf")),
         libraries: 0,
+        program: PathBuf::new(),
+        interpreter: None,
+        library_dirs: Vec::new(),
     };
-    c.add(&program, true)?;
+    c.program = c.add(&program, true)?;
     for a in adds {
         let a = absolute(a)?;
         if fs::symlink_metadata(&a).is_err() {
@@ -107,6 +110,10 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
             .iter()
             .map(|m| MountSpec::at_own_path(MountKind::Replace, &bytes(m)))
             .collect(),
+        relocation: tote_format::Relocation::Loader {
+            interpreter: c.interpreter.as_deref().map(bytes).unwrap_or_default(),
+            library_path: c.library_dirs.iter().map(|d| bytes(d)).collect(),
+        },
         ..Launch::default()
     };
     Ok(Input {
@@ -162,6 +169,12 @@ struct Collector {
     /// ld.so.conf's directories, in order.
     search_conf: Vec<PathBuf>,
     libraries: usize,
+    /// The program's real path, and its PT_INTERP (none: static).
+    program: PathBuf,
+    interpreter: Option<PathBuf>,
+    /// Where libraries were found, in the order they were: a launch without
+    /// namespaces gives these to the bundle's own loader.
+    library_dirs: Vec<PathBuf>,
 }
 
 impl Collector {
@@ -286,6 +299,9 @@ impl Collector {
                     interp.display()
                 );
             }
+            if path == self.program {
+                self.interpreter = Some(interp.to_path_buf());
+            }
             if !self.items.contains_key(interp) {
                 self.libraries += 1;
                 self.add(interp, true)?;
@@ -334,6 +350,12 @@ impl Collector {
                     path.display()
                 );
             };
+            // As the loader will search it: the directory's real path
+            // (`$ORIGIN/../lib` and symlinked directories resolved).
+            let dir = found.parent().map(fs::canonicalize).transpose().ok().flatten();
+            if let Some(dir) = dir.filter(|d| !self.library_dirs.contains(d)) {
+                self.library_dirs.push(dir);
+            }
             if !self.items.contains_key(&found) {
                 self.libraries += 1;
                 self.add(&found, true)?;

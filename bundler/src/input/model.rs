@@ -2,7 +2,7 @@
 //! of files and the launch metadata (one model for every kind of input; see
 //! `tote_format::Meta`).
 
-use tote_format::{Mode, MountSpec};
+use tote_format::{Mode, MountKind, MountSpec, Relocation};
 
 use super::tree::Tree;
 
@@ -28,4 +28,18 @@ pub struct Launch {
     pub root: Vec<u8>,
     pub mounts: Vec<MountSpec>,
     pub mode: Mode,
+    /// How a launch can do without namespaces; for a store bundle the
+    /// unrewritable files are found while packing.
+    pub relocation: Relocation,
+}
+
+impl Launch {
+    /// The store directory whose references packing records: a store
+    /// bundle's one layer mount.
+    pub fn store_dir(&self) -> Option<&[u8]> {
+        match (&self.relocation, self.mounts.as_slice()) {
+            (Relocation::Store { .. }, [m]) if m.kind == MountKind::Layer => Some(&m.target),
+            _ => None,
+        }
+    }
 }

@@ -30,6 +30,7 @@ pub fn input(path: &Path, scan: bool, given: Option<&Path>, main_program: Option
         name: entry.file_name().to_string_lossy().into_owned(),
         entrypoint: entry.absolute,
         mounts: vec![input.mount()],
+        relocation: relocation(&input.store_dir),
         ..Launch::default()
     };
     let how = if input.scanned { ", references scanned" } else { "" };
@@ -39,6 +40,18 @@ pub fn input(path: &Path, scan: bool, given: Option<&Path>, main_program: Option
         summary: format!("closure: {} store paths{how}", input.closure.len()),
         staging: None,
     })
+}
+
+/// A store bundle relocates where namespaces are refused, if its store
+/// directory is long enough to be replaced by `/tmp/` and a name.
+fn relocation(store_dir: &Path) -> tote_format::Relocation {
+    if store_dir.as_os_str().len() >= tote_format::MIN_STORE_DIR {
+        tote_format::Relocation::Store {
+            unrewritable: Vec::new(),
+        }
+    } else {
+        tote_format::Relocation::None
+    }
 }
 
 /// Every store path of a closure, with the store directory's ancestors.

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use tote_format::Digest32;
 
+use super::relocation::{self, Found};
 use crate::input::{ItemKind, Tree};
 use crate::ui::{human, progress};
 
@@ -18,11 +19,14 @@ pub struct File<'t> {
     pub source: &'t PathBuf,
     pub size: u64,
     pub hash: Digest32,
+    /// Its store references (a store bundle's files only).
+    pub found: Found,
     stamp: Stamp,
 }
 
-/// Every regular file of `tree`, in item order, with its SHA-256.
-pub fn hash_files(tree: &Tree) -> Result<Vec<File<'_>>> {
+/// Every regular file of `tree`, in item order, with its SHA-256; and with
+/// `store_dir`, its store references.
+pub fn hash_files<'t>(tree: &'t Tree, store_dir: Option<&[u8]>) -> Result<Vec<File<'t>>> {
     let files: Vec<(usize, &PathBuf, u64)> = tree
         .items
         .iter()
@@ -48,6 +52,7 @@ pub fn hash_files(tree: &Tree) -> Result<Vec<File<'_>>> {
                 source,
                 size,
                 hash: tote_format::sha256(&bytes),
+                found: store_dir.map(|d| relocation::scan(&bytes, d)).unwrap_or_default(),
                 stamp: before,
             })
         })

@@ -1,20 +1,22 @@
 //! Packing: an input's tree and launch metadata in, bundle bytes out, in
-//! named steps: `hash` every file, `order` the distinct contents into a
-//! data stream, cut it into `blocks`, `compress` them in parallel, then the
-//! `sections` (metadata, index, trailer). `output` writes the file
-//! atomically around all of it.
+//! named steps: `hash` every file (and find its store references, see
+//! `relocation`), `order` the distinct contents into a data stream, cut it
+//! into `blocks`, `compress` them in parallel, then the `sections`
+//! (metadata, index, trailer). `output` writes the file atomically around
+//! all of it.
 
 mod blocks;
 mod compress;
 mod hash;
 mod order;
 pub mod output;
+mod relocation;
 mod sections;
 
 use std::io::Write;
 
 use anyhow::Result;
-use tote_format::{Mode, Stats};
+use tote_format::{Index, Mode, Stats};
 
 use crate::input::{Launch, Tree};
 use crate::items;
@@ -41,6 +43,14 @@ pub fn block_kib(mode: Mode, total_size: u64) -> u32 {
     }
 }
 
+/// What packing wrote, besides the bytes.
+pub struct Packed {
+    pub stats: Stats,
+    /// Tree paths of the files that hold store references where a
+    /// relocated launch cannot rewrite them (see `relocation`).
+    pub unrewritable: Vec<Vec<u8>>,
+}
+
 /// Write data blocks, metadata, index and trailer to `w`, which is
 /// positioned right after the stub (`data_offset` bytes).
 pub fn pack(
@@ -50,10 +60,11 @@ pub fn pack(
     block_size: usize,
     data_offset: u64,
     w: &mut dyn Write,
-) -> Result<Stats> {
-    let files = hash::hash_files(tree)?;
+) -> Result<Packed> {
+    let files = hash::hash_files(tree, launch.store_dir())?;
     let bases = items::bases(&launch.mounts, &launch.root);
     let stream = order::dedup(tree, &files, &bases);
+    let unrewritable = relocation_report(tree, &files, &stream, launch);
     let entries = sections::entries(tree, &stream);
     let blocks = blocks::cut(&stream.unique, block_size);
     progress::step(|| {
@@ -72,7 +83,41 @@ pub fn pack(
         unique_size: stream.len,
         blocks: refs.len() as u64,
     };
-    let meta = sections::meta(launch, stats.clone());
-    sections::write(&meta, refs, entries, data_offset, level, w)?;
-    Ok(stats)
+    let meta = sections::meta(launch, stats.clone(), unrewritable.clone());
+    let index = Index {
+        blocks: refs,
+        entries,
+        refs: stream.refs,
+    };
+    sections::write(&meta, &index, data_offset, level, w)?;
+    Ok(Packed { stats, unrewritable })
+}
+
+/// A store bundle's files whose references no rewrite reaches, sorted by
+/// path; and, with `--verbose`, what relocation will rewrite.
+fn relocation_report(
+    tree: &Tree,
+    files: &[hash::File<'_>],
+    stream: &order::Stream<'_>,
+    launch: &Launch,
+) -> Vec<Vec<u8>> {
+    if launch.store_dir().is_none() {
+        return Vec::new();
+    }
+    let mut unrewritable: Vec<Vec<u8>> = files
+        .iter()
+        .filter(|f| f.found.unrewritable)
+        .map(|f| tree.items[f.item].path.clone())
+        .collect();
+    unrewritable.sort(); // determinism
+    progress::step(|| {
+        format!(
+            "{} store references in {} files to rewrite where a launch relocates; {} files hold references \
+             inside compressed data",
+            stream.refs.len(),
+            files.iter().filter(|f| !f.found.refs.is_empty()).count(),
+            unrewritable.len()
+        )
+    });
+    unrewritable
 }

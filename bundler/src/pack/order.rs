@@ -26,6 +26,8 @@ pub struct Stream<'t> {
     /// By tree item: stream offset and content hash.
     pub file_at: HashMap<usize, (u64, Digest32)>, // lookups only, never iterated
     pub len: u64,
+    /// Stream offsets of the store references, ascending.
+    pub refs: Vec<u64>,
 }
 
 pub fn dedup<'t>(tree: &'t Tree, files: &[File<'t>], bases: &[&[u8]]) -> Stream<'t> {
@@ -35,6 +37,7 @@ pub fn dedup<'t>(tree: &'t Tree, files: &[File<'t>], bases: &[&[u8]]) -> Stream<
     let mut offset_of: HashMap<Digest32, u64> = HashMap::new(); // lookups only, never iterated
     let mut len = 0u64;
     let mut file_at: HashMap<usize, (u64, Digest32)> = HashMap::new();
+    let mut refs = Vec::new();
     for f in order {
         let file = &files[f];
         let off = *offset_of.entry(file.hash).or_insert_with(|| {
@@ -45,6 +48,7 @@ pub fn dedup<'t>(tree: &'t Tree, files: &[File<'t>], bases: &[&[u8]]) -> Stream<
                     size: file.size,
                     group: items::item_of(&tree.items[file.item].path, bases),
                 });
+                refs.extend(file.found.refs.iter().map(|r| o + r));
                 len += file.size;
             }
             o
@@ -60,7 +64,12 @@ pub fn dedup<'t>(tree: &'t Tree, files: &[File<'t>], bases: &[&[u8]]) -> Stream<
             human(total_size - len)
         )
     });
-    Stream { unique, file_at, len }
+    Stream {
+        unique,
+        file_at,
+        len,
+        refs,
+    }
 }
 
 /// Where a file's bytes go in the data stream. Grouped by top-level item;

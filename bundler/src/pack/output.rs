@@ -18,12 +18,12 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use nix::libc;
 use sha2::{Digest, Sha256};
-use tote_format::Stats;
 
-pub struct Written {
+pub struct Written<T> {
     pub len: u64,
     pub sha256: String,
-    pub stats: Stats,
+    /// What `fill` returned.
+    pub packed: T,
 }
 
 /// Counts and hashes what passes through.
@@ -45,7 +45,7 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-pub fn write_bundle(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -> Result<Stats>) -> Result<Written> {
+pub fn write_bundle<T>(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<Written<T>> {
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -68,7 +68,7 @@ pub fn write_bundle(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -
         len: 0,
     };
     w.write_all(stub).context("writing the bundle")?;
-    let stats = fill(&mut w)?;
+    let packed = fill(&mut w)?;
     w.flush().with_context(|| format!("writing {}", out.display()))?;
     let Hashing { inner, hash, len } = w;
     drop(inner);
@@ -81,7 +81,7 @@ pub fn write_bundle(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -
         .with_context(|| format!("writing {}", out.display()))?;
     temp.persist(&dir, out)?;
     let sha256 = tote_format::Digest32(digest.into()).to_hex();
-    Ok(Written { len, sha256, stats })
+    Ok(Written { len, sha256, packed })
 }
 
 struct Temp {

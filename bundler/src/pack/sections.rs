@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use tote_format::{BlockRef, Entry, EntryKind, Index, Meta, Sections, Stats};
+use tote_format::{Entry, EntryKind, Index, Meta, Relocation, Sections, Stats};
 
 use super::order::Stream;
 use crate::input::{ItemKind, Launch, Tree};
@@ -34,8 +34,13 @@ pub fn entries(tree: &Tree, stream: &Stream<'_>) -> Vec<Entry> {
         .collect()
 }
 
-/// The metadata a bundle of `launch` with these figures carries.
-pub fn meta(launch: &Launch, stats: Stats) -> Meta {
+/// The metadata a bundle of `launch` with these figures carries; a store
+/// bundle's relocation lists the `unrewritable` files packing found.
+pub fn meta(launch: &Launch, stats: Stats, unrewritable: Vec<Vec<u8>>) -> Meta {
+    let relocation = match &launch.relocation {
+        Relocation::Store { .. } => Relocation::Store { unrewritable },
+        other => other.clone(),
+    };
     Meta {
         name: launch.name.clone(),
         creator: format!("tote {}", env!("CARGO_PKG_VERSION")),
@@ -47,22 +52,15 @@ pub fn meta(launch: &Launch, stats: Stats) -> Meta {
         root: launch.root.clone(),
         mounts: launch.mounts.clone(),
         mode: launch.mode,
+        relocation,
         stats,
     }
 }
 
 /// Write metadata, index and trailer after the data blocks (which start
 /// `data_offset` bytes into the file).
-pub fn write(
-    meta: &Meta,
-    blocks: Vec<BlockRef>,
-    entries: Vec<Entry>,
-    data_offset: u64,
-    level: i32,
-    w: &mut dyn Write,
-) -> Result<()> {
-    let index = Index { blocks, entries };
-    let s = Sections::encode(meta, &index, data_offset, level).context("compressing the index")?;
+pub fn write(meta: &Meta, index: &Index, data_offset: u64, level: i32, w: &mut dyn Write) -> Result<()> {
+    let s = Sections::encode(meta, index, data_offset, level).context("compressing the index")?;
     w.write_all(&s.meta).context("writing the bundle")?;
     w.write_all(&s.index).context("writing the bundle")?;
     w.write_all(&s.trailer.encode()).context("writing the bundle")?;
