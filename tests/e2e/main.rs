@@ -14,3 +14,4 @@ mod launch;
 mod mount;
 mod nomad;
 mod oci;
+mod relocate;

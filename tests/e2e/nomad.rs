@@ -2,6 +2,7 @@
 //! server (Garage) through a real client (the AWS CLI) -> `tote nomad` ->
 //! the exec-driver stand-in (scripts/nomad-exec-sim) -> HTTP 200 -> SIGINT.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,13 +16,13 @@ use sha2::{Digest, Sha256};
 use crate::support::*;
 
 /// A single-node Garage from `scripts/garage`, stopped on drop.
-struct Garage {
+pub(crate) struct Garage {
     dir: PathBuf,
     env: Vec<(String, String)>,
 }
 
 impl Garage {
-    fn start(t: &TestDir) -> Garage {
+    pub(crate) fn start(t: &TestDir) -> Garage {
         let dir = t.join("garage");
         let o = Command::new(repo().join("scripts/garage"))
             .arg("start")
@@ -36,7 +37,7 @@ impl Garage {
             .collect();
         Garage { dir, env }
     }
-    fn var(&self, k: &str) -> String {
+    pub(crate) fn var(&self, k: &str) -> String {
         field(&self.env, k)
     }
     /// The AWS CLI with the read-write key (the endpoint as an option: older
@@ -56,7 +57,7 @@ impl Garage {
             .output()
             .unwrap()
     }
-    fn upload(&self, file: &Path, key: &str) {
+    pub(crate) fn upload(&self, file: &Path, key: &str) {
         let o = self.aws(&[
             "s3",
             "cp",
@@ -67,7 +68,7 @@ impl Garage {
         assert!(o.status.success(), "aws s3 cp: {}", stderr(&o));
     }
     /// `tote nomad FILE --url s3://tote/KEY --endpoint ...` with the read-only key.
-    fn job(&self, file: &Path, key: &str, extra: &[&str]) -> String {
+    pub(crate) fn job(&self, file: &Path, key: &str, extra: &[&str]) -> String {
         let o = tote()
             .arg("nomad")
             .arg(file)
@@ -105,20 +106,26 @@ fn sim_binary() -> PathBuf {
 }
 
 /// A running stand-in, with its report lines as they come.
-struct Task {
+pub(crate) struct Task {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
-    ns: String,
+    pub(crate) ns: String,
     started: Instant,
 }
 
 impl Task {
     fn start(job: &Path, alloc: &Path) -> Task {
+        Task::start_with(job, alloc, &[])
+    }
+
+    /// The stand-in with more options (`--seccomp FILE`).
+    pub(crate) fn start_with(job: &Path, alloc: &Path, extra: &[&OsStr]) -> Task {
         let mut child = Command::new(sim_binary())
             .arg(job)
             .arg("--alloc-dir")
             .arg(alloc)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -153,7 +160,7 @@ impl Task {
         t
     }
 
-    fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+    pub(crate) fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -170,7 +177,7 @@ impl Task {
     }
 
     /// SIGINT to the stand-in (`nomad alloc stop`); its exit status and report.
-    fn stop(mut self) -> (i32, Vec<String>) {
+    pub(crate) fn stop(mut self) -> (i32, Vec<String>) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -205,7 +212,7 @@ impl Drop for Task {
     }
 }
 
-fn pid_ns_members(ns: &str) -> usize {
+pub(crate) fn pid_ns_members(ns: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -225,7 +232,7 @@ fn http_get(port: u16) -> Option<(u32, String)> {
 }
 
 /// Poll until the page answers 200: the time since the task started, and the page.
-fn first_200(task: &Task, port: u16) -> (Duration, String) {
+pub(crate) fn first_200(task: &Task, port: u16) -> (Duration, String) {
     while task.started.elapsed() < Duration::from_secs(120) {
         if let Some((200, body)) = http_get(port) {
             return (task.started.elapsed(), body);
@@ -235,7 +242,7 @@ fn first_200(task: &Task, port: u16) -> (Duration, String) {
     panic!("no HTTP 200 on port {port}; saw {:#?}", task.seen)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

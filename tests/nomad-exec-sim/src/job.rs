@@ -14,6 +14,8 @@ pub struct Task {
     pub artifacts: Vec<Artifact>,
     pub command: String,
     pub args: Vec<String>,
+    /// `config { no_pivot_root = true }`: the task runs in a chroot.
+    pub no_pivot_root: bool,
     pub env: Vec<(String, String)>,
     pub kill_signal: String,
     pub kill_timeout: Duration,
@@ -136,6 +138,11 @@ fn read_task(job: String, group: String, name: String, group_body: &Body, t: &Bo
         Some(other) => bail!("config.args: expected a list, found {other}"),
         None => Vec::new(),
     };
+    let no_pivot_root = match attr(config, "no_pivot_root") {
+        None => false,
+        Some(Expression::Bool(b)) => *b,
+        Some(other) => bail!("config.no_pivot_root: expected true or false, found {other}"),
+    };
     let env = match blocks(t, "env").next() {
         Some(e) => strings_of(e.body())?,
         None => Vec::new(),
@@ -164,6 +171,7 @@ fn read_task(job: String, group: String, name: String, group_body: &Body, t: &Bo
         artifacts,
         command,
         args,
+        no_pivot_root,
         env,
         kill_signal: opt_string(t, "kill_signal")?.unwrap_or_else(|| "SIGINT".to_owned()),
         kill_timeout: duration(&opt_string(t, "kill_timeout")?.unwrap_or_else(|| "5s".to_owned()))?,

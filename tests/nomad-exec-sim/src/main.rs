@@ -1,4 +1,4 @@
-//! `nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach]`
+//! `nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE]`
 //!
 //! Runs one task of a Nomad job the way the exec driver does, without Nomad:
 //! downloads its artifacts (go-getter's rules, a real S3 client), builds the
@@ -6,6 +6,11 @@
 //! namespaces inside a pivot_root'ed chroot as user nobody, and stops it like
 //! `nomad alloc stop`: on SIGINT or SIGTERM to this process it sends the
 //! task's kill_signal, waits kill_timeout, then SIGKILLs.
+//!
+//! The job's `config { no_pivot_root = true }` chroots the task instead, as
+//! Nomad does; `--seccomp FILE` gives the task a seccomp BPF program, the
+//! way a host's policy would (Docker's profile, Ubuntu's AppArmor
+//! restriction as it looks from inside).
 //!
 //! Reports go to stderr, one line each, starting `nomad-exec-sim:`. The exit
 //! status is the task's (128+n if signal n killed it); 125 if the task could
@@ -34,21 +39,23 @@ struct Args {
     alloc_dir: PathBuf,
     task: Option<String>,
     attach: bool,
+    seccomp: Option<PathBuf>,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach]");
+    eprintln!("usage: nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE]");
     std::process::exit(2)
 }
 
 fn args() -> Args {
     let mut it = std::env::args().skip(1);
-    let (mut job, mut alloc_dir, mut task, mut attach) = (None, None, None, false);
+    let (mut job, mut alloc_dir, mut task, mut attach, mut seccomp) = (None, None, None, false, None);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--alloc-dir" => alloc_dir = it.next().map(PathBuf::from),
             "--task" => task = it.next(),
             "--attach" => attach = true,
+            "--seccomp" => seccomp = it.next().map(PathBuf::from),
             "-h" | "--help" => usage(),
             _ if job.is_none() && !a.starts_with('-') => job = Some(PathBuf::from(a)),
             _ => usage(),
@@ -60,6 +67,7 @@ fn args() -> Args {
             alloc_dir,
             task,
             attach,
+            seccomp,
         },
         _ => usage(),
     }
@@ -190,7 +198,14 @@ fn run(a: &Args) -> Result<u8> {
             log_file(&logs.join(format!("{}.stderr.0", t.name)))?,
         )
     };
+    let seccomp = a
+        .seccomp
+        .as_ref()
+        .map(|p| fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
     let launch = task::Launch {
+        no_pivot_root: t.no_pivot_root,
+        seccomp,
         task_dir: task_dir.clone(),
         alloc_dir: a.alloc_dir.join("alloc"),
         command: inside.to_string_lossy().into_owned(),

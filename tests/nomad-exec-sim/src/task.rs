@@ -24,6 +24,12 @@ use nix::unistd::{chdir, execve, pivot_root, setgroups, setresgid, setresuid, Gi
 pub const CHROOT_ENV: [&str; 7] = ["/bin", "/etc", "/lib", "/lib32", "/lib64", "/sbin", "/usr"];
 
 pub struct Launch {
+    /// The job's `config { no_pivot_root = true }`: chroot into the task
+    /// directory instead (the task then cannot make user namespaces).
+    pub no_pivot_root: bool,
+    /// A seccomp BPF program for the task (`--seccomp`), standing in for a
+    /// host's policy (Docker's profile, Ubuntu's AppArmor restriction).
+    pub seccomp: Option<Vec<u8>>,
     pub task_dir: PathBuf,
     pub alloc_dir: PathBuf,
     pub command: String,
@@ -178,8 +184,12 @@ fn setup(l: &Launch) -> Result<std::convert::Infallible> {
     special_dirs(root)?;
 
     chdir(root).context("chdir to the task directory")?;
-    pivot_root(".", ".").context("pivot_root")?;
-    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    if l.no_pivot_root {
+        nix::unistd::chroot(".").context("chroot")?;
+    } else {
+        pivot_root(".", ".").context("pivot_root")?;
+        umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    }
     chdir("/")?;
 
     let (uid, gid) = nobody()?;
@@ -205,7 +215,41 @@ fn setup(l: &Launch) -> Result<std::convert::Infallible> {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     )?;
+    if let Some(bpf) = &l.seccomp {
+        load_seccomp(bpf)?;
+    }
     execve(&path, &argv, &env).with_context(|| format!("exec {}", l.command))
+}
+
+/// Install a seccomp filter (a BPF program as libseccomp exports it) for
+/// this process and what it execs.
+#[allow(unsafe_code)]
+fn load_seccomp(bpf: &[u8]) -> Result<()> {
+    use nix::libc;
+    let filter: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).context("seccomp filter too long")?,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with valid arguments; `prog` points at `filter`, which
+    // outlives the call (the kernel copies the program).
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            bail!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0 {
+            bail!("PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// nobody's ids, from the task's /etc/passwd (Nomad's default task user).
