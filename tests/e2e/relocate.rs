@@ -606,7 +606,8 @@ fn a_squatted_short_path_is_never_used() {
     let cache = t.cache(NOBODY);
     let (first, _) = short_path_of(&t, &cache);
     let target = fs::read_link(&first).unwrap();
-    let squats: [(&str, &dyn Fn(&Path)); 3] = [
+    type Squat<'a> = (&'a str, &'a dyn Fn(&Path));
+    let squats: [Squat<'_>; 3] = [
         ("another uid's symlink to the same target", &|p| {
             std::os::unix::fs::symlink(&target, p).unwrap();
             std::os::unix::fs::lchown(p, Some(NOBODY - 2), None).unwrap();
