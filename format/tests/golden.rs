@@ -188,6 +188,11 @@ fn golden_decodes_to_known_values() {
         .map(|r| r as u64)
         .collect();
     assert_eq!(index.refs, found);
+    assert_eq!(
+        (stream.len(), index.refs.as_slice()),
+        (90, &[14u64][..]),
+        "as docs/FORMAT.md says"
+    );
     assert_eq!(&stream[index.refs[0] as usize..][..11], b"/nix/store/");
     match &index.entries[8].kind {
         EntryKind::File {

@@ -13,7 +13,7 @@ use std::path::Path;
 use tote_format::{Meta, Mode, MountKind, Relocation};
 
 use crate::debug::Debug;
-use crate::entry::{find_or_extract, Want};
+use crate::entry::{Cache, Want};
 use crate::error::{Code, Failure, Result};
 use crate::extract::Relocate;
 use crate::payload::Payload;
@@ -59,6 +59,16 @@ impl Launch<'_> {
         &self.payload.meta
     }
 
+    fn cache(&self) -> Cache<'_> {
+        Cache {
+            payload: self.payload,
+            root: self.root,
+            boot: self.boot,
+            verify_all: self.verify_all,
+            dbg: self.dbg,
+        }
+    }
+
     fn want(&self) -> Want<'static> {
         Want {
             name: self.id.to_string(),
@@ -74,7 +84,7 @@ pub fn launch(l: &Launch<'_>) -> Result<Infallible> {
     }
     if !meta.needs_namespace() {
         // A relocatable tree: run it from the cache, no namespace.
-        let entry = find_or_extract(l.payload, l.root, &l.want(), l.boot, l.verify_all, l.dbg)?;
+        let entry = l.cache().find_or_extract(&l.want())?;
         return exec(l, crate::in_tree(&entry.tree(), &meta.entrypoint), &l.argv);
     }
     let refused = match l.policy {
@@ -132,7 +142,7 @@ fn namespaced(l: &Launch<'_>) -> Result<std::result::Result<Vec<u8>, Refused>> {
             return Ok(Err(r));
         }
     }
-    let entry = find_or_extract(l.payload, l.root, &l.want(), l.boot, l.verify_all, l.dbg)?;
+    let entry = l.cache().find_or_extract(&l.want())?;
     let cwd = crate::working_dir()?;
     let (tree, scratch) = (entry.tree(), entry.mnt());
     let mut req = view(meta, &tree, &scratch, &cwd, l.uid, l.gid);
@@ -197,7 +207,7 @@ fn relocated(l: &Launch<'_>, refused: &Failure) -> Result<Infallible> {
                     to: &short,
                 }),
             };
-            find_or_extract(l.payload, l.root, &want, l.boot, l.verify_all, l.dbg)?;
+            l.cache().find_or_extract(&want)?;
             for p in unrewritable {
                 l.dbg.step(|| {
                     format!(
@@ -215,7 +225,7 @@ fn relocated(l: &Launch<'_>, refused: &Failure) -> Result<Infallible> {
             interpreter,
             library_path,
         } => {
-            let entry = find_or_extract(l.payload, l.root, &l.want(), l.boot, l.verify_all, l.dbg)?;
+            let entry = l.cache().find_or_extract(&l.want())?;
             let (program, argv) =
                 relocate::loader_exec(&entry.tree(), &meta.entrypoint, interpreter, library_path, &l.argv[1..])?;
             l.dbg.step(|| "relocated: through the bundle's own loader".to_string());

@@ -267,9 +267,9 @@ fn hcl_block<'a>(body: &'a hcl::Body, id: &str) -> &'a hcl::Block {
         .unwrap_or_else(|| panic!("no {id} block"))
 }
 
-#[test]
-fn flask_app_goes_through_s3_and_runs_under_the_exec_driver() {
-    let t = TestDir::new();
+/// The Flask example built, bundled, uploaded to a local Garage, and its
+/// Nomad job for `port`: the running Garage, the bundle, the job's text.
+pub(crate) fn flask_job(t: &TestDir, port: u16) -> (Garage, PathBuf, String) {
     let out = Command::new("nix-build")
         .arg(repo().join("examples/hello-flask"))
         .args(["--no-out-link", "--quiet", "--option", "sandbox", "false"])
@@ -280,11 +280,17 @@ fn flask_app_goes_through_s3_and_runs_under_the_exec_driver() {
     let app = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let file = t.join("hello-flask");
     bundle(&app, &file, &["--level", "3"]);
-
-    let garage = Garage::start(&t);
+    let garage = Garage::start(t);
     garage.upload(&file, "apps/hello-flask");
-    let port = free_port();
     let text = garage.job(&file, "apps/hello-flask", &["--port", &format!("http={port}")]);
+    (garage, file, text)
+}
+
+#[test]
+fn flask_app_goes_through_s3_and_runs_under_the_exec_driver() {
+    let t = TestDir::new();
+    let port = free_port();
+    let (garage, file, text) = flask_job(&t, port);
 
     // The job, read back with a real HCL parser.
     let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));

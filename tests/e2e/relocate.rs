@@ -24,7 +24,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::nomad::{first_200, free_port, pid_ns_members, Garage, Task};
+use crate::nomad::{first_200, flask_job, free_port, pid_ns_members, Task};
 use crate::support::*;
 
 /// How a simulated host refuses user namespaces.
@@ -189,27 +189,8 @@ impl<'t> Refusing<'t> {
             .env("HOME", "/nonexistent")
             .env_remove("TOTE_DEBUG")
             .env_remove("TOTE_NAMESPACE")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = spawn(&mut c);
-        let feeder = self.stdin.clone().map(|input| {
-            let mut pipe = child.stdin.take().unwrap();
-            std::thread::spawn(move || {
-                use std::io::Write;
-                let _ = pipe.write_all(&input);
-            })
-        });
-        let o = child.wait_with_output().unwrap();
-        if let Some(f) = feeder {
-            f.join().unwrap();
-        }
-        o
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        output_feeding(&mut c, self.stdin.clone())
     }
 
     /// Where the launch's cwd is, as the program sees it.
@@ -980,20 +961,8 @@ fn in_a_podman_container_as_root_and_as_65534_with_the_default_and_a_docker_like
 #[test]
 fn flask_answers_under_the_exec_driver_on_every_refusing_host() {
     let t = TestDir::new();
-    let out = Command::new("nix-build")
-        .arg(repo().join("examples/hello-flask"))
-        .args(["--no-out-link", "--quiet", "--option", "sandbox", "false"])
-        .args(["--option", "build-users-group", "", "--option", "substituters", ""])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "nix-build examples/hello-flask: {}", stderr(&out));
-    let app = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let file = t.join("hello-flask");
-    bundle(&app, &file, &["--level", "3"]);
-    let garage = Garage::start(&t);
-    garage.upload(&file, "apps/hello-flask");
     let port = free_port();
-    let text = garage.job(&file, "apps/hello-flask", &["--port", &format!("http={port}")]);
+    let (_garage, _file, text) = flask_job(&t, port);
     let chrooted = text.replacen("config {", "config {\n        no_pivot_root = true", 1);
     assert_ne!(chrooted, text);
     let (plain_job, chroot_job) = (t.join("job.hcl"), t.join("job-chroot.hcl"));

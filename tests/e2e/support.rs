@@ -242,28 +242,29 @@ impl Launch {
     }
 
     pub fn run_with(&self, prefix: &[&str], program: &Path, args: &[&OsStr]) -> Output {
-        let mut c = self.command(prefix, program, args);
-        c.stdin(if self.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = spawn(&mut c);
-        // Feed stdin from a thread: the child's stdout must be drained meanwhile.
-        let feeder = self.stdin.clone().map(|input| {
-            let mut pipe = child.stdin.take().unwrap();
-            std::thread::spawn(move || {
-                use std::io::Write;
-                let _ = pipe.write_all(&input);
-            })
-        });
-        let out = child.wait_with_output().unwrap();
-        if let Some(f) = feeder {
-            f.join().unwrap();
-        }
-        out
+        output_feeding(&mut self.command(prefix, program, args), self.stdin.clone())
     }
+}
+
+/// Run `c` to its end with `stdin` as its input (else /dev/null), its
+/// stdout and stderr collected.
+pub fn output_feeding(c: &mut Command, stdin: Option<Vec<u8>>) -> Output {
+    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = spawn(c);
+    // Feed stdin from a thread: the child's stdout must be drained meanwhile.
+    let feeder = stdin.map(|input| {
+        let mut pipe = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&input);
+        })
+    });
+    let out = child.wait_with_output().unwrap();
+    if let Some(f) = feeder {
+        f.join().unwrap();
+    }
+    out
 }
 
 /// Spawn, retrying while the program is "busy": another test thread may have
