@@ -26,6 +26,8 @@ fn main() {
         "runtime-stub/Cargo.toml",
         "format/src",
         "format/Cargo.toml",
+        "cache/src",
+        "cache/Cargo.toml",
         "Cargo.toml",
         "Cargo.lock",
     ] {

@@ -54,12 +54,13 @@ mod tests {
         super::check(super::EMBEDDED).unwrap();
     }
 
-    /// The stub is prepended to every bundle: 1.35 MiB at most. (It was
+    /// The stub is prepended to every bundle: 1.4 MiB at most. (It was
     /// 1.25 MiB before mount mode's FUSE server added 27 KB, 1.3 MiB before
-    /// launching without namespaces added 30 KB.)
+    /// launching without namespaces added 30 KB, 1.35 MiB before the cache's
+    /// trimming added 49 KB.)
     #[test]
     fn embedded_stub_fits_its_size_budget() {
-        let budget = 135 * 1024 * 1024 / 100;
+        let budget = 140 * 1024 * 1024 / 100;
         assert!(
             super::EMBEDDED.len() <= budget,
             "stub is {} bytes, budget {budget}",

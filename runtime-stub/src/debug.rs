@@ -24,3 +24,12 @@ impl Debug {
         }
     }
 }
+
+impl tote_cache::Log for Debug {
+    fn on(&self) -> bool {
+        self.on
+    }
+    fn line(&self, msg: &str) {
+        self.step(|| msg.to_string());
+    }
+}

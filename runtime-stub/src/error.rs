@@ -79,3 +79,14 @@ pub fn describe(errno: Errno) -> String {
 }
 
 pub type Result<T> = std::result::Result<T, Failure>;
+
+/// The cache's failures are the launcher's exit 115.
+impl From<tote_cache::Error> for Failure {
+    fn from(e: tote_cache::Error) -> Failure {
+        Failure {
+            code: Code::Cache,
+            message: e.message,
+            errno: e.errno,
+        }
+    }
+}

@@ -39,92 +39,10 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::linkat;
 use tote_format::{decode_block, Digest32, Entry, EntryKind, Index};
 
+use tote_cache::{Modes, Relocate};
+
 use crate::error::{describe, Code, Failure, Result};
 use crate::payload::Payload;
-
-/// A relocated extraction: `store_dir` (`/nix/store`) becomes `to` (a
-/// path of the same length, e.g. `/tmp/abcde`) at every reference.
-#[derive(Clone, Copy)]
-pub struct Relocate<'a> {
-    pub store_dir: &'a [u8],
-    pub to: &'a [u8],
-}
-
-impl Relocate<'_> {
-    /// Rewrite the references among `refs` (stream offsets) that fall in
-    /// `buf`, which holds stream bytes from `start`. Each must name the
-    /// store directory (the index was written so): a difference means a
-    /// corrupt bundle.
-    pub fn patch(&self, buf: &mut [u8], start: u64, refs: &[u64]) -> std::result::Result<(), u64> {
-        let n = self.store_dir.len() as u64;
-        let end = start + buf.len() as u64;
-        for &r in refs {
-            for k in r.max(start)..(r + n).min(end) {
-                let (i, j) = ((k - start) as usize, (k - r) as usize);
-                if buf[i] != self.store_dir[j] {
-                    return Err(r);
-                }
-                buf[i] = self.to[j];
-            }
-        }
-        Ok(())
-    }
-
-    /// The references that touch stream bytes `from..to`.
-    pub fn refs_touching<'i>(&self, index: &'i Index, from: u64, to: u64) -> &'i [u64] {
-        index.refs_in(from.saturating_sub(self.store_dir.len() as u64 - 1), to)
-    }
-
-    /// A symlink target as a relocated launch sees it.
-    pub fn target(&self, target: &[u8]) -> Vec<u8> {
-        let mut t = target.to_vec();
-        tote_format::refs::rewrite(&mut t, self.store_dir, self.to);
-        t
-    }
-
-    /// The object-store name of a rewritten content: its own, never the
-    /// original content's.
-    fn object(&self, hash: &Digest32) -> Digest32 {
-        let mut key = b"tote relocated object\0".to_vec();
-        key.extend_from_slice(&hash.0);
-        key.extend_from_slice(self.store_dir);
-        key.push(0);
-        key.extend_from_slice(self.to);
-        tote_format::sha256(&key)
-    }
-}
-
-/// Permission bits of what gets extracted.
-#[derive(Debug, Clone, Copy)]
-pub struct Modes {
-    pub file: u32,
-    pub exec: u32,
-    /// Directories are made 0755 and set to this at the end.
-    pub dir: u32,
-}
-
-impl Modes {
-    /// Cache entries are read-only, like a Nix store.
-    pub const CACHE: Modes = Modes {
-        file: 0o444,
-        exec: 0o555,
-        dir: 0o555,
-    };
-    /// `TOTE_EXTRACT`: the user's own copy, removable with `rm -r`.
-    pub const USER: Modes = Modes {
-        file: 0o644,
-        exec: 0o755,
-        dir: 0o755,
-    };
-
-    fn of(&self, executable: bool) -> u32 {
-        if executable {
-            self.exec
-        } else {
-            self.file
-        }
-    }
-}
 
 /// Content-addressed files shared by all cache entries under one root:
 /// `objects/<sha256 hex>`, with `x` appended for executables (another mode,
@@ -164,7 +82,7 @@ impl Objects {
         if !probe.current {
             if dir.exists() {
                 // Another boot's objects: set them aside for removal.
-                crate::cache::discard(dir.parent().unwrap_or(Path::new("/")), dir)?;
+                tote_cache::discard(dir.parent().unwrap_or(Path::new("/")), dir)?;
             }
             match std::fs::create_dir(dir) {
                 Ok(()) => {}
@@ -396,7 +314,7 @@ fn extract_into(
     // Pass 2: the blocks that hold something to write, in parallel.
     let todo: Vec<usize> = (0..index.blocks.len()).filter(|&b| !pieces[b].is_empty()).collect();
     report.blocks = todo.len();
-    crate::par::for_each(
+    tote_cache::par::for_each(
         todo.len(),
         decode_threads(index, threads),
         || (Vec::new(), Vec::new()),

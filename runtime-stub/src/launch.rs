@@ -13,12 +13,12 @@ use std::path::Path;
 use tote_format::{Meta, Mode, MountKind, Relocation};
 
 use crate::debug::Debug;
-use crate::entry::{Cache, Want};
+use crate::entry::{Cache, Found, Want};
 use crate::error::{Code, Failure, Result};
-use crate::extract::Relocate;
 use crate::payload::Payload;
 use crate::sys::Refused;
-use crate::{cache, mount, plan, relocate, sys};
+use crate::{mount, plan, relocate, sys};
+use tote_cache::Relocate;
 
 /// `TOTE_NAMESPACE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub struct Launch<'a> {
     pub mode: Mode,
     pub policy: Policy,
     pub verify_all: bool,
+    /// What the cache root is trimmed to after a cold start.
+    pub limits: tote_cache::Limits,
     pub dbg: &'a Debug,
 }
 
@@ -69,6 +71,17 @@ impl Launch<'_> {
         }
     }
 
+    /// The entry for `want`, pinned; after a cold start, the cache root is
+    /// trimmed to its limits by a process of its own, off the start path
+    /// (and before any namespace, whose view may hide the root).
+    fn found(&self, want: &Want<'_>) -> Result<Found> {
+        let found = self.cache().find_or_extract(want)?;
+        if found.extracted {
+            trim_later(self);
+        }
+        Ok(found)
+    }
+
     fn want(&self) -> Want<'static> {
         Want {
             name: self.id.to_string(),
@@ -84,13 +97,14 @@ pub fn launch(l: &Launch<'_>) -> Result<Infallible> {
     }
     if !meta.needs_namespace() {
         // A relocatable tree: run it from the cache, no namespace.
-        let entry = l.cache().find_or_extract(&l.want())?;
-        return exec(l, crate::in_tree(&entry.tree(), &meta.entrypoint), &l.argv);
+        let found = l.found(&l.want())?;
+        let program = crate::in_tree(&found.entry.tree(), &meta.entrypoint);
+        return exec(l, program, &l.argv, found);
     }
     let refused = match l.policy {
         Policy::Never => Refused(Failure::new(Code::Namespace, "TOTE_NAMESPACE=never")),
         _ => match namespaced(l)? {
-            Ok(program) => return exec(l, program, &l.argv),
+            Ok((found, program)) => return exec(l, program, &l.argv, found),
             Err(r) => r,
         },
     };
@@ -105,7 +119,11 @@ pub fn launch(l: &Launch<'_>) -> Result<Infallible> {
 /// Mount mode, if it can run here; returns when it cannot and the launch
 /// should extract instead.
 fn try_mount(l: &Launch<'_>) -> Result<()> {
-    let warm = l.mode == Mode::Auto && matches!(cache::lookup(l.root, l.id, l.boot), cache::Lookup::Complete(_));
+    let warm = l.mode == Mode::Auto
+        && matches!(
+            tote_cache::lookup(l.root, l.id, l.boot),
+            tote_cache::Lookup::Complete(_)
+        );
     if warm {
         l.dbg.step(|| "auto: the cache holds this bundle, extract mode".into());
         return Ok(());
@@ -126,30 +144,30 @@ fn try_mount(l: &Launch<'_>) -> Result<()> {
     }
 }
 
-/// The bundle's view in namespaces: the program to exec, or why the
-/// namespaces could not be made (this process unchanged).
-fn namespaced(l: &Launch<'_>) -> Result<std::result::Result<Vec<u8>, Refused>> {
+/// The bundle's view in namespaces: the entry and the program to exec, or
+/// why the namespaces could not be made (this process unchanged).
+fn namespaced(l: &Launch<'_>) -> Result<std::result::Result<(Found, Vec<u8>), Refused>> {
     let meta = l.meta();
     let privileged = sys::has_cap_sys_admin();
     // On a cold start where relocation could follow, find out first, so as
     // not to extract a tree the launch cannot use.
     let cold = !matches!(
-        cache::lookup(l.root, l.id, l.boot),
-        cache::Lookup::Complete(_) | cache::Lookup::OtherBoot(_)
+        tote_cache::lookup(l.root, l.id, l.boot),
+        tote_cache::Lookup::Complete(_) | tote_cache::Lookup::OtherBoot(_)
     );
     if cold && l.policy == Policy::Auto && meta.relocation != Relocation::None {
         if let Err(r) = sys::probe(privileged, l.uid, l.gid, l.dbg) {
             return Ok(Err(r));
         }
     }
-    let entry = l.cache().find_or_extract(&l.want())?;
+    let found = l.found(&l.want())?;
     let cwd = crate::working_dir()?;
-    let (tree, scratch) = (entry.tree(), entry.mnt());
+    let (tree, scratch) = (found.entry.tree(), found.entry.mnt());
     let mut req = view(meta, &tree, &scratch, &cwd, l.uid, l.gid);
     req.privileged = privileged;
     let steps = plan::plan(&req, &plan::RealHost);
     l.dbg.step(|| format!("planned {} steps", steps.len()));
-    Ok(sys::enter(&steps, l.dbg).map(|_| meta.entrypoint.clone()))
+    Ok(sys::enter(&steps, l.dbg).map(|_| (found, meta.entrypoint.clone())))
 }
 
 /// The launch view of the bundle's tree (extracted, or mounted) at `tree`.
@@ -207,7 +225,11 @@ fn relocated(l: &Launch<'_>, refused: &Failure) -> Result<Infallible> {
                     to: &short,
                 }),
             };
-            l.cache().find_or_extract(&want)?;
+            let found = l.found(&want)?;
+            // Pinned now: a removal that raced with it may have taken the
+            // short path with the entry.
+            relocate::claim(std::slice::from_ref(&short), l.uid, tree_of, l.dbg)
+                .map_err(|f| relocate::both(refused, f))?;
             for p in unrewritable {
                 l.dbg.step(|| {
                     format!(
@@ -219,20 +241,45 @@ fn relocated(l: &Launch<'_>, refused: &Failure) -> Result<Infallible> {
             let program = [&short[..], &meta.entrypoint[store.len()..]].concat();
             let mut argv = l.argv.clone();
             argv[0] = program.clone();
-            exec(l, program, &argv)
+            exec(l, program, &argv, found)
         }
         Relocation::Loader {
             interpreter,
             library_path,
         } => {
-            let entry = l.cache().find_or_extract(&l.want())?;
-            let (program, argv) =
-                relocate::loader_exec(&entry.tree(), &meta.entrypoint, interpreter, library_path, &l.argv[1..])?;
+            let found = l.found(&l.want())?;
+            let (program, argv) = relocate::loader_exec(
+                &found.entry.tree(),
+                &meta.entrypoint,
+                interpreter,
+                library_path,
+                &l.argv[1..],
+            )?;
             l.dbg.step(|| "relocated: through the bundle's own loader".to_string());
-            exec(l, program, &argv)
+            exec(l, program, &argv, found)
         }
         Relocation::None => Err(refused_too(refused, "the bundle cannot relocate")),
     }
+}
+
+/// Trim the cache root to the limits, in a process of its own that the
+/// program never sees (none with both limits `off`).
+fn trim_later(l: &Launch<'_>) {
+    let limits = l.limits;
+    if limits == tote_cache::Limits::none() {
+        return;
+    }
+    let root = l.root.to_path_buf();
+    let spawned = sys::spawn_detached(move || {
+        let _ = tote_cache::trim(&root, &limits, false, &tote_cache::Quiet);
+    });
+    l.dbg.step(|| {
+        if spawned {
+            "cold start: trimming the cache root in the background".to_string()
+        } else {
+            "cold start: could not start the trim".to_string()
+        }
+    });
 }
 
 fn refused_too(refused: &Failure, why: &str) -> Failure {
@@ -266,8 +313,11 @@ fn needs_namespaces(meta: &Meta, policy: Policy, refused: Failure) -> Failure {
     f
 }
 
-/// Exec the program in place, or as PID 1 run and supervise it.
-fn exec(l: &Launch<'_>, program: Vec<u8>, argv: &[Vec<u8>]) -> Result<Infallible> {
+/// Exec the program in place, or as PID 1 run and supervise it. The
+/// program inherits the entry's pin.
+fn exec(l: &Launch<'_>, program: Vec<u8>, argv: &[Vec<u8>], found: Found) -> Result<Infallible> {
+    let fd = found.pin.keep_across_exec();
+    l.dbg.step(|| format!("entry pinned (descriptor {fd})"));
     l.dbg.step(|| format!("exec {}", String::from_utf8_lossy(&program)));
     if std::process::id() == 1 {
         sys::exec_as_init(&program, argv, l.dbg, None);

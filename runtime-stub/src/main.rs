@@ -11,7 +11,6 @@
 // Under `cfg(test)` the C entry point is compiled out, and with it the launch path.
 #![cfg_attr(test, allow(dead_code))]
 
-mod cache;
 mod debug;
 mod entry;
 mod error;
@@ -20,12 +19,10 @@ mod fs;
 mod fuse;
 mod launch;
 mod mount;
-mod par;
 mod payload;
 mod plan;
 mod relocate;
 mod sys;
-mod verify;
 
 use std::convert::Infallible;
 use std::ffi::{OsStr, OsString};
@@ -94,15 +91,16 @@ fn run() -> Result<Infallible> {
     let mode = launch_mode(meta)?;
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
-    let env = cache::Env {
+    let limits = tote_cache::Limits::from_env().map_err(|why| Failure::new(Code::Usage, why))?;
+    let env = tote_cache::Env {
         cache_dir: var("TOTE_CACHE_DIR").map(PathBuf::from).map(absolute).transpose()?,
         xdg_cache_home: var("XDG_CACHE_HOME"),
         home: var("HOME"),
         tmpdir: var("TMPDIR"),
     };
-    let root = cache::choose_root(&env, uid, &dbg)?;
+    let root = tote_cache::choose_root(&env, uid, &dbg)?;
     let id = payload.id().to_hex();
-    let boot = cache::boot_id();
+    let boot = tote_cache::boot_id();
 
     let mut argv: Vec<Vec<u8>> = vec![meta.entrypoint.clone()];
     argv.extend(meta.args.iter().cloned());
@@ -125,6 +123,7 @@ fn run() -> Result<Infallible> {
         mode,
         policy: namespace_policy()?,
         verify_all: flag("TOTE_VERIFY"),
+        limits,
         dbg: &dbg,
     })
 }
@@ -215,13 +214,13 @@ fn extract_to(payload: &Payload, dir: &Path, dbg: &Debug) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let staging = cache::Staging::new(parent, &name)?;
+    let staging = tote_cache::Staging::new(parent, &name)?;
     let index = payload.index()?;
     extract::extract(
         &index,
         payload,
         &staging.dir,
-        extract::Modes::USER,
+        tote_cache::Modes::USER,
         threads(),
         None,
         None,

@@ -16,6 +16,8 @@ pub struct Payload {
     file: File,
     pub layout: Layout,
     pub meta: Meta,
+    /// The metadata section's bytes, as a cache entry keeps them.
+    pub meta_bytes: Vec<u8>,
 }
 
 impl Payload {
@@ -36,6 +38,7 @@ impl Payload {
             file,
             layout,
             meta,
+            meta_bytes,
         })
     }
 
@@ -45,6 +48,11 @@ impl Payload {
 
     /// Read, verify and decode the index.
     pub fn index(&self) -> Result<Index> {
+        self.index_and_bytes().map(|(index, _)| index)
+    }
+
+    /// The index, and its section's bytes (as a cache entry keeps them).
+    pub fn index_and_bytes(&self) -> Result<(Index, Vec<u8>)> {
         let t = &self.layout.trailer;
         let bytes = read_at(&self.file, &self.path, t.index_offset, t.index_len)?;
         let index = self
@@ -54,7 +62,7 @@ impl Payload {
         self.meta
             .check_stats(&index)
             .map_err(|e| Failure::bundle(&self.path, e))?;
-        Ok(index)
+        Ok((index, bytes))
     }
 
     /// Read one block's compressed bytes into `buf`.

@@ -576,6 +576,59 @@ pub fn exec_as_init(path: &[u8], argv: &[Vec<u8>], dbg: &Debug, status: Option<O
     }
 }
 
+/// Run `job` in a process of its own, detached from this one: a grandchild
+/// in a new session, its standard streams on `/dev/null` and every other
+/// descriptor closed (so that nothing waiting on this process's pipes, or
+/// on an entry's pin, waits on it too), at the lowest CPU and I/O priority
+/// (best effort, not idle: an idle-class process can starve for as long
+/// as the disk stays busy). Only
+/// the intermediate child is waited for. Returns whether it started.
+pub fn spawn_detached(job: impl FnOnce()) -> bool {
+    // SAFETY: single-threaded here (extraction threads were joined), so the
+    // child may run any code.
+    match unsafe { fork() } {
+        Err(_) => false,
+        Ok(ForkResult::Parent { child }) => {
+            matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0)))
+        }
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above; the intermediate child exits at once.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {}
+                Ok(ForkResult::Parent { .. }) => unsafe { nix::libc::_exit(0) },
+                Err(_) => unsafe { nix::libc::_exit(1) },
+            }
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            if let Ok(null) = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard descriptors.
+                    unsafe { nix::libc::dup2(null.as_raw_fd(), fd) };
+                }
+                if null.as_raw_fd() < 3 {
+                    let _ = null.into_raw_fd();
+                }
+            }
+            // SAFETY: plain system calls on this process; nothing in it
+            // owns a descriptor above 2 from here on.
+            unsafe {
+                if nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                    for fd in 3..4096 {
+                        nix::libc::close(fd);
+                    }
+                }
+                nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19);
+                // IOPRIO_WHO_PROCESS, this process, IOPRIO_CLASS_BE level 7.
+                nix::libc::syscall(nix::libc::SYS_ioprio_set, 1, 0, (2 << 13) | 7);
+            }
+            job();
+            // SAFETY: end the grandchild without running this process's
+            // exit handlers a second time.
+            unsafe { nix::libc::_exit(0) }
+        }
+    }
+}
+
 /// How a supervised child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

@@ -16,7 +16,39 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tote_format::{Entry, EntryKind, Index};
 
-use crate::extract::{Modes, Relocate};
+use crate::relocate::Relocate;
+
+/// Permission bits of what gets extracted.
+#[derive(Debug, Clone, Copy)]
+pub struct Modes {
+    pub file: u32,
+    pub exec: u32,
+    /// Directories are made 0755 and set to this at the end.
+    pub dir: u32,
+}
+
+impl Modes {
+    /// Cache entries are read-only, like a Nix store.
+    pub const CACHE: Modes = Modes {
+        file: 0o444,
+        exec: 0o555,
+        dir: 0o555,
+    };
+    /// `TOTE_EXTRACT`: the user's own copy, removable with `rm -r`.
+    pub const USER: Modes = Modes {
+        file: 0o644,
+        exec: 0o755,
+        dir: 0o755,
+    };
+
+    pub fn of(&self, executable: bool) -> u32 {
+        if executable {
+            self.exec
+        } else {
+            self.file
+        }
+    }
+}
 
 /// The first difference found.
 #[derive(Debug)]
@@ -46,7 +78,7 @@ pub fn tree(
 ) -> Result<(), Mismatch> {
     let mut found = Vec::with_capacity(index.entries.len());
     walk(tree, &mut Vec::new(), &mut found)?;
-    found.sort();
+    found.sort_unstable(); // paths are unique
     for (i, e) in index.entries.iter().enumerate() {
         match found.get(i) {
             Some(p) if *p == e.path => {}

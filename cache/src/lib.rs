@@ -1,0 +1,46 @@
+//! tote's cache: the one definition of where it lives, what an entry is,
+//! how a launch finds, makes, pins and marks one, and how entries are
+//! listed, trimmed, removed and verified. The runtime stub (launches, and
+//! trimming after cold starts) and `tote cache` both use it.
+//!
+//! A root holds:
+//! - `<bundle-id>/`: an entry, the bundle's tree as extracted;
+//! - `<bundle-id>-<name>/`: the same bundle relocated for `/tmp/<name>`;
+//! - `objects/`: files by content, hard-linked into entries;
+//! - `mnt/`: mount mode's mount point;
+//! - `.tmp-*`, `.lock-*`: work in progress, and its locks.
+//!
+//! A trim holds an exclusive `flock` on the root directory itself.
+//!
+//! An entry holds `tree/`, `mnt/`, `meta` and `index` (the bundle's own
+//! sections: its name, and everything a full check needs) and `ok`, the
+//! completion marker, written last; the marker's mtime is the entry's last
+//! use. A launch pins its entry with a shared `flock` on the entry's
+//! directory, which the program it execs inherits; nothing removes an
+//! entry whose directory it cannot lock exclusively.
+
+mod build;
+mod entry;
+mod error;
+mod limits;
+mod log;
+pub mod par;
+mod relocate;
+mod root;
+mod scan;
+mod trim;
+mod verify;
+
+pub use build::{check_space, create, discard, human, lock_entry, remove_tree, sweep, ExtractLock, Staging};
+pub use entry::{boot_id, entry_name, lookup, mark, parse_entry_name, pin, Entry, Lookup, Pin, MARKER};
+pub use error::{describe, Error, Result};
+pub use limits::{parse_age, parse_size, Limits};
+pub use log::{Log, Quiet};
+pub use relocate::Relocate;
+pub use root::{candidates, choose_root, existing_root, Env};
+pub use scan::{scan, Listed, Listing};
+pub use trim::{plan, remove_entry, remove_unlinked_objects, trim, Removal, TrimReport};
+pub use verify::{tree as verify_tree, Mismatch, Modes};
+
+/// The object store's directory under a root.
+pub const OBJECTS: &str = "objects";

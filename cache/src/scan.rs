@@ -1,0 +1,193 @@
+//! What a root holds, measured the way `du` measures it: the blocks of
+//! every inode counted once, however many entries hard-link it. An entry's
+//! own bytes are what it alone holds (what removing it frees, objects only
+//! it links included); its shared bytes are files other entries link too.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::fs;
+use std::hash::BuildHasherDefault;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::entry::{last_used, parse_entry_name, MARKER};
+use crate::error::{Error, Result};
+use crate::OBJECTS;
+
+/// One entry of a root.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its directory's name: `<id>` or `<id>-<short>`.
+    pub name: String,
+    pub id: String,
+    /// The short name of a relocated entry (`/tmp/<short>`).
+    pub short: Option<String>,
+    /// The bundle's name, from the metadata the entry keeps.
+    pub bundle: Option<String>,
+    /// Has its completion marker.
+    pub complete: bool,
+    pub last_used: Option<SystemTime>,
+    /// A running launch pins it.
+    pub in_use: bool,
+    /// Bytes only it holds.
+    pub own: u64,
+    /// Bytes of files it shares with other entries.
+    pub shared: u64,
+    /// Fixed bytes (directories, symlinks, its own files) and the inodes of
+    /// its regular files, for the trim plan.
+    pub(crate) fixed: u64,
+    pub(crate) files: Vec<usize>,
+}
+
+/// Everything under a root.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub root: PathBuf,
+    /// By name.
+    pub entries: Vec<Listed>,
+    /// Bytes of objects no entry links (removed by the next trim).
+    pub unlinked_objects: u64,
+    /// Everything: entries, objects, work in progress.
+    pub total: u64,
+    /// Free bytes on the root's file system.
+    pub free: u64,
+    /// Blocks (bytes) of every regular file inode that entries link, and
+    /// how many entries link it.
+    pub(crate) inodes: Vec<(u64, u32)>,
+}
+
+/// Measure `root`, and find which entries are pinned ([`probe_in_use`]).
+pub fn scan(root: &Path) -> Result<Listing> {
+    let rd = fs::read_dir(root).map_err(|e| Error::io("listing", root, &e))?;
+    let mut names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort_unstable(); // determinism
+                           // Lookups only, never iterated; a fixed hasher (no random seed to get).
+    let mut index: Inodes<usize> = HashMap::default();
+    let mut inodes: Vec<(u64, u32)> = Vec::new();
+    let mut seen_other: Inodes<()> = HashMap::default();
+    let mut total = 0u64;
+    let mut entries = Vec::new();
+    // Entries first: then an inode an entry links is the entry's, however
+    // many other names it has (objects, a staging tree).
+    for name in &names {
+        let Some((id, short)) = parse_entry_name(name) else {
+            continue;
+        };
+        let path = root.join(name);
+        let mut fixed = 0;
+        let mut files = Vec::new();
+        walk(&path, &mut |m: &fs::Metadata| {
+            if m.is_file() {
+                let key = (m.dev(), m.ino());
+                let n = *index.entry(key).or_insert_with(|| {
+                    inodes.push((m.blocks() * 512, 0));
+                    inodes.len() - 1
+                });
+                inodes[n].1 += 1;
+                files.push(n);
+            } else {
+                fixed += m.blocks() * 512;
+            }
+        });
+        entries.push(Listed {
+            name: name.clone(),
+            id: id.to_string(),
+            short: short.map(str::to_string),
+            bundle: bundle_name(&path),
+            complete: path.join(MARKER).exists(),
+            last_used: last_used(&path),
+            in_use: probe_in_use(&path),
+            own: 0,
+            shared: 0,
+            fixed,
+            files,
+        });
+    }
+    for name in names.iter().filter(|n| parse_entry_name(n).is_none()) {
+        walk(&root.join(name), &mut |m: &fs::Metadata| {
+            let key = (m.dev(), m.ino());
+            let counted = m.is_file() && (index.contains_key(&key) || seen_other.contains_key(&key));
+            if !counted {
+                total += m.blocks() * 512;
+            }
+            if m.is_file() {
+                seen_other.insert(key, ());
+            }
+        });
+    }
+    // Objects: counted above unless an entry links them (then they are
+    // the entry's). Those no entry links are garbage.
+    let mut unlinked_objects = 0;
+    if let Ok(rd) = fs::read_dir(root.join(OBJECTS)) {
+        for e in rd.flatten() {
+            if let Ok(m) = e.metadata() {
+                if m.is_file() && m.nlink() == 1 {
+                    unlinked_objects += m.blocks() * 512;
+                }
+            }
+        }
+    }
+    for e in &mut entries {
+        for &n in &e.files {
+            if inodes[n].1 == 1 {
+                e.own += inodes[n].0;
+            } else {
+                e.shared += inodes[n].0;
+            }
+        }
+        e.own += e.fixed;
+        total += e.fixed;
+    }
+    total += inodes.iter().map(|(b, _)| b).sum::<u64>();
+    let free = nix::sys::statvfs::statvfs(root)
+        .map(|v| v.blocks_available() * v.fragment_size())
+        .unwrap_or(0);
+    Ok(Listing {
+        root: root.to_path_buf(),
+        entries,
+        unlinked_objects,
+        total,
+        free,
+        inodes,
+    })
+}
+
+type Inodes<T> = HashMap<(u64, u64), T, BuildHasherDefault<DefaultHasher>>;
+
+/// Every inode at and below `path` (not following symlinks), once.
+fn walk(path: &Path, f: &mut dyn FnMut(&fs::Metadata)) {
+    let Ok(m) = fs::symlink_metadata(path) else { return };
+    f(&m);
+    if m.is_dir() {
+        if let Ok(rd) = fs::read_dir(path) {
+            for e in rd.flatten() {
+                walk(&e.path(), f);
+            }
+        }
+    }
+}
+
+/// The bundle's name, from the metadata section the entry keeps.
+fn bundle_name(dir: &Path) -> Option<String> {
+    let bytes = fs::read(dir.join("meta")).ok()?;
+    // The name is the first field: a u32 length and UTF-8 bytes.
+    let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    String::from_utf8(bytes.get(4..4 + n)?.to_vec()).ok()
+}
+
+/// Does a running launch pin the entry at `dir`? (Tries the exclusive lock
+/// a removal takes, and lets it go at once.)
+pub fn probe_in_use(dir: &Path) -> bool {
+    let Ok(fd) = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    Flock::lock(fd, FlockArg::LockExclusiveNonblock).is_err()
+}
