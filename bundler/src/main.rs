@@ -64,6 +64,9 @@ enum Command {
     /// Check every hash in a bundle; exits 1 on any mismatch.
     #[command(after_help = cmd::verify::HELP)]
     Verify(cmd::verify::Args),
+    /// What the cache of launched bundles holds, and keeping it in check: ls, prune, rm, verify.
+    #[command(after_help = cmd::cache::HELP)]
+    Cache(cmd::cache::Args),
     /// Print a Nomad job (HCL) that downloads a bundle and runs it with the exec driver.
     #[command(after_help = cmd::nomad::HELP)]
     Nomad(cmd::nomad::Args),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => cmd::diff::run(&a),
         Command::Extract(a) => cmd::ls::extract(&a),
         Command::Verify(a) => cmd::verify::run(&a),
+        Command::Cache(a) => cmd::cache::run(&a),
         Command::Nomad(a) => cmd::nomad::run(&a),
         Command::Completions(a) => cmd::completions::completions(&a, Cli::command()),
         Command::Man(a) => cmd::completions::man(&a, Cli::command()),

@@ -1,6 +1,7 @@
 //! Building entries: one launch extracts a bundle while concurrent ones
 //! wait for it (`.lock-<name>`); the tree is built in a locked staging
-//! directory `.tmp-<name>-<pid>-<nanos>` and renamed into place, with its
+//! directory `.tmp-<name>-<pid>-<nanos>` (made as `.new-…`) and renamed
+//! into place, with its
 //! completion marker written last; whatever a killed launch left behind is
 //! swept by the next cold start, once no live process holds its lock.
 
@@ -37,23 +38,38 @@ impl Drop for ExtractLock {
 }
 
 /// Take `<root>/.lock-<name>`, waiting for a launch that holds it;
-/// `waiting` is called first if it is held.
+/// `waiting` is called first if it is held. The lock counts only if the
+/// path still names the file locked (its holder, or a sweep, may have
+/// removed it meanwhile); else it is taken anew.
 pub fn lock_entry(root: &Path, name: &str, waiting: impl FnOnce()) -> Result<ExtractLock> {
     let path = root.join(format!(".lock-{name}"));
-    let fd = nix::fcntl::open(
-        &path,
-        OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(0o600),
-    )
-    .map_err(|e| Error::sys("opening", &path, e))?;
-    let fd = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => return Ok(ExtractLock { path, _lock: lock }),
-        Err((fd, Errno::EWOULDBLOCK)) => fd,
-        Err((_, e)) => return Err(Error::sys("locking", &path, e)),
-    };
-    waiting();
-    let lock = Flock::lock(fd, FlockArg::LockExclusive).map_err(|(_, e)| Error::sys("locking", &path, e))?;
-    Ok(ExtractLock { path, _lock: lock })
+    let mut waiting = Some(waiting);
+    loop {
+        let fd = nix::fcntl::open(
+            &path,
+            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| Error::sys("opening", &path, e))?;
+        let lock = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((fd, Errno::EWOULDBLOCK)) => {
+                if let Some(w) = waiting.take() {
+                    w();
+                }
+                Flock::lock(fd, FlockArg::LockExclusive).map_err(|(_, e)| Error::sys("locking", &path, e))?
+            }
+            Err((_, e)) => return Err(Error::sys("locking", &path, e)),
+        };
+        let held = nix::sys::stat::fstat(&*lock).map_err(|e| Error::sys("reading", &path, e))?;
+        match nix::sys::stat::lstat(&path) {
+            Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
+                return Ok(ExtractLock { path, _lock: lock })
+            }
+            Ok(_) | Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(Error::sys("reading", &path, e)),
+        }
+    }
 }
 
 /// Free space check before a first extraction: one line naming the
@@ -95,27 +111,57 @@ pub struct Staging {
 
 impl Staging {
     /// A fresh, locked staging directory next to `final_name` in `parent`.
+    ///
+    /// Made as `.new-…` (which `sweep` removes whenever it finds one: it is
+    /// empty), locked, then renamed to `.tmp-…`: a `.tmp-` directory is thus
+    /// locked for as long as its builder lives, and a sweep never takes one
+    /// between its making and its locking. A `.new-` directory swept away
+    /// meanwhile is made again.
     pub fn new(parent: &Path, final_name: &str) -> Result<Staging> {
+        let mut tries = 0;
+        loop {
+            match Staging::try_new(parent, final_name) {
+                Err(e) if e.errno == Some(Errno::ENOENT) && tries < 100 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn try_new(parent: &Path, final_name: &str) -> Result<Staging> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir = parent.join(format!(".tmp-{final_name}-{}-{nanos}", std::process::id()));
+        let unique = format!("{final_name}-{}-{nanos}", std::process::id());
+        let new = parent.join(format!("{NEW}{unique}"));
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io("creating", &dir, &e))?;
-        let fd = nix::fcntl::open(
-            &dir,
+            .create(&new)
+            .map_err(|e| Error::io("creating", &new, &e))?;
+        let locked = nix::fcntl::open(
+            &new,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| Error::sys("opening", &dir, e))?;
-        let lock = Flock::lock(fd, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| Error::sys("locking", &dir, e))?;
-        Ok(Staging {
-            dir,
-            _lock: lock,
-            committed: false,
-        })
+        .map_err(|e| Error::sys("opening", &new, e))
+        .and_then(|fd| {
+            Flock::lock(fd, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| Error::sys("locking", &new, e))
+        });
+        let dir = parent.join(format!("{TMP}{unique}"));
+        let renamed = locked.and_then(|lock| match fs::rename(&new, &dir) {
+            Ok(()) => Ok(lock),
+            Err(e) => Err(Error::io("renaming", &new, &e)),
+        });
+        match renamed {
+            Ok(lock) => Ok(Staging {
+                dir,
+                _lock: lock,
+                committed: false,
+            }),
+            Err(e) => {
+                let _ = fs::remove_dir(&new);
+                Err(e)
+            }
+        }
     }
 
     /// Rename into `dest`. Returns false if `dest` already exists (another
@@ -196,12 +242,24 @@ pub fn discard(root: &Path, dir: &Path) -> Result<()> {
     // `trash` is removed on drop.
 }
 
-/// Remove staging directories whose builder is gone (their lock is free).
+/// Staging directories: `.new-` while being made and locked, `.tmp-` once
+/// locked.
+const NEW: &str = ".new-";
+const TMP: &str = ".tmp-";
+
+/// Remove staging directories whose builder is gone (their lock is free),
+/// and lock files nobody holds.
 pub fn sweep(root: &Path, log: &dyn Log) {
     let Ok(rd) = fs::read_dir(root) else { return };
     for ent in rd.flatten() {
         let name = ent.file_name().into_vec();
         let path = ent.path();
+        if name.starts_with(NEW.as_bytes()) {
+            // Always empty: abandoned, or about to be renamed (its builder
+            // then makes another).
+            let _ = fs::remove_dir(&path);
+            continue;
+        }
         if name.starts_with(b".lock-") {
             // A killed launch's lock file: nobody holds it.
             if let Ok(fd) = nix::fcntl::open(
@@ -216,7 +274,7 @@ pub fn sweep(root: &Path, log: &dyn Log) {
             }
             continue;
         }
-        if !name.starts_with(b".tmp-") {
+        if !name.starts_with(TMP.as_bytes()) {
             continue;
         }
         let Ok(fd) = nix::fcntl::open(

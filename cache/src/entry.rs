@@ -119,11 +119,20 @@ impl Pin {
     }
 }
 
+/// Whether pinning an entry counts as using it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A launch: a complete entry last used over an hour ago is marked used
+    /// now.
+    Launch,
+    /// A look (`tote cache verify`): its last use stays as it was.
+    Look,
+}
+
 /// Find and pin the entry `name`: its lookup, with a pin unless missing.
 /// Waits while a removal holds the entry; an entry whose marker is gone by
-/// the time the pin is held (being removed, or removed) is missing. A
-/// complete entry last used over an hour ago is marked used now.
-pub fn pin(root: &Path, name: &str, boot: &str) -> (Lookup, Option<Pin>) {
+/// the time the pin is held (being removed, or removed) is missing.
+pub fn pin(root: &Path, name: &str, boot: &str, using: Use) -> (Lookup, Option<Pin>) {
     let dir = root.join(name);
     let Ok(fd) = nix::fcntl::open(
         &dir,
@@ -144,7 +153,7 @@ pub fn pin(root: &Path, name: &str, boot: &str) -> (Lookup, Option<Pin>) {
         return (Lookup::Missing, None);
     }
     let found = judge(&text, dir, boot);
-    if let Lookup::Complete(_) = found {
+    if let (Lookup::Complete(_), Use::Launch) = (&found, using) {
         touch_if_stale(&file);
     }
     (found, Some(Pin { fd }))
@@ -223,7 +232,7 @@ mod tests {
     fn a_pin_holds_a_shared_lock_and_reads_the_marker_through_it() {
         let t = tempfile::tempdir().unwrap();
         let e = crate::create::<Error>(t.path(), ID, "boot-1", &[], |_| Ok(())).unwrap();
-        let (found, held) = pin(t.path(), ID, "boot-1");
+        let (found, held) = pin(t.path(), ID, "boot-1", Use::Launch);
         assert!(matches!(found, Lookup::Complete(_)));
         let held = held.unwrap();
         // Another shared lock is fine; an exclusive one is refused.
@@ -234,10 +243,19 @@ mod tests {
         let other = nix::fcntl::open(&e.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
         assert!(nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok());
         // Another boot, and a marker gone: as lookup says.
-        assert!(matches!(pin(t.path(), ID, "boot-2").0, Lookup::OtherBoot(_)));
+        assert!(matches!(
+            pin(t.path(), ID, "boot-2", Use::Launch).0,
+            Lookup::OtherBoot(_)
+        ));
         fs::remove_file(e.dir.join(MARKER)).unwrap();
-        assert!(matches!(pin(t.path(), ID, "boot-1"), (Lookup::Missing, None)));
-        assert!(matches!(pin(t.path(), "nope", "boot-1"), (Lookup::Missing, None)));
+        assert!(matches!(
+            pin(t.path(), ID, "boot-1", Use::Launch),
+            (Lookup::Missing, None)
+        ));
+        assert!(matches!(
+            pin(t.path(), "nope", "boot-1", Use::Launch),
+            (Lookup::Missing, None)
+        ));
     }
 
     #[test]
@@ -259,10 +277,12 @@ mod tests {
         };
         let age = || SystemTime::now().duration_since(last_used(&e.dir).unwrap()).unwrap();
         set(1800);
-        pin(t.path(), ID, "b");
+        pin(t.path(), ID, "b", Use::Launch);
         assert!(age() >= Duration::from_secs(1790), "half an hour: not touched");
         set(7200);
-        pin(t.path(), ID, "b");
+        pin(t.path(), ID, "b", Use::Look);
+        assert!(age() >= Duration::from_secs(7190), "a look is no use");
+        pin(t.path(), ID, "b", Use::Launch);
         assert!(age() < Duration::from_secs(60), "two hours: touched");
     }
 }

@@ -8,12 +8,12 @@
 //! - `<bundle-id>-<name>/`: the same bundle relocated for `/tmp/<name>`;
 //! - `objects/`: files by content, hard-linked into entries;
 //! - `mnt/`: mount mode's mount point;
-//! - `.tmp-*`, `.lock-*`: work in progress, and its locks.
+//! - `.new-*`, `.tmp-*`, `.lock-*`: work in progress, and its locks.
 //!
 //! A trim holds an exclusive `flock` on the root directory itself.
 //!
-//! An entry holds `tree/`, `mnt/`, `meta` and `index` (the bundle's own
-//! sections: its name, and everything a full check needs) and `ok`, the
+//! An entry holds `tree/`, `mnt/`, `trailer`, `meta` and `index` (the
+//! bundle's own sections: its name, and everything a full check needs) and `ok`, the
 //! completion marker, written last; the marker's mtime is the entry's last
 //! use. A launch pins its entry with a shared `flock` on the entry's
 //! directory, which the program it execs inherits; nothing removes an
@@ -28,19 +28,31 @@ pub mod par;
 mod relocate;
 mod root;
 mod scan;
+mod stored;
 mod trim;
 mod verify;
 
 pub use build::{check_space, create, discard, human, lock_entry, remove_tree, sweep, ExtractLock, Staging};
-pub use entry::{boot_id, entry_name, lookup, mark, parse_entry_name, pin, Entry, Lookup, Pin, MARKER};
+pub use entry::{boot_id, entry_name, last_used, lookup, mark, parse_entry_name, pin, Entry, Lookup, Pin, Use, MARKER};
 pub use error::{describe, Error, Result};
 pub use limits::{parse_age, parse_size, Limits};
 pub use log::{Log, Quiet};
-pub use relocate::Relocate;
-pub use root::{candidates, choose_root, existing_root, Env};
+pub use relocate::{Relocate, SHORT_DIR};
+pub use root::{candidates, choose_root, existing_root, usable, Env};
 pub use scan::{scan, Listed, Listing};
-pub use trim::{plan, remove_entry, remove_unlinked_objects, trim, Removal, TrimReport};
+pub use stored::{check_entry, stored, Checked, Stored};
+pub use trim::{plan, remove_entry, remove_entry_in_use, remove_unlinked_objects, trim, Removal, TrimReport, Why};
 pub use verify::{tree as verify_tree, Mismatch, Modes};
 
 /// The object store's directory under a root.
 pub const OBJECTS: &str = "objects";
+
+/// The file in the object store that names the boot its objects were
+/// written under (see the stub's `extract`).
+pub const OBJECTS_BOOT: &str = ".boot";
+
+/// An object's name: its content's SHA-256 in hex, and `x` if executable.
+pub fn is_object_name(name: &[u8]) -> bool {
+    let hex = name.strip_suffix(b"x").unwrap_or(name);
+    hex.len() == 64 && hex.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}

@@ -5,6 +5,10 @@
 
 use tote_format::{Digest32, Index};
 
+/// Where relocated launches keep their short paths: `/tmp/<short>`, a
+/// symlink to the entry's store directory.
+pub const SHORT_DIR: &str = "/tmp";
+
 /// A relocated extraction: `store_dir` (`/nix/store`) becomes `to` (a
 /// path of the same length, e.g. `/tmp/abcde`) at every reference.
 #[derive(Clone, Copy)]

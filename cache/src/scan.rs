@@ -33,6 +33,10 @@ pub struct Listed {
     pub last_used: Option<SystemTime>,
     /// A running launch pins it.
     pub in_use: bool,
+    /// The processes holding its pin, where the kernel says (`/proc/locks`
+    /// names the process that took a lock; the program a launch execs keeps
+    /// its pid).
+    pub pids: Vec<u32>,
     /// Bytes only it holds.
     pub own: u64,
     /// Bytes of files it shares with other entries.
@@ -65,11 +69,14 @@ pub fn scan(root: &Path) -> Result<Listing> {
     let rd = fs::read_dir(root).map_err(|e| Error::io("listing", root, &e))?;
     let mut names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
     names.sort_unstable(); // determinism
-                           // Lookups only, never iterated; a fixed hasher (no random seed to get).
+    let holders = lock_holders();
+    let top = fs::metadata(root).map_err(|e| Error::io("reading", root, &e))?;
+    let dev = top.dev();
+    // Lookups only, never iterated; a fixed hasher (no random seed to get).
     let mut index: Inodes<usize> = HashMap::default();
     let mut inodes: Vec<(u64, u32)> = Vec::new();
     let mut seen_other: Inodes<()> = HashMap::default();
-    let mut total = 0u64;
+    let mut total = top.blocks() * 512; // the root directory itself, as du counts it
     let mut entries = Vec::new();
     // Entries first: then an inode an entry links is the entry's, however
     // many other names it has (objects, a staging tree).
@@ -80,7 +87,7 @@ pub fn scan(root: &Path) -> Result<Listing> {
         let path = root.join(name);
         let mut fixed = 0;
         let mut files = Vec::new();
-        walk(&path, &mut |m: &fs::Metadata| {
+        walk(&path, dev, &mut |m: &fs::Metadata| {
             if m.is_file() {
                 let key = (m.dev(), m.ino());
                 let n = *index.entry(key).or_insert_with(|| {
@@ -101,6 +108,9 @@ pub fn scan(root: &Path) -> Result<Listing> {
             complete: path.join(MARKER).exists(),
             last_used: last_used(&path),
             in_use: probe_in_use(&path),
+            pids: fs::metadata(&path)
+                .map(|m| holders_of(&holders, m.dev(), m.ino()))
+                .unwrap_or_default(),
             own: 0,
             shared: 0,
             fixed,
@@ -108,7 +118,7 @@ pub fn scan(root: &Path) -> Result<Listing> {
         });
     }
     for name in names.iter().filter(|n| parse_entry_name(n).is_none()) {
-        walk(&root.join(name), &mut |m: &fs::Metadata| {
+        walk(&root.join(name), dev, &mut |m: &fs::Metadata| {
             let key = (m.dev(), m.ino());
             let counted = m.is_file() && (index.contains_key(&key) || seen_other.contains_key(&key));
             if !counted {
@@ -124,7 +134,7 @@ pub fn scan(root: &Path) -> Result<Listing> {
     let mut unlinked_objects = 0;
     if let Ok(rd) = fs::read_dir(root.join(OBJECTS)) {
         for e in rd.flatten() {
-            if let Ok(m) = e.metadata() {
+            if let (true, Ok(m)) = (crate::is_object_name(e.file_name().as_encoded_bytes()), e.metadata()) {
                 if m.is_file() && m.nlink() == 1 {
                     unlinked_objects += m.blocks() * 512;
                 }
@@ -158,14 +168,18 @@ pub fn scan(root: &Path) -> Result<Listing> {
 
 type Inodes<T> = HashMap<(u64, u64), T, BuildHasherDefault<DefaultHasher>>;
 
-/// Every inode at and below `path` (not following symlinks), once.
-fn walk(path: &Path, f: &mut dyn FnMut(&fs::Metadata)) {
+/// Every inode at and below `path` (not following symlinks, nor crossing
+/// into another file system than `dev`, the root's: a mount inside it).
+fn walk(path: &Path, dev: u64, f: &mut dyn FnMut(&fs::Metadata)) {
     let Ok(m) = fs::symlink_metadata(path) else { return };
+    if m.dev() != dev {
+        return;
+    }
     f(&m);
     if m.is_dir() {
         if let Ok(rd) = fs::read_dir(path) {
             for e in rd.flatten() {
-                walk(&e.path(), f);
+                walk(&e.path(), dev, f);
             }
         }
     }
@@ -190,4 +204,76 @@ pub fn probe_in_use(dir: &Path) -> bool {
         return false;
     };
     Flock::lock(fd, FlockArg::LockExclusiveNonblock).is_err()
+}
+
+/// Who holds which `flock`: `/proc/locks` as (device major, minor, inode,
+/// pid). Waiters (`->`) are left out.
+fn lock_holders() -> Vec<(u32, u32, u64, u32)> {
+    let Ok(text) = fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    text.lines().filter_map(parse_lock_line).collect()
+}
+
+/// `1: FLOCK  ADVISORY  READ  4242 08:01:1311789 0 EOF`
+fn parse_lock_line(line: &str) -> Option<(u32, u32, u64, u32)> {
+    let mut w = line.split_whitespace().skip(1);
+    if w.next()? != "FLOCK" {
+        return None;
+    }
+    let pid = w.nth(2)?.parse().ok()?;
+    let mut dev = w.next()?.split(':');
+    let major = u32::from_str_radix(dev.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(dev.next()?, 16).ok()?;
+    let ino = dev.next()?.parse().ok()?;
+    Some((major, minor, ino, pid))
+}
+
+fn holders_of(holders: &[(u32, u32, u64, u32)], dev: u64, ino: u64) -> Vec<u32> {
+    let (major, minor) = (nix::sys::stat::major(dev) as u32, nix::sys::stat::minor(dev) as u32);
+    let mut pids: Vec<u32> = holders
+        .iter()
+        .filter(|h| (h.0, h.1, h.2) == (major, minor, ino) && h.3 != 0)
+        .map(|h| h.3)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_locks_lines() {
+        assert_eq!(
+            parse_lock_line("1: FLOCK  ADVISORY  READ  4242 08:01:1311789 0 EOF"),
+            Some((8, 1, 1311789, 4242))
+        );
+        assert_eq!(
+            parse_lock_line("12: FLOCK  ADVISORY  WRITE 7 00:2e:55 0 EOF"),
+            Some((0, 0x2e, 55, 7))
+        );
+        assert_eq!(parse_lock_line("2: -> FLOCK  ADVISORY  WRITE 99 08:01:1 0 EOF"), None);
+        assert_eq!(parse_lock_line("3: POSIX  ADVISORY  WRITE 99 08:01:1 0 EOF"), None);
+    }
+
+    #[test]
+    fn a_pinned_entry_names_its_holder() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let id = "a".repeat(64);
+        let dir = root.join(&id);
+        fs::create_dir_all(dir.join("tree")).unwrap();
+        fs::write(dir.join(MARKER), crate::entry::marker_text("b")).unwrap();
+        let l = scan(root).unwrap();
+        assert!(!l.entries[0].in_use);
+        assert!(l.entries[0].pids.is_empty());
+        let (_, pin) = crate::pin(root, &id, "b", crate::Use::Look);
+        assert!(pin.is_some());
+        let l = scan(root).unwrap();
+        assert!(l.entries[0].in_use);
+        assert_eq!(l.entries[0].pids, [std::process::id()]);
+    }
 }

@@ -36,6 +36,8 @@ use crate::{MARKER, OBJECTS};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removal {
     pub name: String,
+    /// The bundle's name, where the entry keeps it.
+    pub bundle: Option<String>,
     pub why: Why,
     /// What removing it frees, after the removals planned before it.
     pub frees: u64,
@@ -53,6 +55,15 @@ pub enum Why {
 }
 
 impl Why {
+    /// For JSON: `incomplete`, `unused`, `over_size`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Why::Incomplete => "incomplete",
+            Why::Unused => "unused",
+            Why::OverSize => "over_size",
+        }
+    }
+
     pub fn text(self) -> &'static str {
         match self {
             Why::Incomplete => "incomplete",
@@ -82,6 +93,7 @@ pub fn plan(l: &Listing, limits: &Limits, now: SystemTime) -> Vec<Removal> {
         *free += frees;
         out.push(Removal {
             name: e.name.clone(),
+            bundle: e.bundle.clone(),
             why,
             frees,
         });
@@ -128,6 +140,17 @@ pub fn plan(l: &Listing, limits: &Limits, now: SystemTime) -> Vec<Removal> {
 /// returns whether it was removed. Removes its short path in `/tmp` too,
 /// where that is this user's symlink into it.
 pub fn remove_entry(root: &Path, name: &str) -> Result<bool> {
+    remove(root, name, false)
+}
+
+/// `tote cache rm --force`: remove the entry `name` even while launches
+/// pin it. Their programs keep the files they have open; any file they
+/// open from now on is gone.
+pub fn remove_entry_in_use(root: &Path, name: &str) -> Result<bool> {
+    remove(root, name, true)
+}
+
+fn remove(root: &Path, name: &str, force: bool) -> Result<bool> {
     let dir = root.join(name);
     let fd = match nix::fcntl::open(
         &dir,
@@ -138,14 +161,16 @@ pub fn remove_entry(root: &Path, name: &str) -> Result<bool> {
         Err(Errno::ENOENT) => return Ok(false),
         Err(e) => return Err(Error::sys("opening", &dir, e)),
     };
+    let dirfd = fd.try_clone().map_err(|e| Error::io("opening", &dir, &e))?;
     let lock = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => l,
+        Ok(l) => Some(l),
+        Err((_, Errno::EWOULDBLOCK)) if force => None,
         Err((_, Errno::EWOULDBLOCK)) => return Ok(false),
         Err((_, e)) => return Err(Error::sys("locking", &dir, e)),
     };
     // From here no launch accepts it: a pin reads the marker through the
     // directory it locked.
-    match nix::unistd::unlinkat(&*lock, MARKER, UnlinkatFlags::NoRemoveDir) {
+    match nix::unistd::unlinkat(&dirfd, MARKER, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(Error::sys("removing the marker of", &dir, e)),
     }
@@ -169,7 +194,7 @@ pub fn remove_entry(root: &Path, name: &str) -> Result<bool> {
         }
     }
     if let Some((_, Some(short))) = crate::parse_entry_name(name) {
-        let link = Path::new("/tmp").join(short);
+        let link = Path::new(crate::relocate::SHORT_DIR).join(short);
         let ours = fs::symlink_metadata(&link)
             .is_ok_and(|m| m.file_type().is_symlink() && m.uid() == nix::unistd::geteuid().as_raw())
             && fs::read_link(&link).is_ok_and(|t| t.starts_with(&dir));
@@ -194,7 +219,8 @@ pub fn remove_unlinked_objects(root: &Path) -> Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
     for e in rd.flatten() {
         let Ok(m) = e.metadata() else { continue };
-        if m.is_file() && m.nlink() == 1 && e.file_name() != ".boot" && fs::remove_file(e.path()).is_ok() {
+        let object = crate::is_object_name(e.file_name().as_encoded_bytes());
+        if object && m.is_file() && m.nlink() == 1 && fs::remove_file(e.path()).is_ok() {
             n += 1;
             bytes += m.blocks() * 512;
         }
@@ -206,9 +232,14 @@ pub fn remove_unlinked_objects(root: &Path) -> Result<(u64, u64)> {
 #[derive(Debug, Default, Clone)]
 pub struct TrimReport {
     pub removed: Vec<Removal>,
-    /// Planned, but pinned by the time their turn came.
+    /// Kept because launches pin them (planned or not: an entry in use is
+    /// never planned).
     pub kept_in_use: Vec<String>,
+    /// Object files removed: those no entry linked before, and those only
+    /// removed entries linked (a dry run: none).
     pub objects: u64,
+    /// Bytes of objects no entry linked before the trim (removed with it;
+    /// what removed entries free is in their `frees`).
     pub object_bytes: u64,
     /// The root before, and (planned) after.
     pub before: u64,
@@ -238,9 +269,19 @@ pub fn trim(root: &Path, limits: &Limits, dry_run: bool, log: &dyn Log) -> Resul
         };
         Some(l)
     };
+    if !dry_run {
+        // What killed launches and removals left: staging trees, locks.
+        crate::sweep(root, log);
+    }
     let listing = scan(root)?;
     let planned = plan(&listing, limits, SystemTime::now());
     let mut report = TrimReport {
+        kept_in_use: listing
+            .entries
+            .iter()
+            .filter(|e| e.in_use)
+            .map(|e| e.name.clone())
+            .collect(),
         before: listing.total,
         after: listing.total - listing.unlinked_objects - planned.iter().map(|r| r.frees).sum::<u64>(),
         ..TrimReport::default()
@@ -255,6 +296,7 @@ pub fn trim(root: &Path, limits: &Limits, dry_run: bool, log: &dyn Log) -> Resul
         )
     });
     if dry_run {
+        report.object_bytes = listing.unlinked_objects;
         report.removed = planned;
         return Ok(report);
     }
@@ -266,9 +308,9 @@ pub fn trim(root: &Path, limits: &Limits, dry_run: bool, log: &dyn Log) -> Resul
             report.kept_in_use.push(r.name);
         }
     }
-    let (n, b) = remove_unlinked_objects(root)?;
+    let (n, _) = remove_unlinked_objects(root)?;
     report.objects = n;
-    report.object_bytes = b;
+    report.object_bytes = listing.unlinked_objects;
     Ok(report)
 }
 
@@ -288,6 +330,7 @@ mod tests {
             complete: days_ago.is_some(),
             last_used: days_ago.map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(1000 * DAY - d * DAY)),
             in_use,
+            pids: Vec::new(),
             own: 0,
             shared: 0,
             fixed: 10,

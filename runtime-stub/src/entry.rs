@@ -54,7 +54,7 @@ impl Cache<'_> {
         let mut lock = None;
         let mut extracted = false;
         loop {
-            match tote_cache::pin(root, name, boot) {
+            match tote_cache::pin(root, name, boot, tote_cache::Use::Launch) {
                 (Lookup::Complete(entry), Some(pin)) if !self.verify_all || extracted => {
                     dbg.step(|| format!("warm: {} is complete", entry.dir.display()));
                     return Ok(Found { entry, pin, extracted });
@@ -152,7 +152,11 @@ impl Cache<'_> {
             }
         }
         let objects = extract::Objects::open(&objects_dir, boot, !self.verify_all, &probe)?;
-        let files: [(&str, &[u8]); 2] = [("meta", &payload.meta_bytes), ("index", &index_bytes)];
+        let files: [(&str, &[u8]); 3] = [
+            ("meta", &payload.meta_bytes),
+            ("index", &index_bytes),
+            ("trailer", &payload.trailer_bytes),
+        ];
         let entry = tote_cache::create(root, name, boot, &files, |tree| {
             let r = extract::extract(
                 &index,
@@ -163,8 +167,7 @@ impl Cache<'_> {
                 Some(&objects),
                 want.relocate,
             )
-            .map_err(|f| name_bundle(f, &payload.path))
-            .map_err(|f| no_space(f, root, bytes))?;
+            .map_err(|f| name_bundle(f, &payload.path))?;
             dbg.step(|| {
                 format!(
                     "extracted: {} files ({} bytes) written from {} of {} blocks, {} files linked from the object store",
@@ -176,7 +179,8 @@ impl Cache<'_> {
                 )
             });
             Ok::<(), Failure>(())
-        })?;
+        })
+        .map_err(|f| no_space(f, root, bytes))?;
         dbg.step(|| format!("extracted into {}", entry.dir.display()));
         Ok(())
     }

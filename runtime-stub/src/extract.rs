@@ -57,7 +57,7 @@ pub struct Objects {
     published: Mutex<Vec<String>>,
 }
 
-const BOOT_FILE: &str = ".boot";
+const BOOT_FILE: &str = tote_cache::OBJECTS_BOOT;
 
 /// The object store as found: written under this boot, holding objects.
 pub struct Probe {

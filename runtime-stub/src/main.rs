@@ -72,6 +72,10 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
 }
 
 fn run() -> Result<Infallible> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = launch::trim_job(&args) {
+        std::process::exit(code);
+    }
     let dbg = Debug::new(flag("TOTE_DEBUG"));
     let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     refuse_setuid(&exe)?;

@@ -18,6 +18,8 @@ pub struct Payload {
     pub meta: Meta,
     /// The metadata section's bytes, as a cache entry keeps them.
     pub meta_bytes: Vec<u8>,
+    /// The trailer's bytes, as a cache entry keeps them.
+    pub trailer_bytes: Vec<u8>,
 }
 
 impl Payload {
@@ -39,6 +41,7 @@ impl Payload {
             layout,
             meta,
             meta_bytes,
+            trailer_bytes: tail,
         })
     }
 

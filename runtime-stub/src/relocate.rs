@@ -28,7 +28,7 @@ use crate::debug::Debug;
 use crate::error::{Code, Failure, Result};
 
 /// Where short paths live.
-pub const DIR: &str = "/tmp";
+pub const DIR: &str = tote_cache::SHORT_DIR;
 /// How many names a launch tries before it gives up.
 const CANDIDATES: u32 = 16;
 /// Characters of a short name.

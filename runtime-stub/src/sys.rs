@@ -629,6 +629,41 @@ pub fn spawn_detached(job: impl FnOnce()) -> bool {
     }
 }
 
+/// Exec a copy of this stub (the first `len` bytes of the running file,
+/// its ELF image without the payload) from memory, with `argv`: the
+/// process then holds no reference to the bundle file. Returns only if it
+/// could not.
+pub fn exec_self_copy(len: u64, argv: &[CString]) -> Errno {
+    let run = || -> std::result::Result<std::convert::Infallible, Errno> {
+        let exe = nix::fcntl::open(
+            "/proc/self/exe",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let name = CString::new("tote-trim").map_err(|_| Errno::EINVAL)?;
+        // SAFETY: memfd_create with a valid name; the fd is owned below.
+        let fd = Errno::result(unsafe { nix::libc::memfd_create(name.as_ptr(), nix::libc::MFD_CLOEXEC) })?;
+        // SAFETY: a descriptor just returned, owned by nothing else.
+        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut copied = 0u64;
+        while copied < len {
+            let n = nix::sys::sendfile::sendfile(&memfd, &exe, None, (len - copied) as usize)?;
+            if n == 0 {
+                return Err(Errno::EIO);
+            }
+            copied += n as u64;
+        }
+        let env: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).ok())
+            .collect();
+        nix::unistd::fexecve(&memfd, argv, &env)
+    };
+    match run() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
 /// How a supervised child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

@@ -233,7 +233,7 @@ fn inspect_and_verify() {
 
 /// `docs/<name>.schema.json`, checked complete (every member it describes
 /// is documented and required, and no other is allowed), and compiled.
-fn json_schema(name: &str) -> jsonschema::Validator {
+pub(crate) fn json_schema(name: &str) -> jsonschema::Validator {
     let text = std::fs::read_to_string(repo().join("docs").join(format!("{name}.schema.json"))).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     fn all_required(s: &serde_json::Value, at: &str) {
@@ -268,7 +268,7 @@ fn json_schema(name: &str) -> jsonschema::Validator {
     jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema")
 }
 
-fn assert_valid(v: &jsonschema::Validator, name: &str, j: &serde_json::Value) {
+pub(crate) fn assert_valid(v: &jsonschema::Validator, name: &str, j: &serde_json::Value) {
     if let Err(e) = v.validate(j) {
         panic!("the output does not follow docs/{name}.schema.json: {e}\n{j:#}");
     }

@@ -94,7 +94,7 @@ impl Drop for Garage {
     }
 }
 
-fn sim_binary() -> PathBuf {
+pub(crate) fn sim_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().parent().unwrap().join("nomad-exec-sim");
     assert!(

@@ -131,9 +131,6 @@ impl<'t> Refusing<'t> {
                         busybox_rootfs(self.t, bundle);
                         fs::create_dir_all(r.join("work")).unwrap();
                     }
-                    // Replaced, not written over: the last launch's
-                    // background trim may still be running from it.
-                    let _ = fs::remove_file(r.join("app"));
                     fs::copy(bundle, r.join("app")).unwrap();
                     r
                 });

@@ -2,6 +2,7 @@
 //! examples (`HELP`) and its output; `main.rs` only parses and dispatches.
 
 pub mod bundle;
+pub mod cache;
 pub mod completions;
 pub mod diff;
 pub mod inspect;

@@ -62,6 +62,18 @@ pub fn step(message: impl FnOnce() -> String) {
     }
 }
 
+/// The cache crate's log lines, as `--verbose` steps.
+pub struct Verbose;
+
+impl tote_cache::Log for Verbose {
+    fn on(&self) -> bool {
+        ui().level == Level::Verbose
+    }
+    fn line(&self, msg: &str) {
+        step(|| msg.to_string());
+    }
+}
+
 /// What a phase counts.
 #[derive(Debug, Clone, Copy)]
 pub enum Counting {

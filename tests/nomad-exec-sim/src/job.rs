@@ -23,6 +23,18 @@ pub struct Task {
     pub ports: Vec<(String, Option<u16>)>,
     pub cpu: u64,
     pub memory: u64,
+    /// The task's `volume_mount`s of the group's host volumes.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A group `volume` of type "host", mounted by the task's `volume_mount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The client's `host_volume` name (the group volume's `source`).
+    pub source: String,
+    /// Where it appears in the task.
+    pub destination: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug)]
@@ -65,6 +77,38 @@ fn number(e: &Expression, what: &str) -> Result<u64> {
         Expression::Number(n) => n.as_u64().with_context(|| format!("{what}: expected a whole number")),
         other => bail!("{what}: expected a number, found {other}"),
     }
+}
+
+fn boolean(body: &Body, key: &str) -> Result<bool> {
+    match attr(body, key) {
+        None => Ok(false),
+        Some(Expression::Bool(b)) => Ok(*b),
+        Some(other) => bail!("{key}: expected true or false, found {other}"),
+    }
+}
+
+/// The task's `volume_mount` blocks, resolved through the group's `volume`
+/// blocks (host volumes only, as Nomad's exec driver mounts them).
+fn volumes(group: &Body, task: &Body) -> Result<Vec<VolumeMount>> {
+    let mut out = Vec::new();
+    for m in blocks(task, "volume_mount") {
+        let b = m.body();
+        let name = opt_string(b, "volume")?.context("volume_mount: no volume")?;
+        let destination = opt_string(b, "destination")?.context("volume_mount: no destination")?;
+        let v = blocks(group, "volume")
+            .find(|v| label(v).is_ok_and(|l| l == name))
+            .with_context(|| format!("volume_mount: no group volume {name:?}"))?;
+        let kind = opt_string(v.body(), "type")?.unwrap_or_default();
+        if kind != "host" {
+            bail!("volume {name:?}: type {kind:?}; only \"host\" is simulated");
+        }
+        out.push(VolumeMount {
+            source: opt_string(v.body(), "source")?.with_context(|| format!("volume {name:?}: no source"))?,
+            destination,
+            read_only: boolean(v.body(), "read_only")? || boolean(b, "read_only")?,
+        });
+    }
+    Ok(out)
 }
 
 fn strings_of(body: &Body) -> Result<Vec<(String, String)>> {
@@ -178,6 +222,7 @@ fn read_task(job: String, group: String, name: String, group_body: &Body, t: &Bo
         ports,
         cpu: resource("cpu", 100)?,
         memory: resource("memory", 300)?,
+        volumes: volumes(group_body, t)?,
     })
 }
 
@@ -207,8 +252,17 @@ mod tests {
       driver = "exec"
       config { command = "x" }
     }
+    volume "cache" {
+      type      = "host"
+      source    = "tote-cache"
+      read_only = false
+    }
     task "t" {
       driver = "exec"
+      volume_mount {
+        volume      = "cache"
+        destination = "/tote-cache"
+      }
       artifact {
         source = "s3::http://h/b/k"
         destination = "local/app"
@@ -240,6 +294,14 @@ mod tests {
             ("SIGINT", Duration::from_secs(2))
         );
         assert_eq!((t.cpu, t.memory), (100, 64));
+        assert_eq!(
+            t.volumes,
+            [VolumeMount {
+                source: "tote-cache".into(),
+                destination: "/tote-cache".into(),
+                read_only: false
+            }]
+        );
         let err = parse(
             "job \"j\" {\ngroup \"g\" {\ntask \"t\" {\ndriver = \"docker\"\n}\n}\n}\n",
             None,

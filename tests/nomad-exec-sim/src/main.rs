@@ -1,4 +1,5 @@
-//! `nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE]`
+//! `nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE]
+//!   [--host-volume NAME=PATH]...`
 //!
 //! Runs one task of a Nomad job the way the exec driver does, without Nomad:
 //! downloads its artifacts (go-getter's rules, a real S3 client), builds the
@@ -10,7 +11,10 @@
 //! The job's `config { no_pivot_root = true }` chroots the task instead, as
 //! Nomad does; `--seccomp FILE` gives the task a seccomp BPF program, the
 //! way a host's policy would (Docker's profile, Ubuntu's AppArmor
-//! restriction as it looks from inside).
+//! restriction as it looks from inside). `--host-volume NAME=PATH` is the
+//! client's `host_volume "NAME" { path = "PATH" }`: a group `volume` of
+//! type "host" with that source, mounted by the task's `volume_mount`, is
+//! bound at its destination.
 //!
 //! Reports go to stderr, one line each, starting `nomad-exec-sim:`. The exit
 //! status is the task's (128+n if signal n killed it); 125 if the task could
@@ -40,22 +44,31 @@ struct Args {
     task: Option<String>,
     attach: bool,
     seccomp: Option<PathBuf>,
+    host_volumes: Vec<(String, PathBuf)>,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE]");
+    eprintln!(
+        "usage: nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE] \
+         [--host-volume NAME=PATH]..."
+    );
     std::process::exit(2)
 }
 
 fn args() -> Args {
     let mut it = std::env::args().skip(1);
     let (mut job, mut alloc_dir, mut task, mut attach, mut seccomp) = (None, None, None, false, None);
+    let mut host_volumes = Vec::new();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--alloc-dir" => alloc_dir = it.next().map(PathBuf::from),
             "--task" => task = it.next(),
             "--attach" => attach = true,
             "--seccomp" => seccomp = it.next().map(PathBuf::from),
+            "--host-volume" => match it.next().as_deref().and_then(|v| v.split_once('=')) {
+                Some((name, path)) => host_volumes.push((name.to_owned(), PathBuf::from(path))),
+                None => usage(),
+            },
             "-h" | "--help" => usage(),
             _ if job.is_none() && !a.starts_with('-') => job = Some(PathBuf::from(a)),
             _ => usage(),
@@ -68,6 +81,7 @@ fn args() -> Args {
             task,
             attach,
             seccomp,
+            host_volumes,
         },
         _ => usage(),
     }
@@ -203,7 +217,19 @@ fn run(a: &Args) -> Result<u8> {
         .as_ref()
         .map(|p| fs::read(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
+    let volumes = t
+        .volumes
+        .iter()
+        .map(|v| match a.host_volumes.iter().find(|(n, _)| *n == v.source) {
+            Some((_, path)) => Ok((path.clone(), v.destination.clone(), v.read_only)),
+            None => bail!(
+                "host volume {:?}: not configured on this client (--host-volume)",
+                v.source
+            ),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let launch = task::Launch {
+        volumes,
         no_pivot_root: t.no_pivot_root,
         seccomp,
         task_dir: task_dir.clone(),

@@ -32,6 +32,8 @@ pub struct Launch {
     pub seccomp: Option<Vec<u8>>,
     pub task_dir: PathBuf,
     pub alloc_dir: PathBuf,
+    /// Host volumes: host path, destination in the task, read-only.
+    pub volumes: Vec<(PathBuf, String, bool)>,
     pub command: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -181,6 +183,11 @@ fn setup(l: &Launch) -> Result<std::convert::Infallible> {
         MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("size=1m,mode=0777"),
     )?;
+    for (host, dest, read_only) in &l.volumes {
+        let dst = at(root, dest);
+        fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+        bind(host, &dst, *read_only)?;
+    }
     special_dirs(root)?;
 
     chdir(root).context("chdir to the task directory")?;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Job, KILL_SIGNAL, KILL_TIMEOUT};
+use super::{Job, CACHE_DIR, KILL_SIGNAL, KILL_TIMEOUT};
 
 /// An HCL string literal: escapes, and `${`/`%{` kept literal.
 pub fn quote(s: &str) -> String {
@@ -72,7 +72,31 @@ pub fn render(job: &Job, file: &Path) -> String {
         }
         o.push_str("    }\n\n");
     }
+    if let Some(v) = &job.cache_volume {
+        o.push_str("    # Warm cache entries shared by the allocations on a client. The client\n");
+        o.push_str(&format!(
+            "    # needs host_volume {} {{ path = \"...\" }}: a directory owned by the\n",
+            quote(v)
+        ));
+        o.push_str("    # task's user (nobody by default), mode 0700, on a disk sized for it.\n");
+        o.push_str(&format!("    volume {} {{\n", quote(v)));
+        attributes(
+            &mut o,
+            6,
+            &[
+                ("type", quote("host")),
+                ("source", quote(v)),
+                ("read_only", "false".into()),
+            ],
+        );
+        o.push_str("    }\n\n");
+    }
     o.push_str(&format!("    task {name} {{\n      driver = \"exec\"\n\n"));
+    if let Some(v) = &job.cache_volume {
+        o.push_str("      volume_mount {\n");
+        attributes(&mut o, 8, &[("volume", quote(v)), ("destination", quote(CACHE_DIR))]);
+        o.push_str("      }\n\n");
+    }
     o.push_str("      # Downloaded into the task's local/ directory; the checksum is\n");
     o.push_str("      # verified before the task starts.\n");
     o.push_str("      artifact {\n");

@@ -70,6 +70,15 @@ pub struct Args {
     /// An environment variable for the program (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// Share warm cache entries between the allocations on a client: mount
+    /// the client's host volume NAME (a directory owned by the task's user,
+    /// mode 0700) at /tote-cache and set TOTE_CACHE_DIR to it.
+    #[arg(long, value_name = "NAME")]
+    pub cache_volume: Option<String>,
+    /// Trim the cache to SIZE after cold starts (TOTE_CACHE_MAX in the job's
+    /// env), e.g. 5G: size the host volume for it.
+    #[arg(long, value_name = "SIZE", value_parser = cache_max)]
+    pub cache_max: Option<String>,
     /// Arguments for the program, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -93,6 +102,16 @@ pub struct Job {
     pub ports: Vec<(String, Option<u16>)>,
     pub cpu: u32,
     pub memory: u32,
+    /// `--cache-volume`: the host volume mounted at [`CACHE_DIR`].
+    pub cache_volume: Option<String>,
+}
+
+/// Where `--cache-volume` mounts the host volume in the task.
+pub const CACHE_DIR: &str = "/tote-cache";
+
+/// `--cache-max`: a size as the stub reads TOTE_CACHE_MAX, kept as written.
+fn cache_max(s: &str) -> std::result::Result<String, String> {
+    tote_cache::parse_size(s).map(|_| s.trim().to_owned())
 }
 
 /// The default kill signal and timeout, written out so that the job says
@@ -151,13 +170,41 @@ pub fn run(args: &Args) -> Result<()> {
         checksum,
         file_name,
         args: args.args.clone(),
-        env: args.env.iter().map(|e| parse_env(e)).collect::<Result<_>>()?,
+        env: job_env(args)?,
         ports: parse_ports(&args.ports)?,
         cpu: args.cpu,
         memory: args.memory,
+        cache_volume: args.cache_volume.clone(),
     };
     print!("{}", render(&job, &args.file));
     Ok(())
+}
+
+/// The task's environment: what `--cache-volume` and `--cache-max` set,
+/// then `--env`'s (which may not set those again).
+fn job_env(args: &Args) -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    if let Some(v) = &args.cache_volume {
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            bail!("--cache-volume {v:?}: a host volume name is letters, digits, '.', '_' and '-'");
+        }
+        env.push(("TOTE_CACHE_DIR".to_owned(), CACHE_DIR.to_owned()));
+    }
+    if let Some(max) = &args.cache_max {
+        env.push(("TOTE_CACHE_MAX".to_owned(), max.clone()));
+    }
+    for e in &args.env {
+        let (k, v) = parse_env(e)?;
+        if let Some(flag) = match k.as_str() {
+            "TOTE_CACHE_DIR" if args.cache_volume.is_some() => Some("--cache-volume"),
+            "TOTE_CACHE_MAX" if args.cache_max.is_some() => Some("--cache-max"),
+            _ => None,
+        } {
+            bail!("--env {e:?}: {flag} sets {k} already");
+        }
+        env.push((k, v));
+    }
+    Ok(env)
 }
 
 fn check_name(name: &str, given: bool) -> Result<()> {
