@@ -199,6 +199,57 @@ fn last_use_age(root: &Path, name: &str) -> Duration {
 
 const DAY: u64 = 86400;
 
+/// A launched program that printed `ready` and waits for a line on a FIFO
+/// (its first argument) before it goes on.
+struct Waiting {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    fifo: PathBuf,
+}
+
+impl Waiting {
+    /// Launch `bundle` (cache root `root`, `env`) and wait for its `ready`.
+    fn start(t: &TestDir, name: &str, bundle: &Path, root: &Path, env: &[(&str, &str)]) -> Waiting {
+        let fifo = t.join(format!("go-{name}"));
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        let mut l = Launch::root(t).env("TOTE_CACHE_DIR", root.to_str().unwrap());
+        for (k, v) in env {
+            l = l.env(k, v);
+        }
+        let mut child = l
+            .command(&[], bundle, &[fifo.as_os_str()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "ready\n", "{name}");
+        Waiting { child, out, fifo }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Let it go on; its exit status, the rest of its output and its stderr.
+    fn wake(mut self) -> (std::process::ExitStatus, String, String) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&self.fifo)
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        (status, rest, err)
+    }
+}
+
 #[test]
 fn forty_versions_under_a_200m_limit_keep_the_newest_and_stay_under_it() {
     let t = TestDir::new();
@@ -266,17 +317,7 @@ fn a_running_program_survives_a_prune_and_then_reads_what_it_had_not_opened() {
         let root = t.cache(0);
         let _ = fs::remove_dir_all(&root);
         let root = t.cache(0);
-        let fifo = t.join(format!("go-{what}"));
-        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
-        let mut c = Launch::root(&t)
-            .env("TOTE_NAMESPACE", env)
-            .env("TOTE_CACHE_DIR", root.to_str().unwrap())
-            .command(&[], bundle, &[fifo.as_os_str()]);
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert_eq!(line, "ready\n", "{what}");
+        let waiting = Waiting::start(&t, what, bundle, &root, &[("TOTE_NAMESPACE", env)]);
         let mine = names(&ls(&root));
         assert_eq!(mine.len(), 1, "{what}");
         assert_eq!(mine[0].len() > 64, what == "relocated", "{what}: {mine:?}");
@@ -298,22 +339,12 @@ fn a_running_program_survives_a_prune_and_then_reads_what_it_had_not_opened() {
             .find(|e| e["name"] == mine[0].as_str())
             .unwrap();
         assert_eq!(e["in_use"], true, "{what}: {l:#}");
-        assert_eq!(e["pids"][0].as_u64(), Some(u64::from(child.id())), "{what}: {l:#}");
+        assert_eq!(e["pids"][0].as_u64(), Some(u64::from(waiting.pid())), "{what}: {l:#}");
         let p = cache_json(&["prune", "--max-size", "1"], &root);
         assert_eq!(p["kept_in_use"], serde_json::json!([mine[0]]), "{what}: {p:#}");
         assert_eq!(names(&ls(&root)), mine);
         // Wake it: it reads what it had not opened yet.
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&fifo)
-            .unwrap()
-            .write_all(b"go\n")
-            .unwrap();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let (status, rest, err) = waiting.wake();
         assert!(status.success(), "{what}: {status:?}: {err}");
         assert!(rest.starts_with(want), "{what}: {rest:?} {err}");
         // Not in use any more: the next prune takes it.
@@ -486,19 +517,11 @@ fn cache_json_follows_its_documented_schema() {
     );
     // An entry relocated for a short path, one in use, one damaged, one
     // incomplete.
-    let fifo = t.join("fifo");
-    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
     let o = launch(&nix, &root, &[("TOTE_NAMESPACE", "never")], &["/dev/null"]);
     assert!(o.status.success(), "{}", stderr(&o));
     launch_ok(&a, &root, &[]);
     launch_ok(&b, &root, &[]);
-    let mut c =
-        Launch::root(&t)
-            .env("TOTE_CACHE_DIR", root.to_str().unwrap())
-            .command(&[], &sleeper, &[fifo.as_os_str()]);
-    let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let waiting = Waiting::start(&t, "sleeper", &sleeper, &root, &[]);
     let (ia, ib, is) = (bundle_id(&a), bundle_id(&b), bundle_id(&sleeper));
     let victim = root.join(&ia).join("tree/data/d3/f3");
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
@@ -574,13 +597,7 @@ fn cache_json_follows_its_documented_schema() {
     crate::cli::assert_valid(&validator, "cache", &p);
     assert_eq!(p["kept_in_use"], serde_json::json!([is]));
     assert_eq!(p["removed"].as_array().unwrap().len(), 2, "{p:#}");
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(waiting.wake().0.success());
 
     // No root yet (HOME's, by default): an empty listing.
     let home = t.join("home");
@@ -725,14 +742,7 @@ fn bad_limits_roots_and_ids_are_refused_with_one_line() {
 
     // rm: an entry in use is refused, and removed with --force (which says
     // what that risks; the program fails to read what it had not opened).
-    let fifo = t.join("fifo");
-    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
-    let mut c = Launch::root(&t)
-        .env("TOTE_CACHE_DIR", root.to_str().unwrap())
-        .command(&[], &b, &[fifo.as_os_str()]);
-    let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let waiting = Waiting::start(&t, "refuse", &b, &root, &[]);
     let id = bundle_id(&b);
     let short = &id[..12];
     one_line(
@@ -740,7 +750,7 @@ fn bad_limits_roots_and_ids_are_refused_with_one_line() {
         1,
         &format!(
             "entry {short} (refuse) is in use (pid {}): a running program reads its files from it; --force",
-            child.id()
+            waiting.pid()
         ),
     );
     assert!(root.join(&id).join("ok").exists());
@@ -750,13 +760,7 @@ fn bad_limits_roots_and_ids_are_refused_with_one_line() {
     assert!(stderr(&o).contains("any it opens from now on"), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("removed {short} (refuse,")));
     assert!(!root.join(&id).exists());
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(waiting.wake().0.success());
 }
 
 /// `tote cache prune --max-size 0` in a loop while 16 launches start at

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tote_cache::{Limits, Listed, TrimReport};
 
-use super::{root, short_name, state, RootArg};
+use super::{not_made_yet, root, short_name, state, RootArg};
 use crate::ui::{human, Paint};
 
 pub const PRUNE_HELP: &str = "SIZE: 2G, 500M, 1.5GiB, 4096 (bytes), 0 (keep only entries in use) or off.
@@ -90,16 +90,8 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     let root = match root(&args.root)? {
         Ok(p) => p,
         Err(p) => {
-            if !args.json {
-                println!("no cache yet: a launch by this user would make {}", p.display());
-                return Ok(());
-            }
             let empty = TrimReport::default();
-            return crate::ui::report(
-                true,
-                || prune_json(&p, args.dry_run, &limits, &empty, 0),
-                |_| String::new(),
-            );
+            return not_made_yet(args.json, &p, || prune_json(&p, args.dry_run, &limits, &empty, 0));
         }
     };
     let log = crate::ui::progress::Verbose;

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::json;
 use tote_cache::{Limits, Listing};
 
-use super::{ago, rfc3339, root, short_name, state, unix, RootArg};
+use super::{ago, not_made_yet, rfc3339, root, short_name, state, unix, RootArg};
 use crate::ui::{human, Paint};
 
 pub const HELP: &str = "OWN is what removing the entry frees; SHARED, files it shares with other
@@ -29,23 +29,18 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let limits = Limits::from_env().map_err(anyhow::Error::msg)?;
-    let listing = match root(&args.root)? {
-        Ok(path) => Some(tote_cache::scan(&path)?),
+    let mut l = match root(&args.root)? {
+        Ok(path) => tote_cache::scan(&path)?,
         Err(path) => {
-            return crate::ui::report(
-                args.json,
-                || {
-                    json!({
-                        "schema": SCHEMA, "root": path.to_string_lossy(), "exists": false,
-                        "total_bytes": 0, "free_bytes": null, "unlinked_object_bytes": 0,
-                        "limits": limits_json(&limits), "entries": [],
-                    })
-                },
-                |_| format!("no cache yet: a launch by this user would make {}\n", path.display()),
-            )
+            return not_made_yet(args.json, &path, || {
+                json!({
+                    "schema": SCHEMA, "root": path.to_string_lossy(), "exists": false,
+                    "total_bytes": 0, "free_bytes": null, "unlinked_object_bytes": 0,
+                    "limits": limits_json(&limits), "entries": [],
+                })
+            })
         }
     };
-    let mut l = listing.expect("listed");
     // Most recently used first; never used (incomplete) last.
     l.entries
         .sort_by(|a, b| b.last_used.cmp(&a.last_used).then_with(|| a.name.cmp(&b.name)));

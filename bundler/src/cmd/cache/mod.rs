@@ -106,6 +106,18 @@ fn root(arg: &RootArg) -> Result<std::result::Result<PathBuf, PathBuf>> {
     Ok(Ok(path))
 }
 
+/// The report when the default root is not made yet (nothing launched: an
+/// empty cache): one line, or `as_json`.
+fn not_made_yet(json: bool, path: &Path, as_json: impl FnOnce() -> serde_json::Value) -> Result<()> {
+    crate::ui::report(json, as_json, |_| {
+        format!(
+            "no cache yet: a launch by this user would make {}
+",
+            path.display()
+        )
+    })
+}
+
 /// The first name in `root` that tote does not make there, if any.
 fn not_ours(root: &Path) -> Result<Option<String>> {
     for e in std::fs::read_dir(root)? {

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tote_cache::{Checked, Listed, Lookup, Use};
 
-use super::{root, short_name, state, RootArg};
+use super::{not_made_yet, root, short_name, state, RootArg};
 use crate::ui::Paint;
 
 pub const HELP: &str = "Exits 1 if a damaged entry is left (without --repair, or one in use).
@@ -43,15 +43,11 @@ pub fn run(args: &Args) -> Result<()> {
     let root = match root(&args.root)? {
         Ok(p) => p,
         Err(p) => {
-            if !args.json {
-                println!("no cache yet: a launch by this user would make {}", p.display());
-                return Ok(());
-            }
-            return crate::ui::report(
-                true,
+            return not_made_yet(
+                args.json,
+                &p,
                 || json!({ "schema": SCHEMA, "root": p.to_string_lossy(), "repair": args.repair, "entries": [] }),
-                |_| String::new(),
-            );
+            )
         }
     };
     let listing = tote_cache::scan(&root)?;
