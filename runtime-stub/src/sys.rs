@@ -237,8 +237,11 @@ fn read_report(r: &OwnedFd) -> Result<Held> {
 /// sets root and working directory to its root.
 fn join(held: &Held, user: bool) -> Result<()> {
     use nix::sched::{setns, CloneFlags};
+    // Neither namespace can be joined by a multi-threaded process (EINVAL),
+    // and the extraction threads, joined already, may not have left the
+    // kernel yet.
+    wait_single_threaded();
     if let (true, Some(u)) = (user, &held.user) {
-        wait_single_threaded();
         setns(u, CloneFlags::CLONE_NEWUSER)
             .map_err(|e| ns("joining the user namespace of", Path::new("/proc/self/ns/user"), e))?;
     }

@@ -24,6 +24,42 @@ fn runs_as_root_from_its_own_closure() {
     assert_eq!(field(&r, "uid"), "0");
 }
 
+/// A cold start joins the namespaces only once its extraction threads are
+/// gone: setns refuses a multi-threaded caller, and a thread that was
+/// joined may linger in the kernel (under load, a few cold starts in a
+/// hundred). With TOTE_NAMESPACE=always such a refusal would exit 116
+/// instead of going unnoticed into a relocated launch.
+#[test]
+fn cold_starts_as_root_and_as_nobody_always_join_the_namespaces() {
+    let f = fixture();
+    let t = TestDir::new();
+    for (i, l) in [Launch::root(&t), Launch::nobody(&t)].into_iter().enumerate() {
+        let cache = l.cache.clone().unwrap();
+        let l = l.env("TOTE_NAMESPACE", "always");
+        for round in 0..25 {
+            let o = l.run(&f.probe, &[]);
+            assert!(o.status.success(), "launcher {i}, cold start {round}: {}", stderr(&o));
+            assert_ran_from_bundle(&report(&o), f);
+            for e in std::fs::read_dir(&cache).unwrap().flatten() {
+                if e.file_name().len() == 64 {
+                    tote_cache_rm(&e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Remove a cache entry the way a test may (its tree is read-only).
+fn tote_cache_rm(entry: &Path) {
+    let o = std::process::Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(entry)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::remove_dir_all(entry).unwrap();
+}
+
 #[test]
 fn runs_as_nobody() {
     let f = fixture();
