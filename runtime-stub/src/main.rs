@@ -35,16 +35,35 @@ use payload::Payload;
 use tote_format::{Mode, Relocation};
 
 // No std runtime set-up: the stub needs none of it, and on glibc it reads
-// /proc/self/maps to place a main-thread stack guard, on every launch.
-// `std::env::args_os` still works (glibc hands the arguments to std early).
+// /proc/self/maps to place a main-thread stack guard, on every launch. The
+// arguments come from here, not `std::env::args_os`: std gets those from
+// glibc's start-up code, which a musl-linked stub does not have.
 #[cfg(not(test))]
 #[allow(unsafe_code)] // `no_mangle`: this is the C entry point
 #[no_mangle]
-extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
-    match run() {
+extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    let args = (0..argc.max(0) as usize)
+        .map(|i| {
+            // SAFETY: the C runtime passes `argc` valid NUL-terminated strings.
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            OsStr::from_bytes(arg.to_bytes()).to_os_string()
+        })
+        .collect();
+    match run(args) {
         Ok(never) => match never {},
         Err(f) => fail(f),
     }
+}
+
+/// Linked against musl's `libc.a` (see bundler/build.rs), the stub still
+/// carries libgcc's unwinder, which asks glibc's loader for the unwind
+/// tables of an address. There is no loader in a static musl binary, and
+/// with `panic = "abort"` nothing unwinds: "not found".
+#[cfg(all(tote_musl, not(test)))]
+#[allow(unsafe_code)] // `no_mangle`: a C symbol the unwinder links to
+#[no_mangle]
+extern "C" fn _dl_find_object(_pc: *mut std::ffi::c_void, _result: *mut std::ffi::c_void) -> std::ffi::c_int {
+    -1
 }
 
 /// Print the one-line failure and exit with its code.
@@ -71,8 +90,7 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
     Ok(cwd.join(p))
 }
 
-fn run() -> Result<Infallible> {
-    let args: Vec<OsString> = std::env::args_os().collect();
+fn run(args: Vec<OsString>) -> Result<Infallible> {
     if let Some(code) = launch::trim_job(&args) {
         std::process::exit(code);
     }
@@ -108,7 +126,7 @@ fn run() -> Result<Infallible> {
 
     let mut argv: Vec<Vec<u8>> = vec![meta.entrypoint.clone()];
     argv.extend(meta.args.iter().cloned());
-    let caller: Vec<Vec<u8>> = std::env::args_os().skip(1).map(OsString::into_vec).collect();
+    let caller: Vec<Vec<u8>> = args.into_iter().skip(1).map(OsString::into_vec).collect();
     argv.extend(if caller.is_empty() { meta.cmd.clone() } else { caller });
     for kv in &meta.env {
         // Validated by the format: a non-empty name, then `=`.
