@@ -59,7 +59,10 @@ mod tests {
             .is_ok_and(|o| o.status.success());
         let given = option_env!("TOTE_STUB").is_some() || option_env!("TOTE_STUB_LIBC") == Some("glibc");
         let musl = cfg!(tote_stub_musl);
-        assert!(musl || !have_musl || given, "musl-gcc is installed, but the stub was linked against glibc");
+        assert!(
+            musl || !have_musl || given,
+            "musl-gcc is installed, but the stub was linked against glibc"
+        );
     }
 
     #[test]

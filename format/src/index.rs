@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::block::BlockRef;
+use crate::block::{Base, BlockRef, Codec, MAX_BASE_BLOCKS, MAX_BASE_LEN};
 use crate::hash::Digest32;
 use crate::reader::Reader;
 use crate::{FormatError, MAX_BLOCK_RAW};
@@ -85,6 +85,15 @@ impl Index {
         first..last
     }
 
+    /// The blocks block `b`'s base lies in (empty if it has none): decoded
+    /// before it, none of them has a base of its own.
+    pub fn base_blocks(&self, b: usize) -> Range<usize> {
+        match self.blocks[b].base {
+            Some(base) => self.blocks_for(base.offset, u64::from(base.len)),
+            None => 0..0,
+        }
+    }
+
     /// The store references inside stream bytes `from..to`: a range of
     /// [`Index::refs`].
     pub fn refs_in(&self, from: u64, to: u64) -> &[u64] {
@@ -102,7 +111,7 @@ impl Index {
         let mut r = Reader::new(raw, "index");
 
         let nblocks = r.u32()? as usize;
-        let mut blocks = Vec::with_capacity(nblocks.min(r.remaining() / 40));
+        let mut blocks: Vec<BlockRef> = Vec::with_capacity(nblocks.min(r.remaining() / 40));
         let (mut offset, mut raw_offset) = (0u64, 0u64);
         for i in 0..nblocks {
             let clen = r.u32()?;
@@ -111,13 +120,28 @@ impl Index {
             if clen == 0 || rlen == 0 || rlen > MAX_BLOCK_RAW {
                 return Err(bad(format!("block {i} has an invalid size")));
             }
-            blocks.push(BlockRef {
-                offset,
-                clen,
-                raw_offset,
-                rlen,
-                hash,
-            });
+            let mut block = BlockRef::zstd(offset, clen, raw_offset, rlen, hash);
+            if version >= 5 {
+                let flags = r.u8()?;
+                if flags & !(FLAG_STORED | FLAG_BASE) != 0 {
+                    return Err(bad(format!("block {i} has unknown flags {flags:#x}")));
+                }
+                if flags & FLAG_STORED != 0 {
+                    if flags & FLAG_BASE != 0 || clen != rlen {
+                        return Err(bad(format!("stored block {i} has a base or a size that differs")));
+                    }
+                    block.codec = Codec::Stored;
+                }
+                if flags & FLAG_BASE != 0 {
+                    let base = Base {
+                        offset: r.u64()?,
+                        len: r.u32()?,
+                    };
+                    check_base(&blocks, raw_offset, base).map_err(|why| bad(format!("block {i}'s base {why}")))?;
+                    block.base = Some(base);
+                }
+            }
+            blocks.push(block);
             offset += u64::from(clen);
             raw_offset += u64::from(rlen);
         }
@@ -194,6 +218,13 @@ impl Index {
 
     #[cfg(feature = "write")]
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_for(crate::VERSION)
+    }
+
+    /// The encoding of format `version` (tests write older ones; blocks
+    /// then have neither bases nor the stored codec).
+    #[cfg(feature = "write")]
+    pub(crate) fn encode_for(&self, version: u32) -> Vec<u8> {
         use crate::reader::put_short_blob;
         let mut out = Vec::new();
         out.extend_from_slice(&(self.blocks.len() as u32).to_le_bytes());
@@ -201,6 +232,18 @@ impl Index {
             out.extend_from_slice(&b.clen.to_le_bytes());
             out.extend_from_slice(&b.rlen.to_le_bytes());
             out.extend_from_slice(&b.hash.0);
+            if version < 5 {
+                continue;
+            }
+            let stored = if b.codec == Codec::Stored { FLAG_STORED } else { 0 };
+            match b.base {
+                None => out.push(stored),
+                Some(base) => {
+                    out.push(stored | FLAG_BASE);
+                    out.extend_from_slice(&base.offset.to_le_bytes());
+                    out.extend_from_slice(&base.len.to_le_bytes());
+                }
+            }
         }
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
@@ -222,6 +265,9 @@ impl Index {
                 EntryKind::Symlink { target } => put_short_blob(&mut out, target),
             }
         }
+        if version < 4 {
+            return out;
+        }
         out.extend_from_slice(&(self.refs.len() as u32).to_le_bytes());
         let mut prev = 0;
         for (i, &r) in self.refs.iter().enumerate() {
@@ -230,6 +276,35 @@ impl Index {
         }
         out
     }
+}
+
+/// Version 5 block flags: stored rather than zstd; a base follows.
+const FLAG_STORED: u8 = 1;
+const FLAG_BASE: u8 = 2;
+
+/// A base must be earlier stream bytes, no longer than [`MAX_BASE_LEN`],
+/// held by at most [`MAX_BASE_BLOCKS`] blocks (`earlier`, the blocks before
+/// this one, which starts at `start`), none of which has a base itself.
+fn check_base(earlier: &[BlockRef], start: u64, base: Base) -> Result<(), String> {
+    if base.len == 0 || base.len > MAX_BASE_LEN {
+        return Err(format!("is {} bytes long (1 to {MAX_BASE_LEN})", base.len));
+    }
+    if base
+        .offset
+        .checked_add(u64::from(base.len))
+        .is_none_or(|end| end > start)
+    {
+        return Err("does not lie before the block".into());
+    }
+    let first = earlier.partition_point(|b| b.raw_offset + u64::from(b.rlen) <= base.offset);
+    let last = earlier.partition_point(|b| b.raw_offset < base.offset + u64::from(base.len));
+    if last - first > MAX_BASE_BLOCKS {
+        return Err(format!("spans {} blocks (at most {MAX_BASE_BLOCKS})", last - first));
+    }
+    if earlier[first..last].iter().any(|b| b.base.is_some()) {
+        return Err("lies in a block that has a base itself".into());
+    }
+    Ok(())
 }
 
 /// `u32 count`, then the offsets as LEB128: the first itself, each other as
@@ -358,13 +433,7 @@ mod tests {
     use super::*;
 
     fn block(offset: u64, clen: u32, raw_offset: u64, rlen: u32) -> BlockRef {
-        BlockRef {
-            offset,
-            clen,
-            raw_offset,
-            rlen,
-            hash: Digest32([9; 32]),
-        }
+        BlockRef::zstd(offset, clen, raw_offset, rlen, Digest32([9; 32]))
     }
 
     fn file(path: &str, size: u64, offset: u64) -> Entry {
@@ -525,12 +594,84 @@ mod tests {
     }
 
     #[test]
-    fn version_3_indexes_have_no_references() {
+    fn version_3_indexes_have_no_references_and_4_no_block_flags() {
         let mut i = sample();
         i.refs.clear();
-        let mut enc = i.encode();
-        enc.truncate(enc.len() - 4); // the reference count
-        assert_eq!(Index::decode(&enc, 30, 3).unwrap(), i);
-        assert!(Index::decode(&enc, 30, 4).is_err());
+        let v3 = i.encode_for(3);
+        assert_eq!(Index::decode(&v3, 30, 3).unwrap(), i);
+        assert!(Index::decode(&v3, 30, 4).is_err());
+        let v4 = i.encode_for(4);
+        assert_eq!(v4.len(), v3.len() + 4, "a reference count");
+        assert_eq!(Index::decode(&v4, 30, 4).unwrap(), i);
+        assert!(Index::decode(&v4, 30, 5).is_err());
+        assert_eq!(i.encode().len(), v4.len() + 2, "a flags byte per block");
+    }
+
+    #[test]
+    fn bases_and_stored_blocks_round_trip_and_are_checked() {
+        let h = Digest32([9; 32]);
+        let mut blocks = vec![
+            BlockRef::zstd(0, 10, 0, 100, h),
+            BlockRef {
+                codec: Codec::Stored,
+                ..BlockRef::zstd(10, 50, 100, 50, h)
+            },
+            BlockRef {
+                base: Some(Base { offset: 20, len: 120 }),
+                ..BlockRef::zstd(60, 40, 150, 100, h)
+            },
+        ];
+        let index = |blocks: &[BlockRef]| Index {
+            blocks: blocks.to_vec(),
+            entries: vec![file("f", 250, 0)],
+            refs: vec![],
+        };
+        let data_len = |b: &[BlockRef]| b.iter().map(|b| u64::from(b.clen)).sum::<u64>();
+        let good = index(&blocks);
+        assert_eq!(Index::decode(&good.encode(), data_len(&blocks), 5).unwrap(), good);
+        assert_eq!(good.base_blocks(2), 0..2);
+        assert_eq!(good.base_blocks(0), 0..0);
+        let bad = |edit: &dyn Fn(&mut Vec<BlockRef>), why: &str| {
+            let mut b = blocks.clone();
+            edit(&mut b);
+            let err = Index::decode(&index(&b).encode(), data_len(&b), 5)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        };
+        bad(
+            &|b| b[2].base = Some(Base { offset: 100, len: 51 }),
+            "does not lie before the block",
+        );
+        bad(&|b| b[2].base = Some(Base { offset: 0, len: 0 }), "is 0 bytes long");
+        bad(&|b| b[1].clen = 49, "a size that differs");
+        bad(
+            &|b| b[1].base = Some(Base { offset: 0, len: 10 }),
+            "has a base or a size that differs",
+        );
+        // A base in a block that has a base itself: never a chain.
+        blocks.push(BlockRef {
+            base: Some(Base { offset: 160, len: 10 }),
+            ..BlockRef::zstd(100, 5, 250, 1, h)
+        });
+        blocks[3].base = Some(Base { offset: 160, len: 10 });
+        let mut e = index(&blocks);
+        e.entries = vec![file("f", 251, 0)];
+        let err = Index::decode(&e.encode(), data_len(&blocks), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lies in a block that has a base itself"), "{err}");
+        // At most MAX_BASE_BLOCKS blocks under one base.
+        let tiny: Vec<BlockRef> = (0..6)
+            .map(|i| BlockRef::zstd(i, 1, i, 1, h))
+            .chain([BlockRef {
+                base: Some(Base { offset: 0, len: 6 }),
+                ..BlockRef::zstd(6, 1, 6, 1, h)
+            }])
+            .collect();
+        let mut e = index(&tiny);
+        e.entries = vec![file("f", 7, 0)];
+        let err = Index::decode(&e.encode(), 7, 5).unwrap_err().to_string();
+        assert!(err.contains("spans 6 blocks (at most 4)"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! The tote bundle format, version 4 (and the version 3 it still reads):
+//! The tote bundle format, version 5 (and the versions 3 and 4 it still
+//! reads):
 //! the one definition of its bytes.
 //!
 //! A bundle is `[stub][data blocks][meta][index][trailer]`. `docs/FORMAT.md`
@@ -19,14 +20,16 @@ mod trailer;
 #[cfg(feature = "write")]
 mod writer;
 
-pub use block::{decode_block, BlockRef};
+pub use block::{
+    decode_block, decoded_blocks, units, Base, BlockRef, Codec, Decoded, Unit, MAX_BASE_BLOCKS, MAX_BASE_LEN,
+};
 pub use error::FormatError;
 pub use hash::{sha256, BundleId, Digest32};
 pub use index::{Entry, EntryKind, Index};
 pub use meta::{Meta, Mode, MountKind, MountSpec, Relocation, Stats, MIN_STORE_DIR};
 pub use trailer::{Layout, Trailer, MAGIC, OLDEST_READABLE, TRAILER_LEN, VERSION};
 #[cfg(feature = "write")]
-pub use writer::{encode_block, Sections};
+pub use writer::{encode_block, Encoded, Sections};
 
 /// Upper bound for one block's uncompressed size. Decoders refuse larger
 /// blocks, which bounds memory per decoding thread (and defuses bombs).

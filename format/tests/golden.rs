@@ -1,10 +1,10 @@
-//! Golden tests: `tests/golden/v4.hex` is a complete version 4 payload
+//! Golden tests: `tests/golden/v5.hex` is a complete version 5 payload
 //! (data blocks, metadata, index, trailer; no stub, so the data section
 //! starts at offset 0). docs/FORMAT.md describes these exact bytes.
-//! `tests/golden/v3.hex`, the version 3 golden file, is frozen: readers
-//! must keep decoding it.
+//! `tests/golden/v3.hex` and `v4.hex`, the golden files of versions 3 and
+//! 4, are frozen: readers must keep decoding them.
 //!
-//! Regenerate v4 (only for a deliberate format change, which also bumps the
+//! Regenerate v5 (only for a deliberate format change, which also bumps the
 //! version, or a zstd upgrade that changes compressed bytes) with
 //! `TOTE_UPDATE_GOLDEN=1 cargo test -p tote-format --features write --test golden`.
 
@@ -12,7 +12,8 @@
 
 use tote_format::*;
 
-const GOLDEN: &str = "tests/golden/v4.hex";
+const GOLDEN: &str = "tests/golden/v5.hex";
+const GOLDEN_V4: &str = "tests/golden/v4.hex";
 const GOLDEN_V3: &str = "tests/golden/v3.hex";
 
 /// The hash part of the store path in the golden bundle.
@@ -30,20 +31,52 @@ fn store(rel: &str) -> Vec<u8> {
     format!("nix/store/{H}-demo{rel}").into_bytes()
 }
 
-/// The payload the golden file was made from.
+fn again_script() -> Vec<u8> {
+    format!("#!/nix/store/{H}-sh/bin/sh\necho hi\necho again\n").into_bytes()
+}
+
+/// The payload the golden file was made from: three blocks, one of each
+/// kind. Block 0 (zstd) holds `hello.txt` and `run`; block 1 is `doc.gz`,
+/// stored (it does not compress); block 2 holds `again`, compressed
+/// against a base: the stream bytes of `run`, in block 0.
 fn build() -> Vec<u8> {
     let hello = b"hello, tote\n";
     let run = run_script();
     let gz = b"\x1f\x8b(compressed)";
-    let stream = [&hello[..], &run[..], &gz[..]].concat();
-    let (block, hash) = encode_block(&stream, 3).unwrap();
-    let blocks = vec![BlockRef {
-        offset: 0,
-        clen: block.len() as u32,
-        raw_offset: 0,
-        rlen: stream.len() as u32,
-        hash,
-    }];
+    let again = again_script();
+    let (run_at, gz_at) = (hello.len() as u64, (hello.len() + run.len()) as u64);
+    let again_at = gz_at + gz.len() as u64;
+    let first = [&hello[..], &run[..]].concat();
+    let stream = [&first[..], &gz[..], &again[..]].concat();
+    let e0 = encode_block(&first, 3, None).unwrap();
+    let e1 = encode_block(gz, 3, None).unwrap();
+    let base = Base {
+        offset: run_at,
+        len: run.len() as u32,
+    };
+    let e2 = encode_block(&again, 3, Some(&run)).unwrap();
+    assert_eq!(
+        (e0.codec, e1.codec, e2.codec),
+        (Codec::Zstd, Codec::Stored, Codec::Zstd)
+    );
+    let mut blocks = Vec::new();
+    let mut offset = 0;
+    for (e, raw_offset, rlen, base) in [
+        (&e0, 0, first.len(), None),
+        (&e1, gz_at, gz.len(), None),
+        (&e2, again_at, again.len(), Some(base)),
+    ] {
+        blocks.push(BlockRef {
+            offset,
+            clen: e.bytes.len() as u32,
+            raw_offset,
+            rlen: rlen as u32,
+            hash: e.hash,
+            codec: e.codec,
+            base,
+        });
+        offset += e.bytes.len() as u64;
+    }
     let file = |path: Vec<u8>, executable, size, offset, hash| Entry {
         path,
         kind: EntryKind::File {
@@ -57,11 +90,11 @@ fn build() -> Vec<u8> {
         path: path.to_vec(),
         kind: EntryKind::Dir,
     };
-    let (run_at, gz_at) = (hello.len() as u64, (hello.len() + run.len()) as u64);
     let entries = vec![
         dir(b"nix"),
         dir(b"nix/store"),
         dir(&store("")),
+        file(store("/again"), true, again.len() as u64, again_at, sha256(&again)),
         file(store("/doc.gz"), false, gz.len() as u64, gz_at, sha256(gz)),
         file(store("/dup.txt"), false, 12, 0, hello_hash()),
         file(store("/empty"), false, 0, 0, sha256(b"")),
@@ -89,21 +122,29 @@ fn build() -> Vec<u8> {
             unrewritable: vec![store("/doc.gz")],
         },
         stats: Stats {
-            entries: 9,
-            files: 5,
-            total_size: 12 * 2 + run.len() as u64 + gz.len() as u64,
+            entries: 10,
+            files: 6,
+            total_size: 12 * 2 + (run.len() + gz.len() + again.len()) as u64,
             unique_size: stream.len() as u64,
-            blocks: 1,
+            blocks: 3,
         },
     };
-    // The one store reference: `/nix/store/` in the #! line of `run`.
+    // The store references: `/nix/store/` in the #! lines of `run` and `again`.
     let index = Index {
         blocks,
         entries,
-        refs: vec![run_at + 2],
+        refs: vec![run_at + 2, again_at + 2],
     };
     let s = Sections::encode(&meta, &index, 0, 3).unwrap();
-    [block, s.meta, s.index, s.trailer.encode().to_vec()].concat()
+    [
+        e0.bytes,
+        e1.bytes,
+        e2.bytes,
+        s.meta,
+        s.index,
+        s.trailer.encode().to_vec(),
+    ]
+    .concat()
 }
 
 fn golden() -> Vec<u8> {
@@ -140,10 +181,14 @@ fn decode_all(b: &[u8]) -> Result<(Meta, Index, Vec<u8>), FormatError> {
     let index = l.index(b)?;
     meta.check_stats(&index)?;
     let data = l.data(b)?;
-    let mut stream = Vec::new();
+    let mut stream: Vec<u8> = Vec::new();
     for (n, blk) in index.blocks.iter().enumerate() {
         let mut raw = vec![0u8; blk.rlen as usize];
-        decode_block(blk.frame(data), blk, n as u32, &mut raw)?;
+        // Bases lie in earlier blocks: already in `stream`.
+        let base = blk
+            .base
+            .map(|b| &stream[b.offset as usize..(b.offset + u64::from(b.len)) as usize]);
+        decode_block(blk.frame(data), blk, n as u32, base, &mut raw)?;
         stream.extend_from_slice(&raw);
     }
     Ok((meta, index, stream))
@@ -154,7 +199,7 @@ fn golden_decodes_to_known_values() {
     let g = golden();
     let layout = Trailer::decode(tail(&g), g.len() as u64).unwrap();
     let t = &layout.trailer;
-    assert_eq!(layout.version, 4);
+    assert_eq!(layout.version, 5);
     assert_eq!(&g[g.len() - 8..], b"TOTEBNDL");
     assert_eq!(t.data_offset, 0);
     let (meta, index, stream) = decode_all(&g).unwrap();
@@ -180,8 +225,19 @@ fn golden_decodes_to_known_values() {
     );
     assert_eq!(meta.store_dir(), Some(&b"/nix/store"[..]));
     let paths: Vec<&[u8]> = index.entries.iter().map(|e| e.path.as_slice()).collect();
-    assert_eq!(paths.len(), 9);
-    assert_eq!(paths[8], store("/run"));
+    assert_eq!(paths.len(), 10);
+    assert_eq!(paths[9], store("/run"));
+    let codecs: Vec<(Codec, Option<Base>)> = index.blocks.iter().map(|b| (b.codec, b.base)).collect();
+    assert_eq!(
+        codecs,
+        [
+            (Codec::Zstd, None),
+            (Codec::Stored, None),
+            (Codec::Zstd, Some(Base { offset: 12, len: 64 }))
+        ],
+        "as docs/FORMAT.md says"
+    );
+    assert_eq!(index.base_blocks(2), 0..1);
     // The references the index records are exactly those the rule finds.
     let found: Vec<u64> = refs::find(&stream, b"/nix/store")
         .into_iter()
@@ -190,11 +246,11 @@ fn golden_decodes_to_known_values() {
     assert_eq!(index.refs, found);
     assert_eq!(
         (stream.len(), index.refs.as_slice()),
-        (90, &[14u64][..]),
+        (12 + 64 + 14 + 75, &[14u64, 12 + 64 + 14 + 2][..]),
         "as docs/FORMAT.md says"
     );
     assert_eq!(&stream[index.refs[0] as usize..][..11], b"/nix/store/");
-    match &index.entries[8].kind {
+    match &index.entries[9].kind {
         EntryKind::File {
             executable,
             size,
@@ -215,6 +271,20 @@ fn golden_decodes_to_known_values() {
             &t.index_hash
         )
     );
+}
+
+#[test]
+fn version_4_golden_still_decodes() {
+    let g = read_hex(GOLDEN_V4);
+    let layout = Trailer::decode(tail(&g), g.len() as u64).unwrap();
+    assert_eq!(layout.version, 4);
+    let (meta, index, stream) = decode_all(&g).unwrap();
+    assert_eq!(meta.entrypoint, format!("/nix/store/{H}-demo/run").into_bytes());
+    assert_eq!(index.entries.len(), 9);
+    assert_eq!(index.blocks.len(), 1);
+    assert_eq!((index.blocks[0].codec, index.blocks[0].base), (Codec::Zstd, None));
+    assert_eq!(index.refs, [14]);
+    assert_eq!(stream.len(), 90);
 }
 
 #[test]
@@ -242,7 +312,7 @@ fn encoder_reproduces_the_golden_bytes() {
 
 #[test]
 fn every_truncation_is_an_error() {
-    for g in [golden(), read_hex(GOLDEN_V3)] {
+    for g in [golden(), read_hex(GOLDEN_V4), read_hex(GOLDEN_V3)] {
         for n in 0..g.len() {
             assert!(decode_all(&g[..n]).is_err(), "prefix of {n} bytes accepted");
         }
@@ -251,7 +321,7 @@ fn every_truncation_is_an_error() {
 
 #[test]
 fn every_byte_flip_is_detected() {
-    for g in [golden(), read_hex(GOLDEN_V3)] {
+    for g in [golden(), read_hex(GOLDEN_V4), read_hex(GOLDEN_V3)] {
         for i in 0..g.len() {
             let mut b = g.clone();
             b[i] ^= 0x01;

@@ -1,19 +1,21 @@
 //! The index and metadata decoders on raw (uncompressed) bytes, past the
-//! hashes that guard them in a real file: the first 8 bytes give the data
-//! section length the blocks must tile, the rest is the index; the same
-//! bytes are also tried as metadata.
+//! hashes that guard them in a real file: the first byte picks the format
+//! version (3 to 5), the next 8 give the data section length the blocks
+//! must tile, the rest is the index; the same bytes are also tried as
+//! metadata.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tote_format::{EntryKind, Index, Meta};
+use tote_format::{units, EntryKind, Index, Meta, MAX_BASE_BLOCKS};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Meta::decode(data);
-    if data.len() < 8 {
+    if data.len() < 9 {
         return;
     }
-    let data_len = u64::from_le_bytes(data[..8].try_into().unwrap()) % (1 << 40);
-    let Ok(index) = Index::decode(&data[8..], data_len) else {
+    let version = 3 + u32::from(data[0] % 3);
+    let _ = Meta::decode(&data[9..], version);
+    let data_len = u64::from_le_bytes(data[1..9].try_into().unwrap()) % (1 << 40);
+    let Ok(index) = Index::decode(&data[9..], data_len, version) else {
         return;
     };
     // What a reader relies on after validation.
@@ -29,5 +31,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(r.end <= index.blocks.len());
         }
     }
+    // Bases: earlier bytes, in a few blocks that have none of their own.
+    for (b, block) in index.blocks.iter().enumerate() {
+        let r = index.base_blocks(b);
+        assert!(r.len() <= MAX_BASE_BLOCKS && r.end <= b);
+        assert!(r.clone().all(|n| index.blocks[n].base.is_none()));
+        assert_eq!(block.base.is_some(), !r.is_empty());
+    }
+    let _ = units(&index, &vec![true; index.blocks.len()]);
     let _ = index.stats();
 });

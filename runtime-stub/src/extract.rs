@@ -311,17 +311,17 @@ fn extract_into(
         }
     }
 
-    // Pass 2: the blocks that hold something to write, in parallel.
-    let todo: Vec<usize> = (0..index.blocks.len()).filter(|&b| !pieces[b].is_empty()).collect();
-    report.blocks = todo.len();
+    // Pass 2: the blocks that hold something to write, in parallel, in
+    // units: a block with a base after its base blocks, decoded once for
+    // every block that shares them.
+    let needed: Vec<bool> = pieces.iter().map(|p| !p.is_empty()).collect();
+    let todo = tote_format::units(index, &needed);
+    report.blocks = tote_format::decoded_blocks(&todo);
     tote_cache::par::for_each(
         todo.len(),
         decode_threads(index, threads),
-        || (Vec::new(), Vec::new()),
-        |n, (packed, buf)| {
-            let b = todo[n];
-            write_block(index, payload, b, &pieces[b], &t, (packed, buf))
-        },
+        Buffers::default,
+        |n, bufs| run_unit(index, payload, &todo[n], &pieces, &t, bufs),
     )?;
 
     // Pass 3: final time and mode of spread files, then publish them; time
@@ -345,18 +345,66 @@ fn extract_into(
     Ok(report)
 }
 
-fn write_block(
+/// A decoding thread's buffers: a block as stored, a block decoded, and
+/// the decoded base blocks of the unit at hand, end to end.
+#[derive(Default)]
+struct Buffers {
+    packed: Vec<u8>,
+    buf: Vec<u8>,
+    span: Vec<u8>,
+}
+
+/// Decode a unit's base blocks (writing those it must), then its blocks
+/// against them.
+fn run_unit(
+    index: &Index,
+    payload: &Payload,
+    unit: &tote_format::Unit,
+    pieces: &[Vec<Piece>],
+    t: &Target<'_>,
+    bufs: &mut Buffers,
+) -> Result<()> {
+    let Buffers { packed, buf, span } = bufs;
+    span.clear();
+    let span_start = index.blocks.get(unit.base.start).map_or(0, |b| b.raw_offset);
+    for b in unit.base.clone() {
+        decode(index, payload, b, None, packed, buf)?;
+        // The base as compressed against: before any relocation rewrite.
+        span.extend_from_slice(buf);
+        if unit.write.contains(&b) {
+            write_block(index, b, &pieces[b], t, buf)?;
+        }
+    }
+    for &b in &unit.blocks {
+        let base = index.blocks[b].base.map(|base| {
+            let from = (base.offset - span_start) as usize;
+            &span[from..from + base.len as usize]
+        });
+        decode(index, payload, b, base, packed, buf)?;
+        write_block(index, b, &pieces[b], t, buf)?;
+    }
+    Ok(())
+}
+
+/// Read block `b` and decode it (against `base`) into `buf`.
+fn decode(
     index: &Index,
     payload: &Payload,
     b: usize,
-    pieces: &[Piece],
-    t: &Target<'_>,
-    (packed, buf): (&mut Vec<u8>, &mut Vec<u8>),
+    base: Option<&[u8]>,
+    packed: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
 ) -> Result<()> {
     let block = &index.blocks[b];
     payload.read_block(block, packed)?;
     buf.resize(block.rlen as usize, 0);
-    decode_block(packed, block, b as u32, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))?;
+    decode_block(packed, block, b as u32, base, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))
+}
+
+/// Write the pieces block `b` (decoded in `buf`) holds, after rewriting its
+/// store references for a relocated tree.
+fn write_block(index: &Index, b: usize, pieces: &[Piece], t: &Target<'_>, buf: &mut [u8]) -> Result<()> {
+    let block = &index.blocks[b];
     if let Some(r) = t.relocate {
         let end = block.raw_offset + u64::from(block.rlen);
         r.patch(buf, block.raw_offset, r.refs_touching(index, block.raw_offset, end))
@@ -412,14 +460,23 @@ pub fn space_needed(index: &Index) -> (u64, u64) {
     (bytes, index.entries.len() as u64)
 }
 
-/// Each decoding thread holds one compressed and one decompressed block:
-/// keep their sum under this, whatever the core count (Nomad tasks often run
-/// with a few hundred MB).
+/// Each decoding thread holds one stored and one decoded block, and the
+/// decoded base blocks of a unit: keep their sum under this, whatever the
+/// core count (Nomad tasks often run with a few hundred MB).
 const DECODE_MEMORY: usize = 48 << 20;
 
 fn decode_threads(index: &Index, cores: usize) -> usize {
     let max = |f: fn(&tote_format::BlockRef) -> u32| index.blocks.iter().map(f).max().unwrap_or(0) as usize;
-    let per_thread = (max(|b| b.rlen) + max(|b| b.clen)).max(1);
+    let span = (0..index.blocks.len())
+        .map(|b| {
+            index
+                .base_blocks(b)
+                .map(|n| index.blocks[n].rlen as usize)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+    let per_thread = (max(|b| b.rlen) + max(|b| b.clen) + span).max(1);
     cores.min(DECODE_MEMORY / per_thread).max(1)
 }
 

@@ -275,7 +275,7 @@ impl<'a> Fs<'a> {
         let (from, to) = (start + offset, start + offset + n);
         for b in self.index.blocks_for(from, n) {
             let r = &self.index.blocks[b];
-            let raw = self.blocks.get(b, r)?;
+            let raw = self.blocks.get(&self.index, b, r)?;
             out.extend_from_slice(&raw[r.overlap(from, to)]);
         }
         Ok(())
@@ -318,15 +318,31 @@ impl<'a> Blocks<'a> {
         }
     }
 
-    fn get(&self, number: usize, r: &BlockRef) -> Result<Arc<Vec<u8>>, FsError> {
+    /// Block `number` of `index` (`r`), decoded or from the cache. A block
+    /// with a base gets its base blocks the same way first (they have no
+    /// base of their own, so no thread ever waits on a block that waits).
+    fn get(&self, index: &Index, number: usize, r: &BlockRef) -> Result<Arc<Vec<u8>>, FsError> {
         let mut slot = self.slots[number].lock().map_err(|_| FsError::Io)?;
         if let Some(b) = &*slot {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(b.clone());
         }
+        let base = match r.base {
+            None => None,
+            Some(base) => {
+                let mut bytes = Vec::with_capacity(base.len as usize);
+                for n in index.base_blocks(number) {
+                    let raw = self.get(index, n, &index.blocks[n])?;
+                    bytes.extend_from_slice(
+                        &raw[index.blocks[n].overlap(base.offset, base.offset + u64::from(base.len))],
+                    );
+                }
+                Some(bytes)
+            }
+        };
         let frame = r.frame(self.data);
         let mut raw = vec![0u8; r.rlen as usize];
-        let decoded = decode_block(frame, r, number as u32, &mut raw);
+        let decoded = decode_block(frame, r, number as u32, base.as_deref(), &mut raw);
         (self.done)(frame);
         if decoded.is_err() {
             if !self.failed[number].swap(true, Ordering::Relaxed) {
@@ -380,15 +396,18 @@ mod tests {
         let mut data = Vec::new();
         let mut blocks = Vec::new();
         for (i, chunk) in stream.chunks(block).enumerate() {
-            let (bytes, hash) = encode_block(chunk, 3).unwrap();
+            let e = encode_block(chunk, 3, None).unwrap();
             blocks.push(BlockRef {
-                offset: data.len() as u64,
-                clen: bytes.len() as u32,
-                raw_offset: (i * block) as u64,
-                rlen: chunk.len() as u32,
-                hash,
+                codec: e.codec,
+                ..BlockRef::zstd(
+                    data.len() as u64,
+                    e.bytes.len() as u32,
+                    (i * block) as u64,
+                    chunk.len() as u32,
+                    e.hash,
+                )
             });
-            data.extend_from_slice(&bytes);
+            data.extend_from_slice(&e.bytes);
         }
         let file = |p: &str, executable, size, offset, content: &[u8]| Entry {
             path: p.into(),

@@ -426,14 +426,12 @@ mod tests {
 
     fn server() -> Server {
         let content = b"#!/bin/sh\necho hi\n";
-        let (frame, hash) = encode_block(content, 3).unwrap();
+        let e = encode_block(content, 3, None).unwrap();
+        let frame = e.bytes;
         let index = Index {
             blocks: vec![BlockRef {
-                offset: 0,
-                clen: frame.len() as u32,
-                raw_offset: 0,
-                rlen: content.len() as u32,
-                hash,
+                codec: e.codec,
+                ..BlockRef::zstd(0, frame.len() as u32, 0, content.len() as u32, e.hash)
             }],
             entries: vec![
                 Entry {

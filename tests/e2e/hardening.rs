@@ -555,15 +555,12 @@ mod hostile {
 
     /// One block holding `raw`, declared as `rlen` bytes.
     fn block(raw: &[u8], rlen: u32) -> (Vec<u8>, BlockRef) {
-        let (bytes, hash) = encode_block(raw, 3).unwrap();
+        let e = encode_block(raw, 3, None).unwrap();
         let b = BlockRef {
-            offset: 0,
-            clen: bytes.len() as u32,
-            raw_offset: 0,
-            rlen,
-            hash,
+            codec: e.codec,
+            ..BlockRef::zstd(0, e.bytes.len() as u32, 0, rlen, e.hash)
         };
-        (bytes, b)
+        (e.bytes, b)
     }
 
     fn case(

@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_bundles;
+mod bases;
 mod cache;
 mod cli;
 mod determinism;

@@ -49,7 +49,8 @@ pub struct Args {
     /// references, even where Nix's database knows it.
     #[arg(long)]
     pub scan_references: bool,
-    /// zstd compression level.
+    /// zstd compression level: 19 (the default) for the smallest bundle, 12
+    /// to bundle about 5 times as fast for a bundle about 10 % larger.
     #[arg(long, value_name = "N", default_value_t = pack::DEFAULT_LEVEL,
           value_parser = clap::value_parser!(i32).range(1..=22))]
     pub level: i32,

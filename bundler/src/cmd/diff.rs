@@ -193,8 +193,20 @@ fn extract_cost(old: &Index, new: &Index) -> Extract {
             }
         }
     }
-    x.blocks = blocks.len() as u64;
-    x.compressed_bytes = blocks.iter().map(|&b| u64::from(new.blocks[b].clen)).sum();
+    // The blocks decoded: those holding the files, and the base blocks of
+    // those that have one (as the stub plans it).
+    let mut needed = vec![false; new.blocks.len()];
+    for b in blocks {
+        needed[b] = true;
+    }
+    let mut decoded: Vec<usize> = tote_format::units(new, &needed)
+        .iter()
+        .flat_map(|u| u.decodes().collect::<Vec<_>>())
+        .collect();
+    decoded.sort_unstable();
+    decoded.dedup();
+    x.blocks = decoded.len() as u64;
+    x.compressed_bytes = decoded.iter().map(|&b| u64::from(new.blocks[b].clen)).sum();
     x
 }
 

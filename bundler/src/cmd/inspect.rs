@@ -52,6 +52,9 @@ struct Report {
     sizes: Sizes,
     entries: u64,
     blocks: u64,
+    /// Blocks compressed against a base, and blocks stored as they are.
+    based_blocks: u64,
+    stored_blocks: u64,
     items: Vec<Item>,
 }
 
@@ -93,6 +96,12 @@ fn report(path: &Path) -> Result<Report> {
         },
         entries: index.entries.len() as u64,
         blocks: index.blocks.len() as u64,
+        based_blocks: index.blocks.iter().filter(|b| b.base.is_some()).count() as u64,
+        stored_blocks: index
+            .blocks
+            .iter()
+            .filter(|b| b.codec == tote_format::Codec::Stored)
+            .count() as u64,
         items,
         meta,
     })
@@ -168,6 +177,8 @@ fn inspect_json(r: &Report) -> serde_json::Value {
             "entries": r.entries,
             "files": m.stats.files,
             "blocks": r.blocks,
+            "based_blocks": r.based_blocks,
+            "stored_blocks": r.stored_blocks,
             "items": r.items.len(),
         },
         "items": r.items.iter().map(|i| serde_json::json!({
@@ -283,7 +294,15 @@ fn sizes_text(r: &Report, paint: Paint, out: &mut String) {
     out.push_str(&format!("\n{}\n", paint.bold("sizes")));
     labelled(out, "file", &format!("{} ({} bytes)", human(s.file), s.file));
     labelled(out, "stub", &format!("{} ({} bytes)", human(s.stub), s.stub));
-    let compressed = format!("{} in {}", human(s.compressed), plural(r.blocks, "block"));
+    let mut compressed = format!("{} in {}", human(s.compressed), plural(r.blocks, "block"));
+    let kinds: Vec<String> = [(r.based_blocks, "against a base"), (r.stored_blocks, "stored")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if !kinds.is_empty() {
+        compressed.push_str(&format!(" ({})", kinds.join(", ")));
+    }
     labelled(out, "compressed", &compressed);
     labelled(out, "metadata+index", &human(s.metadata_and_index));
     let uncompressed = format!(

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use tote_format::{decode_block, sha256, EntryKind, Index};
+use tote_format::{sha256, Decoded, EntryKind, Index};
 
 use crate::reader::open;
 
@@ -149,8 +149,8 @@ pub fn extract(args: &ExtractArgs) -> Result<()> {
 
 fn write_tree(index: &Index, data: &[u8], root: &Path) -> Result<()> {
     let at = |p: &[u8]| -> PathBuf { root.join(OsStr::from_bytes(p)) };
-    // The block last decoded, for files that share it.
-    let mut cached: Option<(usize, Vec<u8>)> = None;
+    // Blocks decoded lately, for files (and bases) that share them.
+    let mut decoded = Decoded::default();
     for e in &index.entries {
         let path = at(&e.path);
         match &e.kind {
@@ -165,14 +165,8 @@ fn write_tree(index: &Index, data: &[u8], root: &Path) -> Result<()> {
             } => {
                 let mut bytes = Vec::with_capacity(*size as usize);
                 for b in index.blocks_for(*offset, *size) {
-                    let r = &index.blocks[b];
-                    if cached.as_ref().is_none_or(|(n, _)| *n != b) {
-                        let mut raw = vec![0u8; r.rlen as usize];
-                        decode_block(r.frame(data), r, b as u32, &mut raw)?;
-                        cached = Some((b, raw));
-                    }
-                    let raw = &cached.as_ref().expect("just decoded").1;
-                    bytes.extend_from_slice(&raw[r.overlap(*offset, offset + size)]);
+                    let raw = decoded.block(index, data, b)?;
+                    bytes.extend_from_slice(&raw[index.blocks[b].overlap(*offset, offset + size)]);
                 }
                 if sha256(&bytes) != *hash {
                     bail!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use tote_format::{decode_block, Digest32, EntryKind, Index};
+use tote_format::{Decoded, Digest32, EntryKind, Index};
 
 use crate::reader::open;
 
@@ -100,9 +100,8 @@ fn check_blocks_and_files(index: &Index, data: &[u8]) -> (Vec<String>, Vec<Strin
         let decoded: Vec<_> = chunk
             .par_iter()
             .map(|&n| {
-                let b = &index.blocks[n];
-                let mut out = vec![0u8; b.rlen as usize];
-                decode_block(b.frame(data), b, n as u32, &mut out).map(|()| out)
+                // Its base blocks decoded again: each thread on its own.
+                Decoded::default().block(index, data, n)
             })
             .collect();
         for (&n, res) in chunk.iter().zip(decoded) {

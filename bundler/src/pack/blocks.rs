@@ -1,7 +1,10 @@
 //! Step 3: cut the data stream into blocks of at most `block_size` bytes. A
 //! new top-level item (store path) starts a new block, so a bundle that
 //! shares store paths with one the host already ran needs only the blocks
-//! of the items that changed.
+//! of the items that changed. So does a large file (1 MiB or more): similar
+//! large files (`cc1` and `cc1plus`, a library and its PIC build) then
+//! start their blocks alike, and each block of the second finds the first's
+//! matching block whole, to be compressed against (see `bases`).
 
 use super::order::Content;
 
@@ -13,12 +16,16 @@ pub struct Piece {
     pub len: usize,
 }
 
+/// Files at least this large start a block.
+const LARGE: u64 = 1 << 20;
+
 pub fn cut(unique: &[Content<'_>], block_size: usize) -> Vec<Vec<Piece>> {
     let mut blocks: Vec<Vec<Piece>> = Vec::new();
     let mut cur: Vec<Piece> = Vec::new();
     let mut fill = 0usize;
     for (source, content) in unique.iter().enumerate() {
-        if fill > 0 && source > 0 && unique[source - 1].group != content.group {
+        let new_item = source > 0 && unique[source - 1].group != content.group;
+        if fill > 0 && (new_item || content.size >= LARGE) {
             blocks.push(std::mem::take(&mut cur));
             fill = 0;
         }

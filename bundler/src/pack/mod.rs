@@ -1,10 +1,11 @@
 //! Packing: an input's tree and launch metadata in, bundle bytes out, in
 //! named steps: `hash` every file (and find its store references, see
 //! `relocation`), `order` the distinct contents into a data stream, cut it
-//! into `blocks`, `compress` them in parallel, then the `sections`
-//! (metadata, index, trailer). `output` writes the file atomically around
-//! all of it.
+//! into `blocks`, find the `bases` of blocks that repeat earlier ones,
+//! `compress` them in parallel, then the `sections` (metadata, index,
+//! trailer). `output` writes the file atomically around all of it.
 
+mod bases;
 mod blocks;
 mod compress;
 mod hash;
@@ -74,7 +75,8 @@ pub fn pack(
             block_size / 1024
         )
     });
-    let refs = compress::write_blocks(&blocks, &stream.unique, stream.len, level, block_size, w)?;
+    let bases = bases::choose(&blocks, &stream.unique, block_size)?;
+    let refs = compress::write_blocks(&blocks, &bases, &stream.unique, stream.len, level, block_size, w)?;
     hash::check_unchanged(&files)?;
     let stats = Stats {
         entries: entries.len() as u64,
