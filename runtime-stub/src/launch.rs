@@ -266,8 +266,8 @@ fn relocated(l: &Launch<'_>, refused: &Failure) -> Result<Infallible> {
 /// program never sees (none with both limits `off`). That process runs a
 /// copy of the stub from memory (`sys::exec_self_copy`): it must not keep
 /// the bundle file busy, which would make writing a new version over it
-/// fail (`ETXTBSY`) while the trim runs. Where that copy cannot run, the
-/// forked process trims itself.
+/// fail (`ETXTBSY`) while the trim runs, and the launch goes on only once
+/// that copy runs. Where it cannot run, the forked process trims itself.
 fn trim_later(l: &Launch<'_>) {
     let limits = l.limits;
     if limits == tote_cache::Limits::none() {
@@ -276,8 +276,11 @@ fn trim_later(l: &Launch<'_>) {
     let root = l.root.to_path_buf();
     let argv = trim_argv(&root, &limits);
     let stub_len = l.payload.layout.trailer.data_offset;
-    let spawned = sys::spawn_detached(move || {
+    let spawned = sys::spawn_detached(move |started| {
         let _ = sys::exec_self_copy(stub_len, &argv);
+        // The launch waits no longer; the bundle stays busy while this
+        // process trims.
+        drop(started);
         let _ = tote_cache::trim(&root, &limits, false, &tote_cache::Quiet);
     });
     l.dbg.step(|| {

@@ -584,17 +584,33 @@ pub fn exec_as_init(path: &[u8], argv: &[Vec<u8>], dbg: &Debug, status: Option<O
 /// descriptor closed (so that nothing waiting on this process's pipes, or
 /// on an entry's pin, waits on it too), at the lowest CPU and I/O priority
 /// (best effort, not idle: an idle-class process can starve for as long
-/// as the disk stays busy). Only
-/// the intermediate child is waited for. Returns whether it started.
-pub fn spawn_detached(job: impl FnOnce()) -> bool {
+/// as the disk stays busy).
+///
+/// `job` is handed a close-on-exec descriptor, `started`, and this returns
+/// only once the grandchild has let go of it (by an exec or by dropping
+/// it): until then the grandchild shares this process's memory image, and
+/// with it the running file, which a new version written over the bundle
+/// at that moment would find busy (`ETXTBSY`). Returns whether the job
+/// started.
+pub fn spawn_detached(job: impl FnOnce(OwnedFd)) -> bool {
+    let Ok((wait_end, started)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return false;
+    };
     // SAFETY: single-threaded here (extraction threads were joined), so the
     // child may run any code.
     match unsafe { fork() } {
         Err(_) => false,
         Ok(ForkResult::Parent { child }) => {
-            matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0)))
+            drop(started);
+            let ok = matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0)));
+            // EOF once no process holds `started`: the grandchild exec'd,
+            // dropped it, or ended.
+            let mut b = [0u8; 1];
+            while matches!(nix::unistd::read(&wait_end, &mut b), Ok(1) | Err(Errno::EINTR)) {}
+            ok
         }
         Ok(ForkResult::Child) => {
+            drop(wait_end);
             let _ = nix::unistd::setsid();
             // SAFETY: as above; the intermediate child exits at once.
             match unsafe { fork() } {
@@ -603,6 +619,21 @@ pub fn spawn_detached(job: impl FnOnce()) -> bool {
                 Err(_) => unsafe { nix::libc::_exit(1) },
             }
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            // `started` moves to descriptor 3 (still close-on-exec), out of
+            // the way of the standard streams.
+            let raw = started.into_raw_fd();
+            if raw != 3 {
+                // SAFETY: descriptor numbers of this process; the old one
+                // is owned by nothing once moved.
+                unsafe {
+                    if nix::libc::dup3(raw, 3, nix::libc::O_CLOEXEC) != 3 {
+                        nix::libc::_exit(1);
+                    }
+                    nix::libc::close(raw);
+                }
+            }
+            // SAFETY: descriptor 3 is now `started`, owned here alone.
+            let started = unsafe { OwnedFd::from_raw_fd(3) };
             if let Ok(null) = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
                 for fd in 0..3 {
                     // SAFETY: dup2 onto the standard descriptors.
@@ -613,10 +644,10 @@ pub fn spawn_detached(job: impl FnOnce()) -> bool {
                 }
             }
             // SAFETY: plain system calls on this process; nothing in it
-            // owns a descriptor above 2 from here on.
+            // owns a descriptor above 3 from here on.
             unsafe {
-                if nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-                    for fd in 3..4096 {
+                if nix::libc::syscall(nix::libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+                    for fd in 4..4096 {
                         nix::libc::close(fd);
                     }
                 }
@@ -624,7 +655,7 @@ pub fn spawn_detached(job: impl FnOnce()) -> bool {
                 // IOPRIO_WHO_PROCESS, this process, IOPRIO_CLASS_BE level 7.
                 nix::libc::syscall(nix::libc::SYS_ioprio_set, 1, 0, (2 << 13) | 7);
             }
-            job();
+            job(started);
             // SAFETY: end the grandchild without running this process's
             // exit handlers a second time.
             unsafe { nix::libc::_exit(0) }
