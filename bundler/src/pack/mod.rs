@@ -75,7 +75,12 @@ pub fn pack(
             block_size / 1024
         )
     });
-    let bases = bases::choose(&blocks, &stream.unique, block_size)?;
+    // TOTE_BASES=off: no bases (scripts/bench measures what they gain).
+    let bases = if std::env::var_os("TOTE_BASES").is_some_and(|v| v == "off") {
+        vec![None; blocks.len()]
+    } else {
+        bases::choose(&blocks, &stream.unique, block_size)?
+    };
     let refs = compress::write_blocks(&blocks, &bases, &stream.unique, stream.len, level, block_size, w)?;
     hash::check_unchanged(&files)?;
     let stats = Stats {
