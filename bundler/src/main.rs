@@ -2,9 +2,11 @@
 //!
 //! This file only parses the command line and dispatches. The commands live
 //! in `cmd/`; `tote bundle` runs the pipeline `input/` (what the user named,
-//! as a tree and launch metadata) → `pack/` (blocks, sections, the file).
+//! as a tree and launch metadata) → `pack/` (blocks, sections, the file),
+//! `tote image` the pipeline `input/` → `image/` (layers, config, archive).
 
 mod cmd;
+mod image;
 mod input;
 mod items;
 mod pack;
@@ -46,6 +48,9 @@ enum Command {
     /// Bundle a program and everything it needs into one executable.
     #[command(after_help = cmd::bundle::HELP)]
     Bundle(cmd::bundle::Args),
+    /// Make a layered OCI image of the same input, or of a bundle.
+    #[command(after_help = cmd::image::HELP)]
+    Image(cmd::image::Args),
     /// Show a bundle's metadata, id, sizes and top-level items (largest first).
     #[command(after_help = cmd::inspect::HELP)]
     Inspect(cmd::inspect::Args),
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
     });
     let result = match cli.command {
         Command::Bundle(a) => cmd::bundle::run(&a),
+        Command::Image(a) => cmd::image::run(&a),
         Command::Inspect(a) => cmd::inspect::run(&a),
         Command::Ls(a) => cmd::ls::ls(&a),
         Command::Diff(a) => cmd::diff::run(&a),

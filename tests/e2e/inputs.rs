@@ -330,37 +330,16 @@ fn a_directory_that_changes_while_bundled_is_refused() {
     let t = TestDir::new();
     let d = tool_dir(&t);
     // Enough data that compressing takes a while at level 19.
-    let mut x: u64 = 1;
-    let data: Vec<u8> = (0..8 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 16) as u8 + b'a'
-        })
-        .collect();
-    fs::write(d.join("share/big"), &data).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, path) = (stop.clone(), d.join("share/greeting"));
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                fs::write(&path, format!("version {n}\n")).unwrap();
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        })
-    };
+    fs::write(d.join("share/big"), random_text(8 << 20)).unwrap();
+    let writer = Rewriting::start(d.join("share/greeting"));
     let o = tote()
         .args(["bundle", d.to_str().unwrap(), "--entrypoint", "bin/tool", "-o"])
         .arg(t.join("out"))
         .output()
         .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    drop(writer);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains("share/greeting changed while it was being bundled"), "{e}");
+    assert!(e.contains("share/greeting changed while it was being read"), "{e}");
     assert!(!t.join("out").exists());
 }

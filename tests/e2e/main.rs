@@ -11,6 +11,7 @@ mod cli;
 mod determinism;
 mod elf;
 mod hardening;
+mod image;
 mod inputs;
 mod launch;
 mod mount;

@@ -221,7 +221,7 @@ pub(crate) fn pid_ns_members(ns: &str) -> usize {
         .count()
 }
 
-fn http_get(port: u16) -> Option<(u32, String)> {
+pub(crate) fn http_get(port: u16) -> Option<(u32, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;

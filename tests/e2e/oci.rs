@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn run(cmd: &str, args: &[&str], cwd: &Path) {
+pub(crate) fn run(cmd: &str, args: &[&str], cwd: &Path) {
     let o = Command::new(cmd).args(args).current_dir(cwd).output().unwrap();
     assert!(
         o.status.success(),
@@ -23,7 +23,7 @@ fn run(cmd: &str, args: &[&str], cwd: &Path) {
 /// An OCI layout at `dir/img` tagged `latest`: one layer per closure call
 /// (each edits the unpacked rootfs of the previous state), then `config`
 /// (umoci config flags).
-fn umoci_image(dir: &Path, layers: &[&dyn Fn(&Path)], config: &[&str]) -> PathBuf {
+pub(crate) fn umoci_image(dir: &Path, layers: &[&dyn Fn(&Path)], config: &[&str]) -> PathBuf {
     run("umoci", &["init", "--layout", "img"], dir);
     run("umoci", &["new", "--image", "img:latest"], dir);
     for edit in layers {

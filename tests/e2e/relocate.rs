@@ -900,12 +900,6 @@ fn podman_image() -> &'static str {
     "tote-test-busybox"
 }
 
-fn podman() -> Command {
-    let mut c = Command::new("podman");
-    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
-    c
-}
-
 #[test]
 fn in_a_podman_container_as_root_and_as_65534_with_the_default_and_a_docker_like_profile() {
     let f = fixture();
@@ -914,18 +908,10 @@ fn in_a_podman_container_as_root_and_as_65534_with_the_default_and_a_docker_like
     for (profile, relocated) in [(None, false), (Some(filter("json-docker")), true)] {
         for user in ["0:0", "65534:65534"] {
             let run = |bundle: &Path, args: &[&str]| {
-                let mut c = podman();
-                c.args([
-                    "run",
-                    "--rm",
-                    "--ulimit",
-                    "nofile=1024:1024",
-                    "--ulimit",
-                    "nproc=1024:1024",
-                ])
-                .args(["--user", user, "--workdir", "/work", "-e", "TOTE_TEST_VAR=from-caller"])
-                .arg("-v")
-                .arg(format!("{}:/app:ro", bundle.display()));
+                let mut c = podman_run_command();
+                c.args(["--user", user, "--workdir", "/work", "-e", "TOTE_TEST_VAR=from-caller"])
+                    .arg("-v")
+                    .arg(format!("{}:/app:ro", bundle.display()));
                 if let Some(p) = &profile {
                     c.arg("--security-opt").arg(format!("seccomp={}", p.display()));
                 }

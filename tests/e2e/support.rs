@@ -407,3 +407,72 @@ pub fn bundle_index(bundle: &Path) -> tote_format::Index {
     let layout = tote_format::Trailer::decode(tail, bytes.len() as u64).unwrap();
     layout.index(&bytes).unwrap()
 }
+
+/// `len` bytes of pseudo-random lower-case text (compresses, but slowly
+/// at high levels).
+pub fn random_text(len: usize) -> Vec<u8> {
+    let mut x: u64 = 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 16) as u8 + b'a'
+        })
+        .collect()
+}
+
+/// A thread that rewrites a file every millisecond until dropped.
+pub struct Rewriting {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Rewriting {
+    pub fn start(path: PathBuf) -> Rewriting {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                fs::write(&path, format!("version {n}\n")).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        Rewriting {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Rewriting {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `podman` with the runtime and cgroup manager this machine needs.
+pub fn podman() -> Command {
+    let mut c = Command::new("podman");
+    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    c
+}
+
+/// `podman run --rm` with the limits this machine's runc needs.
+pub fn podman_run_command() -> Command {
+    let mut c = podman();
+    c.args([
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ]);
+    c
+}

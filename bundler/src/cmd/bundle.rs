@@ -34,21 +34,8 @@ pub struct Args {
     /// Output file [default: ./<entry point's file name>].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Program to run, relative to the input's top [default: meta.mainProgram of a
-    /// flake package, else the single executable in bin/; an image's Entrypoint/Cmd].
-    #[arg(long, value_name = "REL")]
-    pub entrypoint: Option<PathBuf>,
-    /// Directory input: make it appear at this absolute path at launch.
-    #[arg(long, value_name = "PATH")]
-    pub mount_at: Option<PathBuf>,
-    /// ELF input: also bundle this file or directory (dlopen'ed libraries,
-    /// data, NSS modules...), with the libraries its ELF files need.
-    #[arg(long, value_name = "PATH")]
-    pub add: Vec<PathBuf>,
-    /// Store path input: find the closure by scanning file contents for
-    /// references, even where Nix's database knows it.
-    #[arg(long)]
-    pub scan_references: bool,
+    #[command(flatten)]
+    pub input: InputArgs,
     /// zstd compression level: 19 (the default) for the smallest bundle, 12
     /// to bundle about 5 times as fast for a bundle about 10 % larger.
     #[arg(long, value_name = "N", default_value_t = pack::DEFAULT_LEVEL,
@@ -72,16 +59,54 @@ pub struct Args {
     pub block_kib: Option<u32>,
 }
 
+/// The options that shape an input (`tote bundle` and `tote image`).
+#[derive(clap::Args)]
+pub struct InputArgs {
+    /// Program to run, relative to the input's top [default: meta.mainProgram of a
+    /// flake package, else the single executable in bin/; an image's Entrypoint/Cmd].
+    #[arg(long, value_name = "REL")]
+    pub entrypoint: Option<PathBuf>,
+    /// Directory input: make it appear at this absolute path at launch.
+    #[arg(long, value_name = "PATH")]
+    pub mount_at: Option<PathBuf>,
+    /// ELF input: also include this file or directory (dlopen'ed libraries,
+    /// data, NSS modules...), with the libraries its ELF files need.
+    #[arg(long, value_name = "PATH")]
+    pub add: Vec<PathBuf>,
+    /// Store path input: find the closure by scanning file contents for
+    /// references, even where Nix's database knows it.
+    #[arg(long)]
+    pub scan_references: bool,
+}
+
+impl InputArgs {
+    pub fn request<'a>(&'a self, path: &'a std::path::Path) -> input::Request<'a> {
+        input::Request {
+            path,
+            entrypoint: self.entrypoint.as_deref(),
+            mount_at: self.mount_at.as_deref(),
+            add: &self.add,
+            scan_references: self.scan_references,
+        }
+    }
+
+    /// The options given that apply to one input kind only.
+    pub fn kind_options(&self) -> Vec<&'static str> {
+        [
+            (self.mount_at.is_some(), "--mount-at"),
+            (!self.add.is_empty(), "--add"),
+            (self.scan_references, "--scan-references"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect()
+    }
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let stub = stub::load(args.stub.as_deref())?;
     let phase = progress::Phase::start("scanning", progress::Counting::Files);
-    let resolved = input::resolve(&input::Request {
-        path: &args.path,
-        entrypoint: args.entrypoint.as_deref(),
-        mount_at: args.mount_at.as_deref(),
-        add: &args.add,
-        scan_references: args.scan_references,
-    });
+    let resolved = input::resolve(&args.input.request(&args.path));
     let took = phase.done();
     let mut input: input::Input = resolved?;
     progress::step(|| {

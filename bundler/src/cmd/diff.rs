@@ -1,6 +1,6 @@
 //! `tote diff OLD NEW`: what changed between two bundles (launch metadata,
 //! top-level items, entries) and what a host that ran OLD must extract to
-//! run NEW.
+//! run NEW; for two images, which layers changed (`image::diff`).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,15 +17,20 @@ present on both sides. \"extract\" counts NEW's files whose content (SHA-256 and
 executable bit) is not among OLD's: a host whose cache holds OLD (extracted
 since its last boot) writes those and hard-links the rest.
 
+Two images (OCI archive or directory, docker-archive) are compared layer by layer: the
+layers NEW shares with OLD, those it adds, and the bytes a host holding OLD pulls for NEW
+(--json: docs/image-diff.schema.json).
+
 Examples:
   tote diff ./app-1.0 ./app-1.1
-  tote diff --json old new | jq .extract.bytes";
+  tote diff --json old new | jq .extract.bytes
+  tote diff app-1.0.tar app-1.1.tar";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The bundle a host already ran.
+    /// The bundle (or image) a host already ran.
     old: PathBuf,
-    /// The bundle to compare it with.
+    /// The bundle (or image) to compare it with.
     new: PathBuf,
     /// Print JSON (schema: docs/diff.schema.json) instead of text.
     #[arg(long)]
@@ -303,6 +308,29 @@ fn report(old: Side, new: Side) -> Report {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    let image = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| !(m.is_file() && crate::input::is_bundle(p, m.len())))
+            && crate::input::detect(p).is_ok_and(|k| k == crate::input::Kind::Image)
+    };
+    match (image(&args.old), image(&args.new)) {
+        (true, true) => {
+            let r = crate::image::diff::Report {
+                old: crate::image::diff::read(&args.old)?,
+                new: crate::image::diff::read(&args.new)?,
+            };
+            return crate::ui::report(
+                args.json,
+                || crate::image::diff::json(&r),
+                |paint| crate::image::diff::text(&r, paint),
+            );
+        }
+        (true, false) | (false, true) => anyhow::bail!(
+            "{} and {}: one is an image, the other not; tote diff compares two bundles or two images",
+            args.old.display(),
+            args.new.display()
+        ),
+        (false, false) => {}
+    }
     let r = report(side(&args.old)?, side(&args.new)?);
     crate::ui::report(args.json, || diff_json(&r), |paint| diff_text(&r, paint))
 }

@@ -147,7 +147,7 @@ pub fn extract(args: &ExtractArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_tree(index: &Index, data: &[u8], root: &Path) -> Result<()> {
+pub fn write_tree(index: &Index, data: &[u8], root: &Path) -> Result<()> {
     let at = |p: &[u8]| -> PathBuf { root.join(OsStr::from_bytes(p)) };
     // Blocks decoded lately, for files (and bases) that share them.
     let mut decoded = Decoded::default();

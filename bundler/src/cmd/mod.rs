@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod cache;
 pub mod completions;
 pub mod diff;
+pub mod image;
 pub mod inspect;
 pub mod ls;
 pub mod nomad;

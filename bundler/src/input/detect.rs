@@ -39,6 +39,7 @@ impl Kind {
     }
 }
 
+/// Which kind of input `path` is; a bundle is refused with advice.
 pub fn detect(path: &Path) -> Result<Kind> {
     if flake::is_installable(path) {
         return Ok(Kind::Flake);
@@ -82,7 +83,7 @@ pub fn detect(path: &Path) -> Result<Kind> {
 }
 
 /// Does `path` end with a tote trailer?
-fn is_bundle(path: &Path, len: u64) -> bool {
+pub fn is_bundle(path: &Path, len: u64) -> bool {
     use std::os::unix::fs::FileExt;
     let mut tail = [0u8; tote_format::TRAILER_LEN];
     let Some(at) = len.checked_sub(tail.len() as u64) else {

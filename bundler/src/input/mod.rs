@@ -16,9 +16,10 @@ mod model;
 mod nix;
 mod oci;
 mod paths;
-mod refscan;
+pub mod refscan;
 mod tree;
 
-pub use detect::{resolve, Request};
+pub use detect::{detect, is_bundle, resolve, Kind, Request};
 pub use model::{Input, Launch};
-pub use tree::{ItemKind, Tree};
+pub use oci::{decompressed, open_image, Image, DEFAULT_PATH};
+pub use tree::{ItemKind, Tree, TreeBuilder};

@@ -87,7 +87,7 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>, scan: &mut dyn FnMut(&[u8])) -
 }
 
 /// Every 32-character run of base-32 characters that names a candidate.
-fn search(bytes: &[u8], candidates: &HashMap<[u8; HASH_LEN], PathBuf>, found: &mut BTreeSet<[u8; HASH_LEN]>) {
+pub fn search<V>(bytes: &[u8], candidates: &HashMap<[u8; HASH_LEN], V>, found: &mut BTreeSet<[u8; HASH_LEN]>) {
     let mut is32 = [false; 256];
     for &c in ALPHABET {
         is32[c as usize] = true;

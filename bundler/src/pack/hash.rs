@@ -79,18 +79,19 @@ pub fn check_unchanged(files: &[File<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// The error for a file that changed while it was being bundled.
+/// The error for a file that changed while it was being bundled (or put
+/// into an image).
 pub fn changed(path: &Path) -> anyhow::Error {
     anyhow::anyhow!(
-        "{} changed while it was being bundled: bundle again once nothing writes to it",
+        "{} changed while it was being read: run tote again once nothing writes to it",
         path.display()
     )
 }
 
 /// Size, mtime and ctime (seconds, nanoseconds) of a file.
-type Stamp = (u64, i64, i64, i64, i64);
+pub type Stamp = (u64, i64, i64, i64, i64);
 
-fn stamp(path: &Path) -> Result<Stamp> {
+pub fn stamp(path: &Path) -> Result<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     Ok((m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))

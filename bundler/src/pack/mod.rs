@@ -8,7 +8,7 @@
 mod bases;
 mod blocks;
 mod compress;
-mod hash;
+pub mod hash;
 mod order;
 pub mod output;
 mod relocation;

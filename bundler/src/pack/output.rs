@@ -27,10 +27,29 @@ pub struct Written<T> {
 }
 
 /// Counts and hashes what passes through.
-struct Hashing<W> {
+pub struct Hashing<W> {
     inner: W,
     hash: Sha256,
     len: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    pub fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// The inner writer, and the hex SHA-256 and length of what passed.
+    pub fn finish(self) -> (W, String, u64) {
+        (
+            self.inner,
+            tote_format::Digest32(self.hash.finalize().into()).to_hex(),
+            self.len,
+        )
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -46,6 +65,14 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 pub fn write_bundle<T>(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<Written<T>> {
+    write_file(out, 0o755, |w| {
+        w.write_all(stub).context("writing the bundle")?;
+        fill(w)
+    })
+}
+
+/// The directory `out` goes into, which must exist.
+pub fn out_dir(out: &Path) -> Result<PathBuf> {
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -57,30 +84,29 @@ pub fn write_bundle<T>(out: &Path, stub: &[u8], fill: impl FnOnce(&mut dyn Write
             dir.display()
         );
     }
+    Ok(dir)
+}
+
+/// Write `out` (mode `mode`) with what `fill` writes, atomically.
+pub fn write_file<T>(out: &Path, mode: u32, fill: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<Written<T>> {
+    let dir = out_dir(out)?;
     if out.is_dir() {
         bail!("output {} is a directory: give a file name with -o", out.display());
     }
     let temp = Temp::create(&dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let file = temp.file.try_clone().context("duplicating the output descriptor")?;
-    let mut w = Hashing {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hash: Sha256::new(),
-        len: 0,
-    };
-    w.write_all(stub).context("writing the bundle")?;
+    let mut w = Hashing::new(BufWriter::with_capacity(1 << 20, file));
     let packed = fill(&mut w)?;
     w.flush().with_context(|| format!("writing {}", out.display()))?;
-    let Hashing { inner, hash, len } = w;
+    let (inner, sha256, len) = w.finish();
     drop(inner);
-    let digest = hash.finalize();
     temp.file
-        .set_permissions(std::fs::Permissions::from_mode(0o755))
-        .context("setting mode 0755")?;
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o}"))?;
     temp.file
         .sync_all()
         .with_context(|| format!("writing {}", out.display()))?;
     temp.persist(&dir, out)?;
-    let sha256 = tote_format::Digest32(digest.into()).to_hex();
     Ok(Written { len, sha256, packed })
 }
 

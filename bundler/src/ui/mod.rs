@@ -1,6 +1,7 @@
 //! What tote shows a person: progress while it works, colour on a terminal,
 //! sizes in human units, and reports printed as text or JSON.
 
+pub mod interrupt;
 pub mod progress;
 pub mod style;
 

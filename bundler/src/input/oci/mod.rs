@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use tote_format::{MountKind, MountSpec};
 
-pub use archive::looks_like_archive;
+pub use archive::{decompressed, looks_like_archive, open as open_image, Image};
 
 use super::entrypoint;
 use super::model::{Input, Launch};
@@ -28,7 +28,7 @@ pub const HOST_PATHS: [&str; 6] = ["/dev", "/proc", "/sys", "/tmp", "/etc/hosts"
 /// The tree path of the image's root file system.
 const ROOTFS: &str = "rootfs";
 /// Docker's PATH when the image sets none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn resolve(path: &Path, requested: Option<&Path>) -> Result<Input> {
     let image = archive::open(path)?;
