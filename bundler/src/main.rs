@@ -34,7 +34,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Print nothing but errors (bundle, extract and verify print their
+    /// Print nothing but errors (bundle, image, extract and verify print their
     /// results otherwise; the exit code still tells).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,

@@ -75,6 +75,11 @@ impl BlockRef {
     }
 }
 
+// The decoding context of blocks without a base, one per thread.
+thread_local! {
+    static DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Verify a block's hash, then decode it into `out` (exactly `rlen`
 /// bytes); `base` is the stream bytes of its base range, if it has one.
 ///
@@ -106,7 +111,17 @@ pub fn decode_block(
     }
     let zstd_err = |code| fail(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)));
     let n = match base {
-        None => zstd::zstd_safe::decompress(out, stored).map_err(zstd_err)?,
+        // One decoding context per thread, kept: creating one per block
+        // costs an allocation of ~100 KiB that musl's malloc hands back to
+        // the kernel each time (page faults on every 64 KiB block a mount
+        // serves).
+        None => DCTX
+            .with(|c| {
+                let mut c = c.borrow_mut();
+                c.get_or_insert_with(zstd::zstd_safe::DCtx::create)
+                    .decompress(out, stored)
+            })
+            .map_err(zstd_err)?,
         Some(prefix) => {
             let mut d = zstd::zstd_safe::DCtx::create();
             d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(WINDOW_LOG_MAX))

@@ -307,10 +307,7 @@ fn the_flask_example_answers_http_from_podman_on_the_host_network() {
         page.contains("uid 0 pid 1 "),
         "the program is the container's PID 1: {page}"
     );
-    assert!(
-        page.contains(&format!("python 3")) && page.contains("/nix/store/"),
-        "{page}"
-    );
+    assert!(page.contains("python 3") && page.contains("/nix/store/"), "{page}");
 }
 
 /// The same input gives the same bytes: built twice (one thread, then

@@ -889,6 +889,8 @@ fn podman_image() -> &'static str {
             .status()
             .unwrap()
             .success());
+        // The previous run's image goes, not left behind untagged.
+        let _ = podman().args(["rmi", "-f", "tote-test-busybox"]).output();
         let o = podman()
             .arg("import")
             .arg(&tar)
