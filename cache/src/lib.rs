@@ -41,7 +41,9 @@ pub use relocate::{Relocate, SHORT_DIR};
 pub use root::{candidates, choose_root, existing_root, usable, Env};
 pub use scan::{scan, Listed, Listing};
 pub use stored::{check_entry, stored, Checked, Stored};
-pub use trim::{plan, remove_entry, remove_entry_in_use, remove_unlinked_objects, trim, Removal, TrimReport, Why};
+pub use trim::{
+    being_removed, plan, remove_entry, remove_entry_in_use, remove_unlinked_objects, trim, Removal, TrimReport, Why,
+};
 pub use verify::{tree as verify_tree, Mismatch, Modes};
 
 /// The object store's directory under a root.

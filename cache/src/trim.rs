@@ -143,6 +143,25 @@ pub fn remove_entry(root: &Path, name: &str) -> Result<bool> {
     remove(root, name, false)
 }
 
+/// Is the entry `name` gone, or going: its directory locked by a removal
+/// right now (which takes the marker first, so that the entry looks
+/// incomplete until its tree is moved away)? A report leaves it out.
+pub fn being_removed(root: &Path, name: &str) -> bool {
+    let dir = root.join(name);
+    match nix::fcntl::open(
+        &dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    ) {
+        Err(Errno::ENOENT) => true,
+        Err(_) => false,
+        Ok(fd) => matches!(
+            Flock::lock(fd, FlockArg::LockSharedNonblock),
+            Err((_, Errno::EWOULDBLOCK))
+        ),
+    }
+}
+
 /// `tote cache rm --force`: remove the entry `name` even while launches
 /// pin it. Their programs keep the files they have open; any file they
 /// open from now on is gone.
@@ -320,6 +339,23 @@ mod tests {
     use crate::scan::Listed;
 
     const DAY: u64 = 86400;
+
+    #[test]
+    fn an_entry_locked_by_a_removal_or_gone_is_being_removed() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("e")).unwrap();
+        assert!(!being_removed(t.path(), "e"));
+        let fd = nix::fcntl::open(&t.path().join("e"), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let shared = Flock::lock(fd, FlockArg::LockSharedNonblock).unwrap();
+        assert!(!being_removed(t.path(), "e"), "a pin is not a removal");
+        drop(shared);
+        let fd = nix::fcntl::open(&t.path().join("e"), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let removal = Flock::lock(fd, FlockArg::LockExclusiveNonblock).unwrap();
+        assert!(being_removed(t.path(), "e"));
+        drop(removal);
+        assert!(!being_removed(t.path(), "e"));
+        assert!(being_removed(t.path(), "gone"));
+    }
 
     fn entry(name: &str, days_ago: Option<u64>, files: Vec<usize>, in_use: bool) -> Listed {
         Listed {

@@ -56,6 +56,9 @@ pub fn run(args: &Args) -> Result<()> {
     let mut outcomes = Vec::new();
     for e in &listing.entries {
         let (status, problem) = if !e.complete {
+            if tote_cache::being_removed(&root, &e.name) {
+                continue; // a trim or prune is taking it now
+            }
             (
                 "incomplete",
                 Some("no completion marker (a removal or check was interrupted)".to_string()),
