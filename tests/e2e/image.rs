@@ -647,10 +647,7 @@ fn bad_inputs_and_options_get_one_line_and_leave_nothing() {
 #[test]
 fn a_directory_that_changes_while_read_is_refused() {
     let t = TestDir::new();
-    let d = t.join("tool");
-    fs::create_dir_all(d.join("bin")).unwrap();
-    fs::create_dir_all(d.join("share")).unwrap();
-    fs::copy("/bin/busybox", d.join("bin/tool")).unwrap();
+    let d = crate::inputs::tool_dir(&t);
     fs::write(d.join("share/big"), random_text(8 << 20)).unwrap();
     let writer = Rewriting::start(d.join("share/greeting"));
     std::thread::sleep(Duration::from_millis(20));

@@ -199,7 +199,7 @@ fn flake_installables_build_and_pick_main_program() {
 
 /// A relocatable tool: a static busybox and a script that finds its data
 /// next to itself.
-fn tool_dir(t: &TestDir) -> PathBuf {
+pub(crate) fn tool_dir(t: &TestDir) -> PathBuf {
     let d = t.join("tool");
     fs::create_dir_all(d.join("bin")).unwrap();
     fs::create_dir_all(d.join("share")).unwrap();

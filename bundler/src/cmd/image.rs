@@ -69,10 +69,11 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(tag) = &args.tag {
         check_tag(tag)?;
     }
-    if let Some(old) = &args.diff {
-        // Before the work: a bad OLD is a usage error.
-        image::diff::read(old).with_context(|| format!("--diff {}", old.display()))?;
-    }
+    // Read before the work: a bad OLD is a usage error.
+    let old = match &args.diff {
+        Some(old) => Some(image::diff::read(old).with_context(|| format!("--diff {}", old.display()))?),
+        None => None,
+    };
     let phase = progress::Phase::start("scanning", progress::Counting::Files);
     let src = source(args);
     phase.done();
@@ -112,10 +113,10 @@ pub fn run(args: &Args) -> Result<()> {
         );
         println!("{}", written.digest);
     }
-    if let Some(old) = &args.diff {
+    if let Some(old) = old {
         let r = image::diff::Report {
-            old: image::diff::read(old)?,
-            new: image::diff::read(&args.output)?,
+            old,
+            new: image::diff::Side::written(&args.output, &blobs),
         };
         crate::ui::print(|w| w.write_all(image::diff::text(&r, crate::ui::Paint::stdout()).as_bytes()))?;
     }

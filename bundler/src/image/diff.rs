@@ -28,6 +28,23 @@ pub struct Side {
     pub layers: Vec<LayerInfo>,
 }
 
+impl Side {
+    /// The image just written to `path` from `blobs`, as `read` would see it.
+    pub fn written(path: &Path, blobs: &[super::layer::Blob]) -> Side {
+        Side {
+            file: path.display().to_string(),
+            layers: blobs
+                .iter()
+                .map(|b| LayerInfo {
+                    diff_id: format!("sha256:{}", b.diff_id),
+                    size: b.size,
+                    created_by: b.created_by.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 pub fn read(path: &Path) -> Result<Side> {
     let image = crate::input::open_image(path)?;
     let diff_ids: Vec<String> = image

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use crate::input::{self, refscan, ItemKind, Launch, Tree, TreeBuilder};
-use crate::pack::hash::{changed, stamp, Stamp};
+use crate::pack::hash::{stamp, Stamp};
 use layer::{Blob, Content, Entry, Layer, Node};
 
 /// The time every image and layer says it was made (as Nix's images do).
@@ -86,12 +86,7 @@ pub struct Plan<'s> {
 impl Plan<'_> {
     /// Every input file must still be as it was when first read.
     pub fn check_unchanged(&self) -> Result<()> {
-        for (path, before) in &self.stamps {
-            if stamp(path)? != *before {
-                bail!(changed(path));
-            }
-        }
-        Ok(())
+        crate::pack::hash::unchanged(self.stamps.iter().map(|(p, s)| (*p, s)))
     }
 }
 

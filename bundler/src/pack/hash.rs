@@ -71,9 +71,14 @@ pub fn hash_files<'t>(tree: &'t Tree, store_dir: Option<&[u8]>) -> Result<Vec<Fi
 
 /// After compressing: every file must still be as it was when hashed.
 pub fn check_unchanged(files: &[File<'_>]) -> Result<()> {
-    for f in files {
-        if stamp(f.source)? != f.stamp {
-            return Err(changed(f.source));
+    unchanged(files.iter().map(|f| (f.source.as_path(), &f.stamp)))
+}
+
+/// Every file must still have the stamp it had when first read.
+pub fn unchanged<'a>(stamps: impl IntoIterator<Item = (&'a Path, &'a Stamp)>) -> Result<()> {
+    for (path, before) in stamps {
+        if stamp(path)? != *before {
+            return Err(changed(path));
         }
     }
     Ok(())
