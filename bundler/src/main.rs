@@ -103,6 +103,7 @@ fn main() -> ExitCode {
         Command::Completions(a) => cmd::completions::completions(&a, Cli::command()),
         Command::Man(a) => cmd::completions::man(&a, Cli::command()),
     };
+    ui::interrupt::exit_if_interrupted();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

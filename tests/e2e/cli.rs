@@ -1,6 +1,7 @@
 //! `tote bundle`, `tote inspect`, `tote verify` from the outside.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
@@ -198,8 +199,9 @@ fn an_interrupted_bundle_leaves_nothing_behind() {
         let left: Vec<String> = t.entries(".").into_iter().filter(|n| n != "app").collect();
         assert!(left.is_empty(), "leftovers after SIGINT at {delay_ms} ms: {left:?}");
         if out.exists() {
-            // It finished before the signal: then it must be complete.
-            assert!(status.success());
+            // It was written before the signal came (the process may still
+            // die of it, after the rename): then it must be complete.
+            assert!(status.success() || status.signal() == Some(2), "{status:?}");
             assert!(tote().arg("verify").arg(&out).output().unwrap().status.success());
         }
     }

@@ -288,3 +288,77 @@ fn bad_images_are_refused() {
     );
     fails(&layout2, "entry point nope: not found on the image's PATH");
 }
+
+/// Ctrl-C while bundling an image archive: the archive's unpacked copy and
+/// the image's root file system, both staged in `TMPDIR`, go with the
+/// process, and no output is left half-written.
+#[test]
+fn an_interrupted_bundle_of_an_image_leaves_no_staged_tree() {
+    let t = TestDir::new();
+    let layout = umoci_image(
+        t.path(),
+        &[&|r: &Path| {
+            fs::create_dir_all(r.join("bin")).unwrap();
+            fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+            symlink("busybox", r.join("bin/sh")).unwrap();
+            // Enough data that level 22 keeps the bundler busy for seconds.
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            let noise: Vec<u8> = (0..24 << 20)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if i % 3 == 0 { b'a' } else { x as u8 }
+                })
+                .collect();
+            fs::write(r.join("bin/data"), noise).unwrap();
+        }],
+        &["--config.entrypoint", "/bin/sh"],
+    );
+    let archive = t.join("image-oci.tar");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("oci:{}:latest", layout.display()),
+            &format!("oci-archive:{}", archive.display()),
+        ],
+        t.path(),
+    );
+    fs::create_dir(t.join("tmp")).unwrap();
+    fs::create_dir(t.join("out")).unwrap();
+    let mut interrupted = 0;
+    for delay_ms in [20u64, 300, 1500] {
+        let out = t.join("out/app");
+        let _ = fs::remove_file(&out);
+        let mut child = tote()
+            .arg("bundle")
+            .arg(&archive)
+            .args(["--level", "22", "-o"])
+            .arg(&out)
+            .env("TMPDIR", t.join("tmp"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(t.entries("tmp"), Vec::<String>::new(), "staged trees left at {delay_ms} ms");
+        let left: Vec<String> = t.entries("out").into_iter().filter(|n| n != "app").collect();
+        assert!(left.is_empty(), "leftovers after SIGINT at {delay_ms} ms: {left:?}");
+        if out.exists() {
+            assert!(tote().arg("verify").arg(&out).output().unwrap().status.success());
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(2), "at {delay_ms} ms: {status:?}");
+            interrupted += 1;
+        }
+    }
+    assert!(interrupted > 0, "no run was interrupted: the test proves nothing");
+}

@@ -104,6 +104,7 @@ impl InputArgs {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    crate::ui::interrupt::watch();
     let stub = stub::load(args.stub.as_deref())?;
     let phase = progress::Phase::start("scanning", progress::Counting::Files);
     let resolved = input::resolve(&args.input.request(&args.path));

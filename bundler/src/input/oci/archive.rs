@@ -9,6 +9,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+
+use crate::ui::interrupt::create_dir_all_below;
 use sha2::{Digest, Sha256};
 
 /// A tar (or gzip/zstd-compressed tar) whose members make an image?
@@ -58,6 +60,7 @@ pub fn open(path: &Path) -> Result<Image> {
             .prefix(".tote-image-")
             .tempdir()
             .context("creating a temporary directory")?;
+        crate::ui::interrupt::remove_on_interrupt(tmp.path());
         unpack_archive(path, tmp.path())?;
         let dir = tmp.path().to_path_buf();
         unpacked = Some(tmp);
@@ -101,10 +104,10 @@ fn unpack_archive(path: &Path, into: &Path) -> Result<()> {
         };
         let dest = into.join(&rel);
         match entry.header().entry_type() {
-            tar::EntryType::Directory => fs::create_dir_all(&dest)?,
+            tar::EntryType::Directory => create_dir_all_below(into, &dest)?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(parent) = dest.parent() {
-                    fs::create_dir_all(parent)?;
+                    create_dir_all_below(into, parent)?;
                 }
                 let mut out = fs::File::create(&dest).with_context(|| format!("writing {}", dest.display()))?;
                 std::io::copy(&mut entry, &mut out)

@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::archive::{check_digest, decompressed, safe_relative};
 use crate::input::paths;
+use crate::ui::interrupt::create_dir_all_below;
 
 /// Apply one layer onto `root`. Returns how many device/fifo entries were skipped.
 pub fn apply_layer(layer: &Path, digest: Option<&str>, root: &Path, image: &Path) -> Result<usize> {
@@ -88,11 +89,11 @@ fn write_member<R: Read>(
             if fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
                 remove(dest)?;
             }
-            fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+            create_dir_all_below(root, dest).with_context(|| format!("creating {}", dest.display()))?;
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             remove(dest)?;
-            fs::create_dir_all(parent)?;
+            create_dir_all_below(root, parent)?;
             let mut out = fs::File::create(dest).with_context(|| format!("writing {}", dest.display()))?;
             std::io::copy(entry, &mut out).map_err(|e| bad(format!("reading {} ({e})", name.display())))?;
             let exec = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
@@ -105,7 +106,7 @@ fn write_member<R: Read>(
                 .flatten()
                 .ok_or_else(|| bad(format!("symlink {} has no target", name.display())))?;
             remove(dest)?;
-            fs::create_dir_all(parent)?;
+            create_dir_all_below(root, parent)?;
             std::os::unix::fs::symlink(&target, dest).with_context(|| format!("creating {}", dest.display()))?;
         }
         tar::EntryType::Link => {
@@ -118,7 +119,7 @@ fn write_member<R: Read>(
                 safe_relative(&target).ok_or_else(|| bad(format!("hard link {} escapes the root", name.display())))?;
             let src = resolve_in(root, &target)?;
             remove(dest)?;
-            fs::create_dir_all(parent)?;
+            create_dir_all_below(root, parent)?;
             fs::hard_link(&src, dest)
                 .map_err(|e| bad(format!("hard link {} to {}: {e}", name.display(), target.display())))?;
         }

@@ -9,7 +9,6 @@
 mod archive;
 mod layers;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,6 +21,7 @@ use super::entrypoint;
 use super::model::{Input, Launch};
 use super::paths::{clean, clean_absolute};
 use super::tree::{Tree, TreeBuilder};
+use crate::ui::interrupt::create_dir_all_below;
 
 /// Host paths an image sees at launch (each only where the host has it).
 pub const HOST_PATHS: [&str; 6] = ["/dev", "/proc", "/sys", "/tmp", "/etc/hosts", "/etc/resolv.conf"];
@@ -36,13 +36,14 @@ pub fn resolve(path: &Path, requested: Option<&Path>) -> Result<Input> {
         .prefix(".tote-rootfs-")
         .tempdir()
         .context("creating a temporary directory")?;
+    crate::ui::interrupt::remove_on_interrupt(staging.path());
     let mut skipped = 0usize;
     for (layer, digest) in &image.layers {
         skipped += layers::apply_layer(layer, digest.as_deref(), staging.path(), path)?;
     }
     let config = Config::read(&image.config, path)?;
     if !config.workdir.is_empty() {
-        fs::create_dir_all(staging.path().join(&config.workdir[1..])).context("creating the image's WorkingDir")?;
+        create_dir_all_below(staging.path(), &staging.path().join(&config.workdir[1..])).context("creating the image's WorkingDir")?;
     }
 
     let mut b = TreeBuilder::default();
