@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use crate::bytes::{cmp_bytes, eq_bytes};
 use crate::block::{Base, BlockRef, Codec, MAX_BASE_BLOCKS, MAX_BASE_LEN};
 use crate::hash::Digest32;
 use crate::reader::Reader;
@@ -161,7 +162,7 @@ impl Index {
                 PathCheck::TooLong(why) => return Err(bad(format!("entry {i} has a path that is {why}"))),
             }
             if let Some(prev) = entries.last() {
-                if prev.path.as_slice() >= path {
+                if cmp_bytes(&prev.path, path) != std::cmp::Ordering::Less {
                     return Err(bad(format!("entry {:?} is out of order or a duplicate", lossy(path))));
                 }
             }
@@ -408,15 +409,15 @@ fn check_path(p: &[u8]) -> PathCheck {
 /// checked) or the directory itself; else by binary search.
 fn has_dir(entries: &[Entry], dir: &[u8]) -> bool {
     if let Some(prev) = entries.last() {
-        if prev.path == dir {
+        if eq_bytes(&prev.path, dir) {
             return prev.kind == EntryKind::Dir;
         }
-        if parent_of(&prev.path) == Some(dir) {
+        if parent_of(&prev.path).is_some_and(|p| eq_bytes(p, dir)) {
             return true;
         }
     }
     entries
-        .binary_search_by(|e| e.path.as_slice().cmp(dir))
+        .binary_search_by(|e| cmp_bytes(&e.path, dir))
         .is_ok_and(|i| entries[i].kind == EntryKind::Dir)
 }
 

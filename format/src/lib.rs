@@ -10,6 +10,7 @@
 //! and returns a [`FormatError`]; none of them panics on any input.
 
 mod block;
+mod bytes;
 mod error;
 mod hash;
 mod index;
@@ -23,6 +24,7 @@ mod writer;
 pub use block::{
     decode_block, decoded_blocks, units, Base, BlockRef, Codec, Decoded, Unit, MAX_BASE_BLOCKS, MAX_BASE_LEN,
 };
+pub use bytes::{cmp_bytes, eq_bytes};
 pub use error::FormatError;
 pub use hash::{sha256, BundleId, Digest32};
 pub use index::{Entry, EntryKind, Index};

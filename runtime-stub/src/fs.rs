@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tote_format::{decode_block, BlockRef, EntryKind, Index};
+use tote_format::{cmp_bytes, decode_block, eq_bytes, BlockRef, EntryKind, Index};
 
 /// The root directory's inode number (FUSE's `FUSE_ROOT_ID`).
 pub const ROOT: u64 = 1;
@@ -98,11 +98,13 @@ impl<'a> Fs<'a> {
             let dir = parent_path(&e.path);
             let p = match (dir, i.checked_sub(1)) {
                 (None, _) => ROOT,
-                (Some(d), Some(j)) if index.entries[j].path == d => ino_of(j),
-                (Some(d), Some(j)) if parent_path(&index.entries[j].path) == Some(d) => parent[j],
+                (Some(d), Some(j)) if eq_bytes(&index.entries[j].path, d) => ino_of(j),
+                (Some(d), Some(j)) if parent_path(&index.entries[j].path).is_some_and(|p| eq_bytes(p, d)) => {
+                    parent[j]
+                }
                 (Some(d), _) => index
                     .entries
-                    .binary_search_by(|x| x.path.as_slice().cmp(d))
+                    .binary_search_by(|x| cmp_bytes(&x.path, d))
                     .map_or(ROOT, ino_of),
             };
             parent[i] = p;
@@ -200,7 +202,7 @@ impl<'a> Fs<'a> {
             _ => {}
         }
         let kids = self.kids(dir);
-        kids.binary_search_by(|&c| name_of(&self.index.entries[c as usize].path).cmp(name))
+        kids.binary_search_by(|&c| cmp_bytes(name_of(&self.index.entries[c as usize].path), name))
             .map(|k| ino_of(kids[k] as usize))
             .map_err(|_| FsError::NotFound)
     }
