@@ -3,8 +3,8 @@
 
 use std::ops::Range;
 
-use crate::bytes::{cmp_bytes, eq_bytes};
 use crate::block::{Base, BlockRef, Codec, MAX_BASE_BLOCKS, MAX_BASE_LEN};
+use crate::bytes::{cmp_bytes, eq_bytes};
 use crate::hash::Digest32;
 use crate::reader::Reader;
 use crate::{FormatError, MAX_BLOCK_RAW};

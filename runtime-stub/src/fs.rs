@@ -99,9 +99,7 @@ impl<'a> Fs<'a> {
             let p = match (dir, i.checked_sub(1)) {
                 (None, _) => ROOT,
                 (Some(d), Some(j)) if eq_bytes(&index.entries[j].path, d) => ino_of(j),
-                (Some(d), Some(j)) if parent_path(&index.entries[j].path).is_some_and(|p| eq_bytes(p, d)) => {
-                    parent[j]
-                }
+                (Some(d), Some(j)) if parent_path(&index.entries[j].path).is_some_and(|p| eq_bytes(p, d)) => parent[j],
                 (Some(d), _) => index
                     .entries
                     .binary_search_by(|x| cmp_bytes(&x.path, d))

@@ -182,20 +182,7 @@ fn an_interrupted_bundle_leaves_nothing_behind() {
     for delay_ms in [5u64, 50, 200] {
         let out = t.join("app");
         let _ = std::fs::remove_file(&out);
-        let mut child = tote()
-            .args(["bundle", &p, "--level", "22", "-o"])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
+        let status = interrupted_after(tote().args(["bundle", &p, "--level", "22", "-o"]).arg(&out), delay_ms);
         let left: Vec<String> = t.entries(".").into_iter().filter(|n| n != "app").collect();
         assert!(left.is_empty(), "leftovers after SIGINT at {delay_ms} ms: {left:?}");
         if out.exists() {

@@ -683,21 +683,7 @@ fn an_interrupted_image_leaves_nothing_behind() {
         if format != "docker-archive" {
             args.extend(["--compression", "zstd"]);
         }
-        let child = tote()
-            .args(&args)
-            .arg("-o")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = child.unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
+        let status = interrupted_after(tote().args(&args).arg("-o").arg(&out), delay_ms);
         let left: Vec<String> = t.entries("out").into_iter().filter(|n| n != "img").collect();
         assert!(left.is_empty(), "leftovers after SIGINT at {delay_ms} ms: {left:?}");
         use std::os::unix::process::ExitStatusExt;

@@ -39,25 +39,27 @@ pub(crate) fn umoci_image(dir: &Path, layers: &[&dyn Fn(&Path)], config: &[&str]
     dir.join("img")
 }
 
+/// `bin/busybox` in the root file system `r`.
+fn busybox_in(r: &Path) {
+    fs::create_dir_all(r.join("bin")).unwrap();
+    fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+}
+
+/// `skopeo copy -q SRC DST` in `cwd`.
+fn skopeo_copy(src: &str, dst: &str, cwd: &Path) {
+    run("skopeo", &["copy", "-q", src, dst], cwd);
+}
+
 /// Every form of the same image: layout dir, OCI archive, docker-archive
 /// (as `docker save` writes it) and the docker-archive gzipped.
 fn forms(dir: &Path, layout: &Path) -> Vec<PathBuf> {
     let src = format!("oci:{}:latest", layout.display());
     let oci_tar = dir.join("image-oci.tar");
     let docker_tar = dir.join("image-docker.tar");
-    run(
-        "skopeo",
-        &["copy", "-q", &src, &format!("oci-archive:{}", oci_tar.display())],
-        dir,
-    );
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "-q",
-            &src,
-            &format!("docker-archive:{}:tote/test:latest", docker_tar.display()),
-        ],
+    skopeo_copy(&src, &format!("oci-archive:{}", oci_tar.display()), dir);
+    skopeo_copy(
+        &src,
+        &format!("docker-archive:{}:tote/test:latest", docker_tar.display()),
         dir,
     );
     run("sh", &["-c", "gzip -k image-docker.tar"], dir);
@@ -213,8 +215,7 @@ fn bad_images_are_refused() {
     let layout = umoci_image(
         t.path(),
         &[&|r: &Path| {
-            fs::create_dir_all(r.join("bin")).unwrap();
-            fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+            busybox_in(r);
         }],
         &["--config.cmd", "/bin/busybox"],
     );
@@ -232,14 +233,9 @@ fn bad_images_are_refused() {
         assert!(!t.join("out").exists());
     };
     let docker = t.join("image-docker.tar");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "-q",
-            &format!("oci:{}:latest", layout.display()),
-            &format!("docker-archive:{}:x:y", docker.display()),
-        ],
+    skopeo_copy(
+        &format!("oci:{}:latest", layout.display()),
+        &format!("docker-archive:{}:x:y", docker.display()),
         t.path(),
     );
 
@@ -298,8 +294,7 @@ fn an_interrupted_bundle_of_an_image_leaves_no_staged_tree() {
     let layout = umoci_image(
         t.path(),
         &[&|r: &Path| {
-            fs::create_dir_all(r.join("bin")).unwrap();
-            fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+            busybox_in(r);
             symlink("busybox", r.join("bin/sh")).unwrap();
             // Enough data that level 22 keeps the bundler busy for seconds.
             let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -308,7 +303,11 @@ fn an_interrupted_bundle_of_an_image_leaves_no_staged_tree() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    if i % 3 == 0 { b'a' } else { x as u8 }
+                    if i % 3 == 0 {
+                        b'a'
+                    } else {
+                        x as u8
+                    }
                 })
                 .collect();
             fs::write(r.join("bin/data"), noise).unwrap();
@@ -316,14 +315,9 @@ fn an_interrupted_bundle_of_an_image_leaves_no_staged_tree() {
         &["--config.entrypoint", "/bin/sh"],
     );
     let archive = t.join("image-oci.tar");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "-q",
-            &format!("oci:{}:latest", layout.display()),
-            &format!("oci-archive:{}", archive.display()),
-        ],
+    skopeo_copy(
+        &format!("oci:{}:latest", layout.display()),
+        &format!("oci-archive:{}", archive.display()),
         t.path(),
     );
     fs::create_dir(t.join("tmp")).unwrap();
@@ -332,24 +326,14 @@ fn an_interrupted_bundle_of_an_image_leaves_no_staged_tree() {
     for delay_ms in [20u64, 300, 1500] {
         let out = t.join("out/app");
         let _ = fs::remove_file(&out);
-        let mut child = tote()
-            .arg("bundle")
-            .arg(&archive)
-            .args(["--level", "22", "-o"])
-            .arg(&out)
-            .env("TMPDIR", t.join("tmp"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(t.entries("tmp"), Vec::<String>::new(), "staged trees left at {delay_ms} ms");
+        let mut cmd = tote();
+        cmd.arg("bundle").arg(&archive).args(["--level", "22", "-o"]).arg(&out);
+        let status = interrupted_after(cmd.env("TMPDIR", t.join("tmp")), delay_ms);
+        assert_eq!(
+            t.entries("tmp"),
+            Vec::<String>::new(),
+            "staged trees left at {delay_ms} ms"
+        );
         let left: Vec<String> = t.entries("out").into_iter().filter(|n| n != "app").collect();
         assert!(left.is_empty(), "leftovers after SIGINT at {delay_ms} ms: {left:?}");
         if out.exists() {

@@ -63,7 +63,8 @@ pub fn staging(out: &Path) -> Result<tempfile::TempDir> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
     crate::ui::interrupt::remove_on_interrupt(dir.path());
-    crate::ui::interrupt::create_dir_all_below(dir.path(), &blob_dir(dir.path())).context("creating the staging directory")?;
+    crate::ui::interrupt::create_dir_all_below(dir.path(), &blob_dir(dir.path()))
+        .context("creating the staging directory")?;
     Ok(dir)
 }
 

@@ -99,7 +99,11 @@ pub fn forget(dir: &Path) {
 /// this fails rather than bringing it back.
 pub fn create_dir_all_below(root: &Path, dir: &Path) -> io::Result<()> {
     let Ok(rel) = dir.strip_prefix(root) else {
-        return Err(io::Error::other(format!("{} is not below {}", dir.display(), root.display())));
+        return Err(io::Error::other(format!(
+            "{} is not below {}",
+            dir.display(),
+            root.display()
+        )));
     };
     let mut path = root.to_path_buf();
     for c in rel.components() {

@@ -43,7 +43,8 @@ pub fn resolve(path: &Path, requested: Option<&Path>) -> Result<Input> {
     }
     let config = Config::read(&image.config, path)?;
     if !config.workdir.is_empty() {
-        create_dir_all_below(staging.path(), &staging.path().join(&config.workdir[1..])).context("creating the image's WorkingDir")?;
+        create_dir_all_below(staging.path(), &staging.path().join(&config.workdir[1..]))
+            .context("creating the image's WorkingDir")?;
     }
 
     let mut b = TreeBuilder::default();
