@@ -194,6 +194,45 @@ fn an_interrupted_bundle_leaves_nothing_behind() {
     }
 }
 
+/// Where the file system has no unnamed temporary files (`O_TMPFILE`
+/// refused by a seccomp filter), the bundle is written through a hidden
+/// named file: complete when it appears, and removed on Ctrl-C.
+#[test]
+fn without_o_tmpfile_a_hidden_named_file_is_used_and_removed_on_ctrl_c() {
+    let t = TestDir::new();
+    let p = live_probe();
+    let refused = || {
+        let mut c = Command::new(&crate::relocate::tools().refuse);
+        c.arg("seccomp")
+            .arg(crate::relocate::filter("notmpfile"))
+            .arg(env!("CARGO_BIN_EXE_tote"));
+        c
+    };
+    let out = t.join("app");
+    let o = refused().args(["bundle", &p, "-o"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(tote().arg("verify").arg(&out).output().unwrap().status.success());
+    assert_eq!(t.entries("."), ["app"]);
+    let mut interrupted = 0;
+    for delay_ms in [5u64, 50, 200] {
+        std::fs::remove_file(&out).ok();
+        let status = interrupted_after(
+            refused().args(["bundle", &p, "--level", "22", "-o"]).arg(&out),
+            delay_ms,
+        );
+        let left: Vec<String> = t.entries(".").into_iter().filter(|n| n != "app").collect();
+        assert!(left.is_empty(), "leftovers after SIGINT at {delay_ms} ms: {left:?}");
+        if out.exists() {
+            assert!(status.success() || status.signal() == Some(2), "{status:?}");
+            assert!(tote().arg("verify").arg(&out).output().unwrap().status.success());
+        } else {
+            assert_eq!(status.signal(), Some(2), "at {delay_ms} ms: {status:?}");
+            interrupted += 1;
+        }
+    }
+    assert!(interrupted > 0, "no run was interrupted: the test proves nothing");
+}
+
 #[test]
 fn inspect_and_verify() {
     let t = TestDir::new();

@@ -43,13 +43,13 @@ enum Host {
 const HOSTS: [Host; 4] = [Host::Exhausted, Host::Docker, Host::AppArmor, Host::Chroot];
 
 /// Test tools built once: the `refuse` helper and the seccomp filters.
-struct Tools {
+pub(crate) struct Tools {
     _dir: TestDir,
-    refuse: PathBuf,
+    pub(crate) refuse: PathBuf,
     filters: PathBuf,
 }
 
-fn tools() -> &'static Tools {
+pub(crate) fn tools() -> &'static Tools {
     static T: OnceLock<Tools> = OnceLock::new();
     T.get_or_init(|| {
         let dir = TestDir::new();
@@ -61,7 +61,14 @@ fn tools() -> &'static Tools {
             .output()
             .unwrap();
         assert!(cc.status.success(), "gcc refuse.c: {}", stderr(&cc));
-        for kind in ["docker", "apparmor", "nothreads", "exhausted", "json-docker"] {
+        for kind in [
+            "docker",
+            "apparmor",
+            "nothreads",
+            "exhausted",
+            "notmpfile",
+            "json-docker",
+        ] {
             let o = Command::new("/usr/bin/python3")
                 .arg(repo().join("tests/fixtures/seccomp-filter"))
                 .arg(kind)
@@ -79,7 +86,7 @@ fn tools() -> &'static Tools {
     })
 }
 
-fn filter(kind: &str) -> PathBuf {
+pub(crate) fn filter(kind: &str) -> PathBuf {
     tools().filters.join(kind)
 }
 

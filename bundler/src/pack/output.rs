@@ -2,7 +2,10 @@
 //! leaves a half-written bundle: the bytes go to an unnamed file
 //! (`O_TMPFILE`) that gets a name only when complete, then is renamed over
 //! the destination. Where the file system lacks `O_TMPFILE`, a hidden named
-//! temporary file is used and removed on error and on SIGINT/SIGTERM/SIGHUP.
+//! temporary file is used and removed on error and, through
+//! [`crate::ui::interrupt`] (which every command writing an output starts
+//! with), on SIGINT/SIGTERM/SIGHUP; so is the hidden name an unnamed file
+//! gets just before its rename.
 
 #![allow(unsafe_code)]
 
@@ -13,11 +16,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use nix::libc;
 use sha2::{Digest, Sha256};
+
+use crate::ui::interrupt;
 
 pub struct Written<T> {
     pub len: u64,
@@ -116,23 +120,6 @@ struct Temp {
     named: Option<PathBuf>,
 }
 
-static CLEANUP: Mutex<Option<CString>> = Mutex::new(None);
-static CLEANUP_PTR: std::sync::atomic::AtomicPtr<libc::c_char> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    let p = CLEANUP_PTR.load(std::sync::atomic::Ordering::SeqCst);
-    // SAFETY: unlink, signal and raise are async-signal-safe; `p` is null or
-    // points into a CString kept alive in CLEANUP until it is cleared.
-    unsafe {
-        if !p.is_null() {
-            libc::unlink(p);
-        }
-        libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
-    }
-}
-
 impl Temp {
     fn create(dir: &Path) -> Result<Temp> {
         match OpenOptions::new()
@@ -150,14 +137,7 @@ impl Temp {
             Err(e) => return Err(e.into()),
         }
         let (file, path) = tempfile::Builder::new().prefix(".tote-").tempfile_in(dir)?.keep()?;
-        let c = CString::new(path.as_os_str().as_bytes())?;
-        let mut slot = CLEANUP.lock().unwrap_or_else(|p| p.into_inner());
-        CLEANUP_PTR.store(c.as_ptr().cast_mut(), std::sync::atomic::Ordering::SeqCst);
-        *slot = Some(c);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: installing a handler that only calls async-signal-safe functions.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
+        interrupt::remove_on_interrupt(&path);
         Ok(Temp {
             file,
             named: Some(path),
@@ -170,6 +150,7 @@ impl Temp {
             None => {
                 // Give the unnamed file a hidden name, then rename it over `out`.
                 let name = dir.join(format!(".tote-{}-{}", std::process::id(), self.file.as_raw_fd()));
+                interrupt::remove_on_interrupt(&name);
                 let src = CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
                 let dst = CString::new(name.as_os_str().as_bytes())?;
                 // SAFETY: both are valid NUL-terminated paths.
@@ -183,6 +164,7 @@ impl Temp {
                     )
                 };
                 if rc != 0 {
+                    interrupt::forget(&name);
                     return Err(std::io::Error::last_os_error()).with_context(|| format!("naming {}", name.display()));
                 }
                 name
@@ -192,21 +174,16 @@ impl Temp {
         if res.is_err() {
             let _ = std::fs::remove_file(&named);
         }
-        clear_cleanup();
+        interrupt::forget(&named);
         res
     }
-}
-
-fn clear_cleanup() {
-    CLEANUP_PTR.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
-    *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
         if let Some(p) = self.named.take() {
-            let _ = std::fs::remove_file(p);
-            clear_cleanup();
+            let _ = std::fs::remove_file(&p);
+            interrupt::forget(&p);
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Ctrl-C (SIGINT), SIGTERM and SIGHUP while a command writes staging
-//! directories: they are removed before the process dies of the signal.
+//! directories or a named temporary output: they are removed before the
+//! process dies of the signal.
 //! [`watch`] blocks the signals in the calling thread, before any other
 //! thread exists (threads inherit the mask), and a thread of its own waits
 //! for them; it then removes what was registered and re-raises the signal
-//! unblocked, so the process ends as it would have (after any handler,
-//! such as the one removing a named temporary output file).
+//! unblocked, so the process ends as it would have.
 //!
 //! Other threads go on working while the watcher removes, so a staged
 //! tree is only ever created below a registered root that already exists
@@ -37,8 +37,8 @@ pub fn watch() {
     std::thread::spawn(move || {
         let Ok(sig) = set.wait() else { return };
         INTERRUPTED.store(true, Ordering::SeqCst);
-        for dir in std::mem::take(&mut *REGISTERED.lock().unwrap_or_else(|p| p.into_inner())) {
-            remove_for_good(&dir);
+        for path in std::mem::take(&mut *REGISTERED.lock().unwrap_or_else(|p| p.into_inner())) {
+            remove_for_good(&path);
         }
         let _ = set.thread_unblock();
         let _ = raise(sig);
@@ -46,19 +46,23 @@ pub fn watch() {
     });
 }
 
-/// Remove `dir` for good while other threads may still be writing into
-/// it. It is first renamed away, so that a create by path fails from then
-/// on (nothing recreates `dir` itself: [`create_dir_all_below`]); a create
-/// already under way may still land in the renamed tree, so its removal is
-/// retried until it is gone.
-fn remove_for_good(dir: &Path) {
-    let mut gone = dir.as_os_str().to_owned();
+/// Remove a registered file; or a directory, for good, while other threads
+/// may still be writing into it. The directory is first renamed away, so
+/// that a create by path fails from then on (nothing recreates `path`
+/// itself: [`create_dir_all_below`]); a create already under way may still
+/// land in the renamed tree, so its removal is retried until it is gone.
+fn remove_for_good(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    let mut gone = path.as_os_str().to_owned();
     gone.push(".removing");
     let gone = PathBuf::from(gone);
-    let target = match std::fs::rename(dir, &gone) {
+    let target = match std::fs::rename(path, &gone) {
         Ok(()) => gone.as_path(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(_) => dir,
+        Err(_) => path,
     };
     for _ in 0..1000 {
         match std::fs::remove_dir_all(target) {
@@ -78,20 +82,21 @@ pub fn exit_if_interrupted() {
     }
 }
 
-/// Remove `dir` (and all below it) if the process is interrupted.
-pub fn remove_on_interrupt(dir: &Path) {
+/// Remove `path` (a file, or a directory and all below it) if the process
+/// is interrupted.
+pub fn remove_on_interrupt(path: &Path) {
     REGISTERED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(dir.to_path_buf());
+        .push(path.to_path_buf());
 }
 
-/// `dir` is no longer to be removed.
-pub fn forget(dir: &Path) {
+/// `path` is no longer to be removed.
+pub fn forget(path: &Path) {
     REGISTERED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .retain(|d| d != dir);
+        .retain(|d| d != path);
 }
 
 /// `create_dir_all(dir)` for a `dir` below `root`, that never creates
