@@ -647,19 +647,7 @@ fn bad_inputs_and_options_get_one_line_and_leave_nothing() {
 #[test]
 fn a_directory_that_changes_while_read_is_refused() {
     let t = TestDir::new();
-    let d = crate::inputs::tool_dir(&t);
-    fs::write(d.join("share/big"), random_text(8 << 20)).unwrap();
-    let writer = Rewriting::start(d.join("share/greeting"));
-    std::thread::sleep(Duration::from_millis(20));
-    let o = tote()
-        .args(["image", d.to_str().unwrap(), "--entrypoint", "bin/tool", "-o"])
-        .arg(t.join("out.tar"))
-        .output()
-        .unwrap();
-    drop(writer);
-    let e = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains("share/greeting changed while it was being read"), "{e}");
+    crate::inputs::refused_while_a_file_changes(&t, "image", &t.join("out.tar"));
     assert_eq!(t.entries("."), ["tool"], "nothing written");
 }
 

@@ -325,21 +325,29 @@ fn bad_directories_are_refused() {
     assert_eq!(t.entries("."), ["empty", "tool"], "nothing may be written on error");
 }
 
-#[test]
-fn a_directory_that_changes_while_bundled_is_refused() {
-    let t = TestDir::new();
-    let d = tool_dir(&t);
-    // Enough data that compressing takes a while at level 19.
+/// Run `tote COMMAND <tool dir> --entrypoint bin/tool -o OUT` while a
+/// thread keeps rewriting one of the directory's files: refused with one
+/// line naming that file (exit 1).
+pub(crate) fn refused_while_a_file_changes(t: &TestDir, command: &str, out: &Path) {
+    let d = tool_dir(t);
+    // Enough data that compressing takes a while.
     fs::write(d.join("share/big"), random_text(8 << 20)).unwrap();
     let writer = Rewriting::start(d.join("share/greeting"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let o = tote()
-        .args(["bundle", d.to_str().unwrap(), "--entrypoint", "bin/tool", "-o"])
-        .arg(t.join("out"))
+        .args([command, d.to_str().unwrap(), "--entrypoint", "bin/tool", "-o"])
+        .arg(out)
         .output()
         .unwrap();
     drop(writer);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains("share/greeting changed while it was being read"), "{e}");
+}
+
+#[test]
+fn a_directory_that_changes_while_bundled_is_refused() {
+    let t = TestDir::new();
+    refused_while_a_file_changes(&t, "bundle", &t.join("out"));
     assert!(!t.join("out").exists());
 }
