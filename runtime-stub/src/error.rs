@@ -80,6 +80,12 @@ pub fn describe(errno: Errno) -> String {
 
 pub type Result<T> = std::result::Result<T, Failure>;
 
+/// Print the one-line failure and exit with its code.
+pub fn fail(f: Failure) -> ! {
+    eprintln!("tote: {f}");
+    std::process::exit(f.code as i32)
+}
+
 /// The cache's failures are the launcher's exit 115.
 impl From<tote_cache::Error> for Failure {
     fn from(e: tote_cache::Error) -> Failure {

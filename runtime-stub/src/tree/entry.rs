@@ -2,7 +2,7 @@
 //! first (marked under another boot, or `TOTE_VERIFY=1`), or extracted now
 //! (cold; one launch extracts while concurrent ones wait for it). An entry
 //! is the bundle's tree as extracted, or as relocated for a short path
-//! (see `relocate`): entries `<id>` and `<id>-<short name>`. The protocol
+//! (see `launch::relocated`): entries `<id>` and `<id>-<short name>`. The protocol
 //! itself (markers, pins, locks, staging) is the `tote-cache` crate's.
 //!
 //! The entry comes back pinned: nothing removes it while this launch, or
@@ -12,11 +12,12 @@ use std::path::Path;
 
 use tote_cache::{Entry, Limits, Lookup, Modes, Pin, Relocate};
 
+use super::extract::{self, name_bundle};
+use super::objects::Objects;
 use crate::debug::Debug;
 use crate::error::{Code, Failure, Result};
-use crate::extract;
 use crate::payload::Payload;
-use crate::threads;
+use crate::sys;
 
 /// A bundle's entries under one cache root, as of this boot.
 pub struct Cache<'a> {
@@ -107,7 +108,7 @@ impl Cache<'_> {
             "marked under another boot"
         };
         self.dbg.step(|| format!("verifying {} ({why})", e.dir.display()));
-        match tote_cache::verify_tree(&index, &e.tree(), Modes::CACHE, threads(), want.relocate) {
+        match tote_cache::verify_tree(&index, &e.tree(), Modes::CACHE, sys::cpus(), want.relocate) {
             Ok(()) => Ok(true),
             Err(m) => {
                 eprintln!(
@@ -142,7 +143,7 @@ impl Cache<'_> {
         });
         let objects_dir = root.join(tote_cache::OBJECTS);
         let (bytes, inodes) = extract::space_needed(&index);
-        let probe = extract::Objects::probe(&objects_dir, boot);
+        let probe = Objects::probe(&objects_dir, boot);
         if self.verify_all || !probe.any {
             // Everything will be written: refuse now rather than half-way,
             // after making what room unused entries take.
@@ -151,7 +152,7 @@ impl Cache<'_> {
                 tote_cache::check_space(root, bytes, inodes)?;
             }
         }
-        let objects = extract::Objects::open(&objects_dir, boot, !self.verify_all, &probe)?;
+        let objects = Objects::open(&objects_dir, boot, !self.verify_all, &probe)?;
         let files: [(&str, &[u8]); 3] = [
             ("meta", &payload.meta_bytes),
             ("index", &index_bytes),
@@ -163,7 +164,7 @@ impl Cache<'_> {
                 payload,
                 tree,
                 Modes::CACHE,
-                threads(),
+                sys::cpus(),
                 Some(&objects),
                 want.relocate,
             )
@@ -216,13 +217,4 @@ fn no_space(f: Failure, root: &Path, bytes: u64) -> Failure {
             f.message
         ),
     )
-}
-
-/// Corrupt-block failures from extraction get the bundle's path in front.
-pub fn name_bundle(f: Failure, bundle: &Path) -> Failure {
-    if f.code == Code::Bundle {
-        Failure::new(Code::Bundle, format!("bundle {}: {}", bundle.display(), f.message))
-    } else {
-        f
-    }
 }

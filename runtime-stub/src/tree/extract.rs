@@ -30,112 +30,18 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmodat, futimens, mkdirat, utimensat, FchmodatFlags, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use nix::unistd::linkat;
 use tote_format::{decode_block, Digest32, Entry, EntryKind, Index};
 
 use tote_cache::{Modes, Relocate};
 
+use super::objects::{open_dir, Objects};
 use crate::error::{describe, Code, Failure, Result};
 use crate::payload::Payload;
-
-/// Content-addressed files shared by all cache entries under one root:
-/// `objects/<sha256 hex>`, with `x` appended for executables (another mode,
-/// so another inode). `objects/.boot` holds the boot id the objects were
-/// written under: after a reboot (and a possible power loss) the store is
-/// emptied rather than trusted.
-pub struct Objects {
-    fd: OwnedFd,
-    /// Nothing to take: skip a failing `linkat` per file on a first launch.
-    empty: bool,
-    /// Names published by this extraction, unlinked if it fails.
-    published: Mutex<Vec<String>>,
-}
-
-const BOOT_FILE: &str = tote_cache::OBJECTS_BOOT;
-
-/// The object store as found: written under this boot, holding objects.
-pub struct Probe {
-    current: bool,
-    pub any: bool,
-}
-
-impl Objects {
-    /// What the store at `dir` holds for this `boot` (read once, before
-    /// deciding whether to check free space and before opening it).
-    pub fn probe(dir: &Path, boot: &str) -> Probe {
-        let current = std::fs::read_to_string(dir.join(BOOT_FILE)).is_ok_and(|b| b == boot);
-        let any =
-            current && std::fs::read_dir(dir).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != BOOT_FILE)));
-        Probe { current, any }
-    }
-
-    /// Open (or create) the store at `dir` for this `boot`, as `probe`
-    /// found it. With `take` false nothing is linked from it
-    /// (`TOTE_VERIFY=1`), only published.
-    pub fn open(dir: &Path, boot: &str, take: bool, probe: &Probe) -> Result<Objects> {
-        if !probe.current {
-            if dir.exists() {
-                // Another boot's objects: set them aside for removal.
-                tote_cache::discard(dir.parent().unwrap_or(Path::new("/")), dir)?;
-            }
-            match std::fs::create_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Failure::io(Code::Cache, "creating", dir, &e)),
-            }
-            let b = dir.join(BOOT_FILE);
-            std::fs::write(&b, boot).map_err(|e| Failure::io(Code::Cache, "writing", &b, &e))?;
-        }
-        Ok(Objects {
-            fd: open_dir(dir)?,
-            empty: !take || !probe.any,
-            published: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Unlink what this extraction published (it failed: leave nothing).
-    fn unpublish(&self) {
-        for name in self.published.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            let _ = nix::unistd::unlinkat(&self.fd, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
-        }
-    }
-
-    fn name(hash: &Digest32, executable: bool) -> String {
-        let mut n = hash.to_hex();
-        if executable {
-            n.push('x');
-        }
-        n
-    }
-
-    /// Hard-link the object into place; false if there is none (or the
-    /// link is impossible, e.g. too many links).
-    fn take(&self, hash: &Digest32, executable: bool, dir: &OwnedFd, path: &[u8]) -> bool {
-        !self.empty
-            && linkat(
-                &self.fd,
-                Self::name(hash, executable).as_str(),
-                dir,
-                path,
-                AtFlags::empty(),
-            )
-            .is_ok()
-    }
-
-    /// Offer a finished file (final mode and time) to later extractions.
-    fn publish(&self, hash: &Digest32, executable: bool, dir: &OwnedFd, path: &[u8]) {
-        let name = Self::name(hash, executable);
-        if linkat(dir, path, &self.fd, name.as_str(), AtFlags::empty()).is_ok() {
-            self.published.lock().unwrap_or_else(|p| p.into_inner()).push(name);
-        }
-    }
-}
 
 /// What an extraction did.
 #[derive(Debug, Default)]
@@ -249,9 +155,37 @@ fn extract_into(
         relocate,
     };
     let mut report = Report::default();
+    let work = lay_out(index, &t, &mut report)?;
 
-    // Pass 1: directories, symlinks, files found in the object store, empty
-    // and multi-block files; and the pieces each block must write.
+    // Pass 2: the blocks that hold something to write, in parallel, in
+    // units: a block with a base after its base blocks, decoded once for
+    // every block that shares them.
+    let needed: Vec<bool> = work.pieces.iter().map(|p| !p.is_empty()).collect();
+    let todo = tote_format::units(index, &needed);
+    report.blocks = tote_format::decoded_blocks(&todo);
+    tote_cache::par::for_each(
+        todo.len(),
+        decode_threads(index, threads),
+        Buffers::default,
+        |n, bufs| run_unit(index, payload, &todo[n], &work.pieces, &t, bufs),
+    )?;
+
+    finish(index, &t, &work)?;
+    Ok(report)
+}
+
+/// What pass 1 leaves to the others.
+struct Work {
+    /// The pieces each block must write.
+    pieces: Vec<Vec<Piece>>,
+    /// Files spread over several blocks (given their mode at the end).
+    spread: Vec<u32>,
+    dirs: Vec<u32>,
+}
+
+/// Pass 1: directories, symlinks, files found in the object store, empty
+/// and multi-block files; and the pieces each block must write.
+fn lay_out(index: &Index, t: &Target<'_>, report: &mut Report) -> Result<Work> {
     let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); index.blocks.len()];
     let mut spread: Vec<u32> = Vec::new();
     let mut dirs: Vec<u32> = Vec::new();
@@ -264,7 +198,7 @@ fn extract_into(
                 dirs.push(i as u32);
             }
             EntryKind::Symlink { target } => {
-                let target = relocate.map_or_else(|| target.clone(), |r| r.target(target));
+                let target = t.relocate.map_or_else(|| target.clone(), |r| r.target(target));
                 nix::unistd::symlinkat(target.as_slice(), &t.dir, path)
                     .map_err(|err| t.fail(path, "creating symlink", err))?;
                 t.set_time(path, UtimensatFlags::NoFollowSymlink)?;
@@ -275,7 +209,10 @@ fn extract_into(
                 offset,
                 ..
             } => {
-                if *size > 0 && objects.is_some_and(|o| o.take(&t.object_of(index, e), *executable, &t.dir, path)) {
+                if *size > 0
+                    && t.objects
+                        .is_some_and(|o| o.take(&t.object_of(index, e), *executable, &t.dir, path))
+                {
                     report.linked += 1;
                     continue;
                 }
@@ -294,7 +231,7 @@ fn extract_into(
                             .map_err(|err| t.fail(path, "allocating file", errno(&err)))?;
                         spread.push(i as u32);
                     } else {
-                        t.chmod(path, modes.of(*executable))?;
+                        t.chmod(path, t.modes.of(*executable))?;
                     }
                 }
                 for b in range {
@@ -310,39 +247,29 @@ fn extract_into(
             }
         }
     }
+    Ok(Work { pieces, spread, dirs })
+}
 
-    // Pass 2: the blocks that hold something to write, in parallel, in
-    // units: a block with a base after its base blocks, decoded once for
-    // every block that shares them.
-    let needed: Vec<bool> = pieces.iter().map(|p| !p.is_empty()).collect();
-    let todo = tote_format::units(index, &needed);
-    report.blocks = tote_format::decoded_blocks(&todo);
-    tote_cache::par::for_each(
-        todo.len(),
-        decode_threads(index, threads),
-        Buffers::default,
-        |n, bufs| run_unit(index, payload, &todo[n], &pieces, &t, bufs),
-    )?;
-
-    // Pass 3: final time and mode of spread files, then publish them; time
-    // and mode of directories, deepest first (creating an entry touches its
-    // parent).
-    for &i in &spread {
+/// Pass 3: final time and mode of spread files, then publish them; time
+/// and mode of directories, deepest first (creating an entry touches its
+/// parent).
+fn finish(index: &Index, t: &Target<'_>, work: &Work) -> Result<()> {
+    for &i in &work.spread {
         let e = &index.entries[i as usize];
         if let EntryKind::File { executable, .. } = e.kind {
             t.set_time(&e.path, UtimensatFlags::FollowSymlink)?;
-            t.chmod(&e.path, modes.of(executable))?;
+            t.chmod(&e.path, t.modes.of(executable))?;
             t.publish(index, e);
         }
     }
-    for &i in dirs.iter().rev() {
+    for &i in work.dirs.iter().rev() {
         let p = &index.entries[i as usize].path;
         t.set_time(p, UtimensatFlags::FollowSymlink)?;
-        if modes.dir != 0o755 {
-            t.chmod(p, modes.dir)?;
+        if t.modes.dir != 0o755 {
+            t.chmod(p, t.modes.dir)?;
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// A decoding thread's buffers: a block as stored, a block decoded, and
@@ -487,15 +414,6 @@ fn errno(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
 }
 
-fn open_dir(path: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Failure::sys(Code::Cache, "opening", path, e))
-}
-
 /// errno with the fix where there is one.
 fn hint(e: Errno) -> String {
     match e {
@@ -503,5 +421,14 @@ fn hint(e: Errno) -> String {
             format!("{}: free space or set TOTE_CACHE_DIR to a larger disk", describe(e))
         }
         _ => describe(e),
+    }
+}
+
+/// Corrupt-block failures from extraction get the bundle's path in front.
+pub fn name_bundle(f: Failure, bundle: &Path) -> Failure {
+    if f.code == Code::Bundle {
+        Failure::new(Code::Bundle, format!("bundle {}: {}", bundle.display(), f.message))
+    } else {
+        f
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 #[cfg(test)]
-use crate::fs::ROOT;
-use crate::fs::{Attr, Fs, FsError, S_IFDIR};
+use super::fs::ROOT;
+use super::fs::{Attr, Fs, FsError, S_IFDIR};
 
 const S_IFMT: u32 = 0o170000;
 
@@ -241,23 +241,7 @@ impl Server {
         let result: Result<(), Errno> = match req.opcode {
             FORGET | BATCH_FORGET | INTERRUPT => return false,
             INIT => self.init(&req, &mut r),
-            LOOKUP => {
-                let name = req.body.split(|&c| c == 0).next().unwrap_or_default();
-                match self.fs.lookup(req.node, name) {
-                    Ok(ino) => self
-                        .fs
-                        .attr(ino)
-                        .map(|a| self.entry(&mut r, Some(&a)))
-                        .map_err(errno_of),
-                    // Cached by the kernel: programs probe many paths that
-                    // do not exist (library and module search paths).
-                    Err(FsError::NotFound) => {
-                        self.entry(&mut r, None);
-                        Ok(())
-                    }
-                    Err(e) => Err(errno_of(e)),
-                }
-            }
+            LOOKUP => self.lookup(&req, &mut r),
             GETATTR => self.fs.attr(req.node).map_err(errno_of).map(|a| {
                 r.u64(TTL_SECS).u32(0).u32(0);
                 self.attr(&mut r, &a);
@@ -267,40 +251,9 @@ impl Server {
             }),
             OPEN if self.offered.load(Ordering::Relaxed) & NO_OPEN_SUPPORT != 0 => Err(Errno::ENOSYS),
             OPENDIR if self.offered.load(Ordering::Relaxed) & NO_OPENDIR_SUPPORT != 0 => Err(Errno::ENOSYS),
-            OPEN => {
-                let flags = u32_at(req.body, 0).unwrap_or(0);
-                if flags & 3 != 0 {
-                    Err(Errno::EROFS)
-                } else {
-                    self.fs.check_file(req.node).map_err(errno_of).map(|()| {
-                        r.u64(0).u32(FOPEN_KEEP_CACHE).u32(0);
-                    })
-                }
-            }
-            READ => match (u64_at(req.body, 8), u32_at(req.body, 16)) {
-                (Some(offset), Some(size)) => {
-                    let mut data = std::mem::take(r.out);
-                    let at = data.len();
-                    let res = self.fs.read(req.node, offset, size, &mut data);
-                    self.counts
-                        .read_bytes
-                        .fetch_add((data.len() - at) as u64, Ordering::Relaxed);
-                    *r.out = data;
-                    if res.is_err() {
-                        r.out.truncate(at);
-                    }
-                    res.map_err(errno_of)
-                }
-                _ => Err(Errno::EINVAL),
-            },
-            OPENDIR => match self.fs.attr(req.node) {
-                Ok(a) if a.mode & S_IFMT == S_IFDIR => {
-                    r.u64(0).u32(FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR).u32(0);
-                    Ok(())
-                }
-                Ok(_) => Err(Errno::ENOTDIR),
-                Err(e) => Err(errno_of(e)),
-            },
+            OPEN => self.open(&req, &mut r),
+            READ => self.read(&req, &mut r),
+            OPENDIR => self.opendir(&req, &mut r),
             READDIR | READDIRPLUS => match (u64_at(req.body, 8), u32_at(req.body, 16)) {
                 (Some(offset), Some(size)) => self.readdir(&req, offset, size as usize, &mut r),
                 _ => Err(Errno::EINVAL),
@@ -325,6 +278,59 @@ impl Server {
             Err(e) => r.error(e),
         }
         true
+    }
+
+    fn lookup(&self, req: &Request<'_>, r: &mut Reply<'_>) -> Result<(), Errno> {
+        let name = req.body.split(|&c| c == 0).next().unwrap_or_default();
+        match self.fs.lookup(req.node, name) {
+            Ok(ino) => self.fs.attr(ino).map(|a| self.entry(r, Some(&a))).map_err(errno_of),
+            // Cached by the kernel: programs probe many paths that
+            // do not exist (library and module search paths).
+            Err(FsError::NotFound) => {
+                self.entry(r, None);
+                Ok(())
+            }
+            Err(e) => Err(errno_of(e)),
+        }
+    }
+
+    fn open(&self, req: &Request<'_>, r: &mut Reply<'_>) -> Result<(), Errno> {
+        let flags = u32_at(req.body, 0).unwrap_or(0);
+        if flags & 3 != 0 {
+            Err(Errno::EROFS)
+        } else {
+            self.fs.check_file(req.node).map_err(errno_of).map(|()| {
+                r.u64(0).u32(FOPEN_KEEP_CACHE).u32(0);
+            })
+        }
+    }
+
+    fn read(&self, req: &Request<'_>, r: &mut Reply<'_>) -> Result<(), Errno> {
+        let (Some(offset), Some(size)) = (u64_at(req.body, 8), u32_at(req.body, 16)) else {
+            return Err(Errno::EINVAL);
+        };
+        let mut data = std::mem::take(r.out);
+        let at = data.len();
+        let res = self.fs.read(req.node, offset, size, &mut data);
+        self.counts
+            .read_bytes
+            .fetch_add((data.len() - at) as u64, Ordering::Relaxed);
+        *r.out = data;
+        if res.is_err() {
+            r.out.truncate(at);
+        }
+        res.map_err(errno_of)
+    }
+
+    fn opendir(&self, req: &Request<'_>, r: &mut Reply<'_>) -> Result<(), Errno> {
+        match self.fs.attr(req.node) {
+            Ok(a) if a.mode & S_IFMT == S_IFDIR => {
+                r.u64(0).u32(FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR).u32(0);
+                Ok(())
+            }
+            Ok(_) => Err(Errno::ENOTDIR),
+            Err(e) => Err(errno_of(e)),
+        }
     }
 
     fn init(&self, req: &Request<'_>, r: &mut Reply<'_>) -> Result<(), Errno> {

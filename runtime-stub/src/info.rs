@@ -1,0 +1,63 @@
+//! `TOTE_INFO=1`: the bundle's metadata, one `name: value` line each, from
+//! the trailer and metadata alone.
+
+use tote_format::Relocation;
+
+use crate::payload::Payload;
+
+pub fn print_info(p: &Payload) {
+    let m = &p.meta;
+    let t = &p.layout.trailer;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    println!("name: {}", m.name);
+    println!("bundle id: {}", p.id());
+    println!("format version: {}", p.layout.version);
+    println!("creator: {}", m.creator);
+    println!("entry point: {}", lossy(&m.entrypoint));
+    for a in &m.args {
+        println!("argument: {}", lossy(a));
+    }
+    for a in &m.cmd {
+        println!("default argument: {}", lossy(a));
+    }
+    for e in &m.env {
+        println!("environment: {}", lossy(e));
+    }
+    if !m.root.is_empty() {
+        println!("root: {}", lossy(&m.root));
+    }
+    if !m.workdir.is_empty() {
+        println!("working directory: {}", lossy(&m.workdir));
+    }
+    for mt in &m.mounts {
+        println!(
+            "mount ({}): {} -> {}",
+            mt.kind.name(),
+            lossy(&mt.source),
+            lossy(&mt.target)
+        );
+    }
+    println!("mode: {}", m.mode.name());
+    match &m.relocation {
+        Relocation::None => println!("relocation: none"),
+        Relocation::Store { unrewritable } => {
+            println!("relocation: store ({} files unrewritable)", unrewritable.len());
+            for f in unrewritable {
+                println!("unrewritable: /{}", lossy(f));
+            }
+        }
+        Relocation::Loader { interpreter, .. } => println!("relocation: loader {}", lossy(interpreter)),
+    }
+    println!("entries: {} ({} files)", m.stats.entries, m.stats.files);
+    println!(
+        "content size: {} bytes ({} after deduplication)",
+        m.stats.total_size, m.stats.unique_size
+    );
+    println!(
+        "payload: {} bytes in {} blocks",
+        t.meta_offset - t.data_offset,
+        m.stats.blocks
+    );
+    println!("stub: {} bytes", t.data_offset);
+    println!("file: {} bytes", p.layout.file_len);
+}
