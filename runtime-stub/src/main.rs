@@ -55,17 +55,6 @@ extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) 
     }
 }
 
-/// Linked against musl's `libc.a` (see bundler/build.rs), the stub still
-/// carries libgcc's unwinder, which asks glibc's loader for the unwind
-/// tables of an address. There is no loader in a static musl binary, and
-/// with `panic = "abort"` nothing unwinds: "not found".
-#[cfg(all(tote_musl, not(test)))]
-#[allow(unsafe_code)] // `no_mangle`: a C symbol the unwinder links to
-#[no_mangle]
-extern "C" fn _dl_find_object(_pc: *mut std::ffi::c_void, _result: *mut std::ffi::c_void) -> std::ffi::c_int {
-    -1
-}
-
 fn run(args: Vec<OsString>) -> Result<Infallible> {
     if let Some(code) = tree::trim::job(&args) {
         std::process::exit(code);

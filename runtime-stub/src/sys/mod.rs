@@ -18,11 +18,14 @@
 //!   children, signals, the C arguments, CPUs;
 //! - `memory`: the bundle mapped for mount mode, pages dropped after use;
 //! - `arch`: what differs between architectures (system-call numbers,
-//!   argument orders, structure layouts).
+//!   argument orders, structure layouts);
+//! - `link`: C symbols a static musl link takes from the stub instead of
+//!   libc.
 
 #![allow(unsafe_code)]
 
 mod arch;
+mod link;
 mod memory;
 mod mount;
 mod namespace;
