@@ -141,7 +141,7 @@ pub fn pin(root: &Path, name: &str, boot: &str, using: Use) -> (Lookup, Option<P
     ) else {
         return (Lookup::Missing, None);
     };
-    if !flock_shared(&fd) {
+    if flock_shared(&fd).is_err() {
         return (Lookup::Missing, None);
     }
     let Ok(marker) = nix::fcntl::openat(&fd, MARKER, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) else {
@@ -162,14 +162,14 @@ pub fn pin(root: &Path, name: &str, boot: &str, using: Use) -> (Lookup, Option<P
 /// `flock(LOCK_SH)`, waiting while someone holds it exclusively; the lock
 /// stays with the descriptor (nix's `Flock` guard would release it on drop).
 #[allow(unsafe_code)]
-fn flock_shared(fd: &OwnedFd) -> bool {
+pub(crate) fn flock_shared(fd: &OwnedFd) -> nix::Result<()> {
     loop {
         // SAFETY: flock on an open descriptor; it takes no pointers.
         let rc = unsafe { nix::libc::flock(fd.as_raw_fd(), nix::libc::LOCK_SH) };
         match Errno::result(rc) {
-            Ok(_) => return true,
+            Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
-            Err(_) => return false,
+            Err(e) => return Err(e),
         }
     }
 }

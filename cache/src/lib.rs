@@ -5,7 +5,8 @@
 //!
 //! A root holds:
 //! - `<bundle-id>/`: an entry, the bundle's tree as extracted;
-//! - `<bundle-id>-<name>/`: the same bundle relocated for `/tmp/<name>`;
+//! - `<bundle-id>-<name>/`: the same bundle relocated for `/tmp/<name>`
+//!   (the short path, a directory of links into it: `short_path`);
 //! - `objects/`: files by content, hard-linked into entries;
 //! - `mnt/`: mount mode's mount point;
 //! - `.new-*`, `.tmp-*`, `.lock-*`: work in progress, and its locks.
@@ -28,6 +29,7 @@ pub mod par;
 mod relocate;
 mod root;
 mod scan;
+pub mod short_path;
 mod stored;
 mod trim;
 mod verify;

@@ -1,4 +1,4 @@
-//! A relocated tree (see the stub's `relocate`): `store_dir` rewritten to a
+//! A relocated tree (see the stub's `launch::relocated`): `store_dir` rewritten to a
 //! path of the same length at every store reference the index lists. How
 //! extraction writes it, how verification reads it back, and under which
 //! object-store names its rewritten files live.
@@ -6,7 +6,7 @@
 use tote_format::{Digest32, Index};
 
 /// Where relocated launches keep their short paths: `/tmp/<short>`, a
-/// symlink to the entry's store directory.
+/// directory of links into the entry's store directory (`short_path`).
 pub const SHORT_DIR: &str = "/tmp";
 
 /// A relocated extraction: `store_dir` (`/nix/store`) becomes `to` (a

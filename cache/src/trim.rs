@@ -138,7 +138,7 @@ pub fn plan(l: &Listing, limits: &Limits, now: SystemTime) -> Vec<Removal> {
 
 /// Remove the entry `name`, unless a launch pins it (or it is gone):
 /// returns whether it was removed. Removes its short path in `/tmp` too,
-/// where that is this user's symlink into it.
+/// where no launch holds it and it holds nothing but links into the entry.
 pub fn remove_entry(root: &Path, name: &str) -> Result<bool> {
     remove(root, name, false)
 }
@@ -213,13 +213,7 @@ fn remove(root: &Path, name: &str, force: bool) -> Result<bool> {
         }
     }
     if let Some((_, Some(short))) = crate::parse_entry_name(name) {
-        let link = Path::new(crate::relocate::SHORT_DIR).join(short);
-        let ours = fs::symlink_metadata(&link)
-            .is_ok_and(|m| m.file_type().is_symlink() && m.uid() == nix::unistd::geteuid().as_raw())
-            && fs::read_link(&link).is_ok_and(|t| t.starts_with(&dir));
-        if ours {
-            let _ = fs::remove_file(&link);
-        }
+        crate::short_path::remove(short, &dir);
     }
     drop(lock);
     drop(trash);

@@ -82,7 +82,7 @@ fn big_file(seed: u64, bytes: usize) -> Vec<u8> {
 
 /// The `lazy` fixture bundled, its store paths then deleted from the
 /// host's store: what it reads can only come from its cache entry.
-fn lazy_bundle(t: &TestDir) -> PathBuf {
+pub(crate) fn lazy_bundle(t: &TestDir) -> PathBuf {
     let store = build("lazy", &nonce());
     let out = t.join("lazy");
     bundle(&store, &out, &[]);
@@ -96,7 +96,7 @@ fn lazy_bundle(t: &TestDir) -> PathBuf {
     out
 }
 
-fn bundle_id(bundle: &Path) -> String {
+pub(crate) fn bundle_id(bundle: &Path) -> String {
     inspect_json(bundle)["bundle_id"].as_str().unwrap().to_owned()
 }
 

@@ -570,8 +570,9 @@ fn two_users_on_one_host_each_get_their_own_short_path() {
         let arg0 = String::from_utf8(hex_decode(&field(&r, "arg0"))).unwrap();
         let short = short_prefix(&arg0).to_string();
         let m = fs::symlink_metadata(&short).unwrap();
-        assert!(m.file_type().is_symlink());
+        assert!(m.is_dir());
         assert_eq!(m.uid(), uid, "{short} is the user's own");
+        assert_eq!(m.mode() & 0o7777, 0o755, "{short}: nobody else may write in it");
         seen.push(short);
     }
     assert_ne!(seen[0], seen[1]);
@@ -588,43 +589,87 @@ fn short_path_of(t: &TestDir, cache: &Path) -> (String, String) {
     (short_prefix(&arg0).to_string(), stderr(&o))
 }
 
+/// The store path a short path's launch runs from: `<hash>-tote-test-probe`.
+fn probe_store_path(short: &str) -> PathBuf {
+    fs::read_dir(short)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-tote-test-probe"))
+        .unwrap()
+}
+
+/// Make `path` a directory of `uid`'s with `mode`.
+fn dir_of(path: &Path, uid: u32, mode: u32) {
+    fs::create_dir(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+}
+
+fn link_of(target: &Path, path: &Path, uid: u32) {
+    std::os::unix::fs::symlink(target, path).unwrap();
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+}
+
+fn remove_any(path: &str) {
+    let _ = fs::remove_file(path).or_else(|_| fs::remove_dir_all(path));
+}
+
 #[test]
 fn a_squatted_short_path_is_never_used() {
     let t = TestDir::new();
     let cache = t.cache(NOBODY);
     let (first, _) = short_path_of(&t, &cache);
-    let target = fs::read_link(&first).unwrap();
+    let marker = probe_store_path(&first);
+    let name = marker.file_name().unwrap().to_owned();
+    let target = fs::read_link(&marker).unwrap();
+    let store = target.parent().unwrap().to_path_buf();
     type Squat<'a> = (&'a str, &'a dyn Fn(&Path));
-    let squats: [Squat<'_>; 3] = [
-        ("another uid's symlink to the same target", &|p| {
-            std::os::unix::fs::symlink(&target, p).unwrap();
-            std::os::unix::fs::lchown(p, Some(NOBODY - 2), None).unwrap();
+    let squats: [Squat<'_>; 6] = [
+        ("another uid's directory of links to the same tree", &|p| {
+            dir_of(p, NOBODY - 2, 0o755);
+            link_of(&target, &p.join(&name), NOBODY - 2);
         }),
-        ("a directory of the user's own", &|p| {
-            fs::create_dir(p).unwrap();
-            std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+        ("another uid's symlink to the same store directory", &|p| {
+            link_of(&store, p, NOBODY - 2);
+        }),
+        ("a directory of the user's own that others can write to", &|p| {
+            dir_of(p, NOBODY, 0o777);
+        }),
+        ("a directory of the user's own holding a file of its own", &|p| {
+            dir_of(p, NOBODY, 0o755);
+            fs::write(p.join("notes"), b"mine").unwrap();
+        }),
+        ("the user's own short path for another bundle", &|p| {
+            dir_of(p, NOBODY, 0o755);
+            link_of(&Path::new("/elsewhere").join(&name), &p.join(&name), NOBODY);
         }),
         ("the user's own symlink to somewhere else", &|p| {
-            std::os::unix::fs::symlink("/etc", p).unwrap();
-            std::os::unix::fs::lchown(p, Some(NOBODY), None).unwrap();
+            link_of(Path::new("/etc"), p, NOBODY);
         }),
     ];
     for (what, squat) in squats {
-        let _ = fs::remove_file(&first).or_else(|_| fs::remove_dir(&first));
+        remove_any(&first);
         squat(Path::new(&first));
         let before = fs::symlink_metadata(&first).unwrap();
+        let inside = fs::read_dir(&first).map(|d| d.count()).unwrap_or(0);
         let (now, e) = short_path_of(&t, &cache);
         assert_ne!(now, first, "{what}: used anyway");
         assert!(e.contains(&format!("short path {first} skipped")), "{what}: {e}");
         let after = fs::symlink_metadata(&first).unwrap();
         assert_eq!(
-            (before.ino(), before.uid(), before.mode()),
-            (after.ino(), after.uid(), after.mode()),
+            (before.ino(), before.uid(), before.mode(), before.mtime_nsec()),
+            (after.ino(), after.uid(), after.mode(), after.mtime_nsec()),
             "{what}: touched"
         );
-        let _ = fs::remove_file(&now);
+        assert_eq!(
+            fs::read_dir(&first).map(|d| d.count()).unwrap_or(0),
+            inside,
+            "{what}: touched"
+        );
+        remove_any(&now);
     }
-    let _ = fs::remove_file(&first).or_else(|_| fs::remove_dir(&first));
+    remove_any(&first);
 }
 
 #[test]
@@ -633,13 +678,29 @@ fn a_removed_short_path_is_made_again_without_extracting() {
     let cache = t.cache(NOBODY);
     let (short, e) = short_path_of(&t, &cache);
     assert!(e.contains("cold: no complete cache entry"), "{e}");
-    fs::remove_file(&short).unwrap();
+    let links = fs::read_dir(&short).unwrap().count();
+    assert!(links >= 2, "the probe and its glibc: {links} links");
+    // Removed (a reboot, a cleaner), or one of its links removed.
+    fs::remove_dir_all(&short).unwrap();
     let (again, e) = short_path_of(&t, &cache);
     assert_eq!(again, short);
     assert!(e.contains(&format!("short path {short} made")), "{e}");
+    assert!(
+        e.contains(&format!("short path {short} filled: {links} links made")),
+        "{e}"
+    );
     assert!(e.contains("warm: ") && !e.contains("cold"), "{e}");
-    // Kept away from /tmp's age-based cleaning: its times are in 2100.
-    assert!(fs::symlink_metadata(&short).unwrap().mtime() > 4_000_000_000);
+    fs::remove_file(probe_store_path(&short)).unwrap();
+    let (again, e) = short_path_of(&t, &cache);
+    assert_eq!(again, short);
+    assert!(e.contains(&format!("short path {short} filled: 1 links made")), "{e}");
+    // Complete and sealed: the next launch makes nothing.
+    let (_, e) = short_path_of(&t, &cache);
+    assert!(
+        !e.contains("filled") && e.contains(&format!("short path {short} locked")),
+        "{e}"
+    );
+    remove_any(&short);
 }
 
 #[test]
@@ -988,4 +1049,267 @@ fn flask_answers_under_the_exec_driver_on_every_refusing_host() {
         assert!(report.contains("processes left: 0"), "{what}: {report}");
         assert_eq!(pid_ns_members(&ns), 0, "{what}");
     }
+}
+
+#[test]
+fn every_store_reference_of_a_relocated_tree_resolves_into_it_through_the_short_path() {
+    let f = fixture();
+    let t = TestDir::new();
+    let cache = t.cache(NOBODY);
+    // The script: its interpreter (dash) and the probe it execs live in
+    // other store paths; the probe's loader in a third.
+    let mut l = Launch::nobody(&t).env("TOTE_NAMESPACE", "never");
+    l.cache = Some(cache.clone());
+    let o = l.run(&f.greet, &[]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("script=/tmp/"),
+        "{}",
+        stderr(&o)
+    );
+    let r = report(&o);
+    let short = short_prefix(&String::from_utf8(hex_decode(&field(&r, "arg0"))).unwrap()).to_string();
+    let entry = cache.join(format!("{}-{}", crate::cache::bundle_id(&f.greet), &short[5..]));
+    let store = entry.join("tree/nix/store");
+    let mut all = Vec::new();
+    files(&entry.join("tree"), &mut all);
+    let mut named = std::collections::BTreeSet::new();
+    for (path, bytes) in &all {
+        for at in tote_format::refs::find(bytes, short.as_bytes()) {
+            let rest = &bytes[at + short.len() + 1..];
+            let end = rest
+                .iter()
+                .position(|&c| c == b'/' || !c.is_ascii_graphic())
+                .unwrap_or(rest.len());
+            let name = String::from_utf8(rest[..end].to_vec()).unwrap();
+            assert!(
+                store.join(&name).exists(),
+                "{}: {short}/{name} is not in the tree",
+                path.display()
+            );
+            named.insert(name);
+        }
+    }
+    assert!(named.len() >= 3, "dash, the probe and glibc: {named:?}");
+    for name in &named {
+        assert_eq!(
+            fs::canonicalize(Path::new(&short).join(name)).unwrap(),
+            fs::canonicalize(store.join(name)).unwrap(),
+            "{short}/{name} lands in the tree"
+        );
+    }
+    // Every store path of the tree has its link, and nothing else is there.
+    let mut linked: Vec<_> = fs::read_dir(&short).unwrap().flatten().map(|e| e.file_name()).collect();
+    let mut held: Vec<_> = fs::read_dir(&store).unwrap().flatten().map(|e| e.file_name()).collect();
+    linked.sort();
+    held.sort();
+    assert_eq!(linked, held);
+    remove_any(&short);
+}
+
+/// A mount namespace whose /tmp is a tmpfs of its own (and /nix hidden),
+/// held open by a process that sleeps: relocated programs and /tmp
+/// cleaners run in it through `nsenter`, and what they do to /tmp stays
+/// there. Its test directory is in /var/tmp, outside that /tmp.
+struct PrivateTmp {
+    holder: std::process::Child,
+    t: TestDir,
+}
+
+impl PrivateTmp {
+    fn new() -> PrivateTmp {
+        let t = TestDir::new_in(Path::new("/var/tmp"));
+        let mut holder = spawn(
+            Command::new("unshare")
+                .args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(
+                    "mount -t tmpfs -o mode=1777 tote-tmp /tmp && mount -t tmpfs tote-no-nix /nix && echo ready && \
+                     exec sleep 3600",
+                )
+                .stdout(Stdio::piped()),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        PrivateTmp { holder, t }
+    }
+
+    /// `nsenter` into the namespace, before the command.
+    fn prefix(&self) -> Vec<String> {
+        ["nsenter", "-t", &self.holder.id().to_string(), "-m", "--"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// Run `script` as root in the namespace.
+    fn sh(&self, script: &str) -> Output {
+        let o = Command::new("nsenter")
+            .args(["-t", &self.holder.id().to_string(), "-m", "--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+        o
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.sh(&format!("test -e {path} && echo yes || echo no")).stdout == b"yes\n"
+    }
+
+    /// The one short path in this /tmp.
+    fn short_path(&self) -> String {
+        let o = self.sh("ls /tmp");
+        let names: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        short_prefix(&format!("/tmp/{}", names[0])).to_string()
+    }
+
+    /// Age everything at `path` and below: times in 2020.
+    fn backdate(&self, path: &str) {
+        self.sh(&format!("find {path} -exec touch -h -d 2020-01-01 {{}} +"));
+    }
+
+    /// `systemd-tmpfiles --clean` with a configuration that ages all of
+    /// this /tmp by modification time, one second old and more.
+    fn clean(&self) {
+        let conf = self.t.join("tmp.conf");
+        fs::write(&conf, "q /tmp 1777 root root m:1s\n").unwrap();
+        self.sh(&format!("systemd-tmpfiles --clean {}", conf.display()));
+    }
+
+    /// Launch the `lazy` bundle relocated, as 65534, and wait until it is
+    /// ready (it reads its file once the FIFO it waits on is written).
+    fn start_lazy(&self, bundle: &Path, name: &str) -> Lazy {
+        let fifo = self.t.join(format!("go-{name}"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o666)).unwrap();
+        let prefix = self.prefix();
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        let mut child = spawn(
+            Launch::nobody(&self.t)
+                .env("TOTE_NAMESPACE", "never")
+                .env("TOTE_DEBUG", "1")
+                .command(&prefix, bundle, &[fifo.as_os_str()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "ready\n", "{name}");
+        Lazy { child, out, fifo }
+    }
+}
+
+impl Drop for PrivateTmp {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// The `lazy` bundle, waiting to read a file it has not opened yet.
+struct Lazy {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    fifo: PathBuf,
+}
+
+impl Lazy {
+    /// Let it read; its status, what it printed then, and its stderr.
+    fn wake(mut self) -> (std::process::ExitStatus, String, String) {
+        std::io::Write::write_all(
+            &mut fs::OpenOptions::new().write(true).open(&self.fifo).unwrap(),
+            b"go\n",
+        )
+        .unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        (status, rest, err)
+    }
+}
+
+/// systemd-tmpfiles, for real: while a relocated program runs, aging its
+/// /tmp leaves its short path (held with a lock the program inherited);
+/// once the program has exited, the same clean takes it; the next launch
+/// makes it again, without extracting.
+#[test]
+fn aging_tmp_never_takes_the_short_path_of_a_running_program() {
+    let ns = PrivateTmp::new();
+    let bundle = crate::cache::lazy_bundle(&ns.t);
+    let lazy = ns.start_lazy(&bundle, "first");
+    let short = ns.short_path();
+    // Old enough by every time tmpfiles looks at (directories: their birth
+    // too): only the lock can keep it.
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.backdate(&short);
+    ns.clean();
+    assert!(
+        ns.exists(&format!("{short}/*-tote-test-lazydata")),
+        "the running program's short path was aged away"
+    );
+    let (status, rest, err) = lazy.wake();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(rest.starts_with("lazy data "), "{rest:?}: {err}");
+
+    // Not in use: the same clean takes it.
+    ns.backdate(&short);
+    ns.clean();
+    assert!(!ns.exists(&short), "an unused short path stays");
+
+    let lazy = ns.start_lazy(&bundle, "again");
+    let (status, rest, err) = lazy.wake();
+    assert!(
+        status.success() && rest.starts_with("lazy data "),
+        "{status:?} {rest:?}: {err}"
+    );
+    assert!(err.contains(&format!("short path {short} made")), "{err}");
+    assert!(
+        err.contains("warm: ") && !err.contains("cold"),
+        "made again without extracting: {err}"
+    );
+}
+
+/// A cleaner that ignores locks (`rm -rf`) takes the short path of a
+/// running program; another user then makes the same name, pointing into a
+/// tree of their own. The running program is exposed: it reads that user's
+/// file (docs/security.md says so, and what to do). The next launch sees a
+/// name someone else holds, leaves it alone, and runs from another.
+#[test]
+fn after_a_cleaner_that_ignores_locks_the_next_launch_never_uses_the_name_another_user_took() {
+    let ns = PrivateTmp::new();
+    let bundle = crate::cache::lazy_bundle(&ns.t);
+    let lazy = ns.start_lazy(&bundle, "victim");
+    let short = ns.short_path();
+    let data = ns
+        .sh(&format!("basename $(readlink {short}/*-tote-test-lazydata)"))
+        .stdout;
+    let data = String::from_utf8(data).unwrap().trim().to_string();
+    ns.sh(&format!("rm -rf {short}"));
+    let other = NOBODY - 1;
+    ns.sh(&format!(
+        "setpriv --reuid {other} --regid {other} --clear-groups -- sh -c 'mkdir -p /tmp/theirs/{data}/share {short} && \
+         echo hijacked > /tmp/theirs/{data}/share/lazy.txt && ln -s /tmp/theirs/{data} {short}/{data}'"
+    ));
+    let (status, rest, err) = lazy.wake();
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(rest, "hijacked\n", "exposed, as docs/security.md says");
+
+    let again = ns.start_lazy(&bundle, "next");
+    let (status, rest, err) = again.wake();
+    assert!(
+        status.success() && rest.starts_with("lazy data "),
+        "{status:?} {rest:?}: {err}"
+    );
+    assert!(
+        err.contains(&format!("short path {short} skipped: a directory of uid {other}")),
+        "{err}"
+    );
+    let owner = ns.sh(&format!("stat -c %u {short}; readlink {short}/{data}")).stdout;
+    assert_eq!(
+        String::from_utf8(owner).unwrap(),
+        format!("{other}\n/tmp/theirs/{data}\n"),
+        "left as it was"
+    );
 }

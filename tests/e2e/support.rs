@@ -29,6 +29,15 @@ impl TestDir {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         TestDir { dir }
     }
+    /// In `parent` rather than `$TMPDIR` (for tests that put a tmpfs over /tmp).
+    pub fn new_in(parent: &Path) -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix("tote-test-")
+            .tempdir_in(parent)
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        TestDir { dir }
+    }
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -34,25 +34,31 @@ pub fn launch(l: &Launch<'_>, refused: &Failure) -> Result<Infallible> {
             let (Some(store), [mount]) = (meta.store_dir(), meta.mounts.as_slice()) else {
                 return Err(refused_too(refused, "the bundle names no store directory"));
             };
+            let Some(marker) = store_path_of(&meta.entrypoint, store) else {
+                return Err(refused_too(refused, "the entry point is not in the store directory"));
+            };
             let candidates = short_path::candidates(l.uid, l.root, l.id, store.len());
-            let tree_of = |short: &[u8]| {
+            let store_of = |short: &[u8]| {
                 l.root
                     .join(entry_name(l.id, short))
                     .join("tree")
                     .join(plan::path_of(&mount.source))
             };
-            let short = short_path::claim(&candidates, l.uid, tree_of, l.dbg).map_err(|f| both(refused, f))?;
+            let claimed =
+                short_path::claim(&candidates, l.uid, store_of, marker, l.dbg).map_err(|f| both(refused, f))?;
+            let short = &claimed.short;
             let want = Want {
-                name: entry_name(l.id, &short),
+                name: entry_name(l.id, short),
                 relocate: Some(Relocate {
                     store_dir: store,
-                    to: &short,
+                    to: short,
                 }),
             };
-            let found = l.found(&want)?;
-            // Pinned now: a removal that raced with it may have taken the
-            // short path with the entry.
-            short_path::claim(std::slice::from_ref(&short), l.uid, tree_of, l.dbg).map_err(|f| both(refused, f))?;
+            let found = l.found(&want).inspect_err(|_| claimed.release())?;
+            // Pinned now; the short path is locked for the program, and
+            // made again if a cleaner (or a removal that raced with this
+            // launch) took it.
+            short_path::hold(short, l.uid, &store_of(short), marker, l.dbg).map_err(|f| both(refused, f))?;
             for p in unrewritable {
                 l.dbg.step(|| {
                     format!(
@@ -83,6 +89,13 @@ pub fn launch(l: &Launch<'_>, refused: &Failure) -> Result<Infallible> {
         }
         Relocation::None => Err(refused_too(refused, "the bundle cannot relocate")),
     }
+}
+
+/// The store path (`<hash>-name`) that `path` lies in, below `store`.
+fn store_path_of<'p>(path: &'p [u8], store: &[u8]) -> Option<&'p [u8]> {
+    let rest = path.strip_prefix(store)?.strip_prefix(b"/")?;
+    let name = rest.split(|&c| c == b'/').next()?;
+    (!name.is_empty()).then_some(name)
 }
 
 fn refused_too(refused: &Failure, why: &str) -> Failure {
@@ -199,6 +212,18 @@ mod tests {
     #[test]
     fn relocated_entries_are_named_after_the_short_path() {
         assert_eq!(entry_name("abc", b"/tmp/xy9z0"), "abc-xy9z0");
+    }
+
+    #[test]
+    fn the_entry_points_store_path_marks_the_short_path() {
+        fn of(p: &[u8]) -> Option<&[u8]> {
+            store_path_of(p, b"/nix/store")
+        }
+        assert_eq!(of(b"/nix/store/aaa-app/bin/app"), Some(&b"aaa-app"[..]));
+        assert_eq!(of(b"/nix/store/aaa-app"), Some(&b"aaa-app"[..]));
+        assert_eq!(of(b"/nix/store/"), None);
+        assert_eq!(of(b"/nix/storex/aaa"), None);
+        assert_eq!(of(b"/usr/bin/x"), None);
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! The short path of a relocated launch: `/tmp/` + 5 characters, as long
-//! as `/nix/store`, a symlink to the store directory of the entry extracted
-//! with that rewrite.
+//! as `/nix/store`: a directory of this user's holding a link to each store
+//! path of the entry extracted with that rewrite, locked by every launch
+//! through it for as long as its program runs, so that aging `/tmp` skips
+//! it (the mechanics, shared with `tote cache`: `tote_cache::short_path`).
 //!
 //! The short path is never one another user made or can change: a name is
-//! used only if it is missing (then made, atomically) or already a symlink
-//! this user owns pointing at this entry, in a `/tmp` that only its owners
-//! may rename or delete in (sticky, or writable by no one else). Its names
-//! are derived from the uid, the cache root and the bundle id, and tried in
-//! order; a name taken by anyone or anything else is skipped, which costs
-//! an extraction for the next name. Every launch checks its name with one
-//! `lstat` and one `readlink`, and makes it again if `/tmp` was cleaned.
+//! used only if it is missing (then made, atomically) or already this
+//! user's directory for this entry, in a `/tmp` that only its owners may
+//! rename or delete in (sticky, or writable by no one else). Its names are
+//! derived from the uid, the cache root and the bundle id, and tried in
+//! order; a name taken by anyone or anything else is skipped and left as it
+//! is, which costs an extraction for the next name. A name is chosen before
+//! extracting (the entry's contents depend on it); once the entry is
+//! pinned, the launch locks its short path, makes it again if `/tmp` was
+//! cleaned, and repairs it if it is not sealed.
 
 use std::ffi::OsStr;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use tote_cache::short_path::{self, Hold, State};
 
 use crate::debug::Debug;
 use crate::error::{Code, Failure, Result};
@@ -25,10 +32,6 @@ pub const DIR: &str = tote_cache::SHORT_DIR;
 const CANDIDATES: u32 = 16;
 /// Characters of a short name.
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-/// Short paths keep this modification time (2100-01-01), so that
-/// age-based cleaning of /tmp (systemd-tmpfiles: 10 days) never takes
-/// one from under a long-running program.
-const FAR_FUTURE: i64 = 4_102_444_800;
 
 /// The short paths a launch may use for store directory `store_len` bytes
 /// long, in the order it tries them: `/tmp/` and `store_len - 5` characters.
@@ -48,49 +51,6 @@ pub fn candidates(uid: u32, root: &Path, id: &str, store_len: usize) -> Vec<Vec<
             p
         })
         .collect()
-}
-
-/// What stands at a candidate short path.
-#[derive(Debug, PartialEq, Eq)]
-pub enum State {
-    /// Nothing: it can be made.
-    Missing,
-    /// This user's symlink to the entry: usable as it is.
-    Ours,
-    /// Anything else: never used.
-    Taken(String),
-}
-
-/// What `lstat` found at a short path (`None`: nothing), with the target
-/// of a symlink, judged for a launch by `uid` that wants it to point at
-/// `want`.
-pub fn judge(found: Option<(bool, u32)>, target: Option<&Path>, uid: u32, want: &Path) -> State {
-    match found {
-        None => State::Missing,
-        Some((false, _)) => State::Taken("not a symlink".into()),
-        Some((true, owner)) if owner != uid => State::Taken(format!("a symlink of uid {owner}")),
-        Some((true, _)) if target != Some(want) => State::Taken(format!(
-            "a symlink to {}",
-            target.map_or_else(|| "?".into(), |t| t.display().to_string())
-        )),
-        Some((true, _)) => State::Ours,
-    }
-}
-
-fn state(path: &Path, uid: u32, want: &Path) -> State {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::Missing,
-        Err(e) => State::Taken(e.to_string()),
-        Ok(m) => {
-            let target = std::fs::read_link(path).ok();
-            judge(
-                Some((m.file_type().is_symlink(), m.uid())),
-                target.as_deref(),
-                uid,
-                want,
-            )
-        }
-    }
 }
 
 /// Can short paths in `/tmp` be trusted: nobody but their owner (and root)
@@ -114,42 +74,76 @@ fn check_dir(uid: u32) -> Result<()> {
     Ok(())
 }
 
-/// The first candidate short path this launch can use for the store of
-/// entry `entry(name)` (the target is `target(name)`): ours already, or
-/// made now. The name is chosen before extracting, since the entry's
-/// contents depend on it.
-pub fn claim(candidates: &[Vec<u8>], uid: u32, target: impl Fn(&[u8]) -> PathBuf, dbg: &Debug) -> Result<Vec<u8>> {
+/// A short path chosen for a launch.
+pub struct Claimed {
+    pub short: Vec<u8>,
+    /// This launch made it (and removes it again if the launch fails before
+    /// anything runs from it).
+    made: bool,
+}
+
+impl Claimed {
+    /// The launch failed before the short path was filled: remove it if
+    /// this launch made it and nothing else filled it meanwhile.
+    pub fn release(&self) {
+        if self.made {
+            let _ = std::fs::remove_dir(Path::new(OsStr::from_bytes(&self.short)));
+        }
+    }
+}
+
+/// The first candidate short path this launch can use for the entry whose
+/// store directory `store(name)` gives and whose entry point is in store
+/// path `marker`: this user's already, or made now (empty: `hold` fills it
+/// once the entry exists).
+pub fn claim(
+    candidates: &[Vec<u8>],
+    uid: u32,
+    store: impl Fn(&[u8]) -> PathBuf,
+    marker: &[u8],
+    dbg: &Debug,
+) -> Result<Claimed> {
     check_dir(uid)?;
     let mut taken = Vec::new();
     for c in candidates {
         let path = Path::new(OsStr::from_bytes(c));
-        let want = target(c);
-        for _ in 0..2 {
-            match state(path, uid, &want) {
+        let want = store(c);
+        for _ in 0..3 {
+            match short_path::judge(&short_path::look(path, uid, &want, marker), uid, &want, marker) {
                 State::Ours => {
                     dbg.step(|| format!("short path {} -> {}", path.display(), want.display()));
-                    return Ok(c.clone());
+                    return Ok(Claimed {
+                        short: c.clone(),
+                        made: false,
+                    });
                 }
                 State::Taken(why) => {
                     dbg.step(|| format!("short path {} skipped: {why}", path.display()));
                     taken.push(format!("{}: {why}", path.display()));
                     break;
                 }
-                State::Missing => match std::os::unix::fs::symlink(&want, path) {
+                // This user's, as launches before short-path directories
+                // made it: a directory takes its place.
+                State::OldLink => {
+                    let _ = std::fs::remove_file(path);
+                }
+                State::Missing => match short_path::make(path) {
                     Ok(()) => {
-                        keep_fresh(path);
                         dbg.step(|| format!("short path {} made -> {}", path.display(), want.display()));
-                        return Ok(c.clone());
+                        return Ok(Claimed {
+                            short: c.clone(),
+                            made: true,
+                        });
                     }
                     // Someone made it meanwhile: judge it again.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => {
                         return Err(Failure::io(
                             Code::Namespace,
                             "relocating: making the short path",
                             path,
                             &e,
-                        ));
+                        ))
                     }
                 },
             }
@@ -161,16 +155,39 @@ pub fn claim(candidates: &[Vec<u8>], uid: u32, target: impl Fn(&[u8]) -> PathBuf
     ))
 }
 
-/// Keep age-based cleaning of /tmp away from a short path.
-fn keep_fresh(path: &Path) {
-    let t = nix::sys::time::TimeSpec::new(FAR_FUTURE, 0);
-    let _ = nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    );
+/// Lock the claimed short path `short` for the launch and its program,
+/// complete (every store path of the entry at `store` linked), making it
+/// again if it went meanwhile. Returns the lock's descriptor, kept open
+/// across exec.
+pub fn hold(short: &[u8], uid: u32, store: &Path, marker: &[u8], dbg: &Debug) -> Result<RawFd> {
+    let path = Path::new(OsStr::from_bytes(short));
+    let failed = |e: tote_cache::Error| Failure::new(Code::Namespace, format!("relocating: {}", e.message));
+    for _ in 0..3 {
+        match short_path::hold(path, uid, store, marker).map_err(failed)? {
+            Hold::Held(held) => {
+                if let Some(n) = held.repaired {
+                    dbg.step(|| format!("short path {} filled: {n} links made, sealed", path.display()));
+                }
+                let fd = held.keep_across_exec();
+                dbg.step(|| format!("short path {} locked (descriptor {fd})", path.display()));
+                return Ok(fd);
+            }
+            // Cleaned away since it was claimed: made again.
+            Hold::Gone => {
+                claim(&[short.to_vec()], uid, |_| store.to_path_buf(), marker, dbg)?;
+            }
+            Hold::Taken(why) => {
+                return Err(Failure::new(
+                    Code::Namespace,
+                    format!("relocating: the short path {} is taken ({why})", path.display()),
+                ))
+            }
+        }
+    }
+    Err(Failure::new(
+        Code::Namespace,
+        format!("relocating: the short path {} keeps vanishing", path.display()),
+    ))
 }
 
 #[cfg(test)]
@@ -192,17 +209,5 @@ mod tests {
         assert_ne!(c[0], candidates(1000, Path::new("/tmp/tote-1000"), "abc", 10)[0]);
         assert_ne!(c[0], candidates(1000, Path::new("/home/u/.cache/tote"), "abd", 10)[0]);
         assert_eq!(candidates(0, Path::new("/r"), "x", 13)[0].len(), 13);
-    }
-
-    #[test]
-    fn only_our_own_symlink_to_the_entry_is_used() {
-        let want = Path::new("/c/id-x/tree/nix/store");
-        assert_eq!(judge(None, None, 7, want), State::Missing);
-        assert_eq!(judge(Some((true, 7)), Some(want), 7, want), State::Ours);
-        assert!(matches!(judge(Some((false, 7)), None, 7, want), State::Taken(w) if w == "not a symlink"));
-        assert!(matches!(judge(Some((true, 8)), Some(want), 7, want), State::Taken(w) if w.contains("uid 8")));
-        assert!(
-            matches!(judge(Some((true, 7)), Some(Path::new("/elsewhere")), 7, want), State::Taken(w) if w.contains("/elsewhere"))
-        );
     }
 }
