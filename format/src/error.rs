@@ -10,7 +10,7 @@ pub enum FormatError {
     #[error("truncated {what}: need {need} bytes, have {have}")]
     Truncated { what: &'static str, need: u64, have: u64 },
     #[error("corrupt trailer: {0}")]
-    Trailer(&'static str),
+    Trailer(String),
     #[error("corrupt {what}: SHA-256 mismatch")]
     HashMismatch { what: String },
     #[error("corrupt metadata: {0}")]

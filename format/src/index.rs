@@ -7,7 +7,7 @@ use crate::block::{Base, BlockRef, Codec, MAX_BASE_BLOCKS, MAX_BASE_LEN};
 use crate::bytes::{cmp_bytes, eq_bytes};
 use crate::hash::Digest32;
 use crate::reader::Reader;
-use crate::{FormatError, MAX_BLOCK_RAW};
+use crate::{FormatError, MAX_BLOCKS, MAX_BLOCK_RATIO, MAX_BLOCK_RAW, MAX_DEPTH, MAX_ENTRIES, MAX_REFS};
 
 const KIND_DIR: u8 = 1;
 const KIND_FILE: u8 = 2;
@@ -112,6 +112,9 @@ impl Index {
         let mut r = Reader::new(raw, "index");
 
         let nblocks = r.u32()? as usize;
+        if nblocks > MAX_BLOCKS {
+            return Err(bad(format!("{nblocks} blocks (at most {MAX_BLOCKS})")));
+        }
         let mut blocks: Vec<BlockRef> = Vec::with_capacity(nblocks.min(r.remaining() / 40));
         let (mut offset, mut raw_offset) = (0u64, 0u64);
         for i in 0..nblocks {
@@ -120,6 +123,11 @@ impl Index {
             let hash = Digest32(r.array()?);
             if clen == 0 || rlen == 0 || rlen > MAX_BLOCK_RAW {
                 return Err(bad(format!("block {i} has an invalid size")));
+            }
+            if u64::from(rlen) > u64::from(clen) * MAX_BLOCK_RATIO {
+                return Err(bad(format!(
+                    "block {i} claims {rlen} bytes from {clen} (more than zstd can expand)"
+                )));
             }
             let mut block = BlockRef::zstd(offset, clen, raw_offset, rlen, hash);
             if version >= 5 {
@@ -152,6 +160,9 @@ impl Index {
         let stream_len = raw_offset;
 
         let nentries = r.u32()? as usize;
+        if nentries > MAX_ENTRIES {
+            return Err(bad(format!("{nentries} entries (at most {MAX_ENTRIES})")));
+        }
         let mut entries: Vec<Entry> = Vec::with_capacity(nentries.min(r.remaining() / 4));
         for i in 0..nentries {
             let kind = r.u8()?;
@@ -214,7 +225,48 @@ impl Index {
         if r.remaining() != 0 {
             return Err(bad(format!("{} unexpected trailing bytes", r.remaining())));
         }
-        Ok(Index { blocks, entries, refs })
+        let index = Index { blocks, entries, refs };
+        index.check_amplification(data_len)?;
+        Ok(index)
+    }
+
+    /// The data stream, the decoding its based blocks' bases take, and the
+    /// files together each claim no more than [`crate::amplification_cap`]
+    /// of the data section (`data_len` bytes).
+    pub fn check_amplification(&self, data_len: u64) -> Result<(), FormatError> {
+        let cap = crate::amplification_cap(data_len);
+        let files = self
+            .entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                EntryKind::File { size, .. } => Some(size),
+                _ => None,
+            })
+            .try_fold(0u64, u64::checked_add);
+        let too_much = |what: &str, n: Option<u64>| {
+            FormatError::Index(format!(
+                "{what} {} bytes, from a data section of {data_len}: more than {} times it plus 1 GiB",
+                n.map_or_else(|| "more than 2^64".into(), |n| n.to_string()),
+                crate::MAX_AMPLIFICATION
+            ))
+        };
+        if self.stream_len() > cap {
+            return Err(too_much("its blocks decode to", Some(self.stream_len())));
+        }
+        // A based block decodes its base blocks first (a reader that keeps
+        // none of them: `tote verify`, one block at a time).
+        let bases = (0..self.blocks.len())
+            .filter(|&b| self.blocks[b].base.is_some())
+            .flat_map(|b| self.base_blocks(b))
+            .map(|n| u64::from(self.blocks[n].rlen))
+            .try_fold(0u64, u64::checked_add);
+        if bases.is_none_or(|n| n > cap) {
+            return Err(too_much("the bases of its blocks decode to", bases));
+        }
+        match files {
+            Some(n) if n <= cap => Ok(()),
+            n => Err(too_much("its files total", n)),
+        }
     }
 
     #[cfg(feature = "write")]
@@ -312,6 +364,9 @@ fn check_base(earlier: &[BlockRef], start: u64, base: Base) -> Result<(), String
 /// its distance from the one before (at least 1).
 fn decode_refs(r: &mut Reader<'_>, stream_len: u64) -> Result<Vec<u64>, FormatError> {
     let n = r.u32()? as usize;
+    if n > MAX_REFS {
+        return Err(FormatError::Index(format!("{n} store references (at most {MAX_REFS})")));
+    }
     let mut refs = Vec::with_capacity(n.min(r.remaining()));
     let mut at = 0u64;
     for i in 0..n {
@@ -380,7 +435,7 @@ enum PathCheck {
 /// `is_clean_relative`, and short enough to create on Linux, in one pass
 /// over the bytes (every entry of every launch's index goes through here).
 fn check_path(p: &[u8]) -> PathCheck {
-    let (mut start, mut longest) = (0, 0);
+    let (mut start, mut longest, mut depth) = (0, 0, 0);
     for i in 0..=p.len() {
         let c = p.get(i).copied();
         if c == Some(0) {
@@ -392,6 +447,7 @@ fn check_path(p: &[u8]) -> PathCheck {
                 return PathCheck::Unsafe;
             }
             longest = longest.max(comp.len());
+            depth += 1;
             start = i + 1;
         }
     }
@@ -400,6 +456,9 @@ fn check_path(p: &[u8]) -> PathCheck {
     }
     if longest > MAX_NAME {
         return PathCheck::TooLong(format!("{longest} bytes long in one component (at most {MAX_NAME})"));
+    }
+    if depth > MAX_DEPTH {
+        return PathCheck::TooLong(format!("{depth} levels deep (at most {MAX_DEPTH})"));
     }
     PathCheck::Ok
 }
@@ -553,6 +612,92 @@ mod tests {
             },
         };
         assert!(refused(vec![long_target]));
+    }
+
+    #[test]
+    fn depth_past_the_limit_is_refused() {
+        let nested = |levels: usize| -> Vec<Entry> { (1..=levels).map(|n| dir(&vec!["d"; n].join("/"))).collect() };
+        assert!(!refused(nested(MAX_DEPTH)));
+        let e = Index::decode(
+            &Index {
+                entries: nested(MAX_DEPTH + 1),
+                ..Default::default()
+            }
+            .encode(),
+            0,
+            crate::VERSION,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("257 levels deep (at most 256)"), "{e}");
+    }
+
+    #[test]
+    fn counts_past_the_limits_are_refused_before_anything_is_read() {
+        let le = |n: usize| (n as u32).to_le_bytes();
+        let err = |raw: Vec<u8>| Index::decode(&raw, 0, crate::VERSION).unwrap_err().to_string();
+        assert!(err(le(MAX_BLOCKS + 1).to_vec()).contains("blocks (at most 1048576)"));
+        assert!(err([le(0), le(MAX_ENTRIES + 1)].concat()).contains("entries (at most 524288)"));
+        assert!(err([le(0), le(0), le(MAX_REFS + 1)].concat()).contains("store references (at most 4194304)"));
+    }
+
+    #[test]
+    fn claims_past_what_the_data_can_hold_are_refused() {
+        let decode = |i: &Index, data_len: u64| Index::decode(&i.encode(), data_len, crate::VERSION);
+        // A block that claims more than a zstd frame of its size can hold.
+        let bomb = Index {
+            blocks: vec![block(0, 100, 0, 100 * MAX_BLOCK_RATIO as u32 + 1)],
+            ..Default::default()
+        };
+        let e = decode(&bomb, 100).unwrap_err().to_string();
+        assert!(e.contains("more than zstd can expand"), "{e}");
+        let fine = Index {
+            blocks: vec![block(0, 100, 0, 100 * MAX_BLOCK_RATIO as u32)],
+            ..Default::default()
+        };
+        assert!(decode(&fine, 100).is_ok());
+        // Files that add up to more than the data section can stand for:
+        // the same 16 MiB claimed again and again.
+        let mib16 = 16u32 << 20;
+        let many = |n: usize| Index {
+            blocks: vec![block(0, 1024, 0, mib16)],
+            entries: (0..n).map(|i| file(&format!("f{i:03}"), mib16.into(), 0)).collect(),
+            ..Default::default()
+        };
+        let cap = crate::amplification_cap(1024);
+        let fits = (cap / u64::from(mib16)) as usize;
+        assert!(decode(&many(fits), 1024).is_ok());
+        let e = decode(&many(fits + 1), 1024).unwrap_err().to_string();
+        assert!(
+            e.contains("its files total") && e.contains("more than 256 times it plus 1 GiB"),
+            "{e}"
+        );
+        // A stream longer than the data section can stand for.
+        let blocks = (0..70u64)
+            .map(|i| block(i * 1024, 1024, i * u64::from(mib16), mib16))
+            .collect();
+        let long = Index {
+            blocks,
+            ..Default::default()
+        };
+        let e = decode(&long, 70 * 1024).unwrap_err().to_string();
+        assert!(e.contains("its blocks decode to"), "{e}");
+        // Based blocks that each decode the same 16 MiB first.
+        let based = |n: u64| {
+            let mut blocks = vec![block(0, 1024, 0, mib16)];
+            for i in 0..n {
+                let mut b = block(1024 + i * 10, 10, u64::from(mib16) + i * 100, 100);
+                b.base = Some(crate::Base { offset: 0, len: mib16 });
+                blocks.push(b);
+            }
+            Index {
+                blocks,
+                ..Default::default()
+            }
+        };
+        assert!(decode(&based(10), 1024 + 100).is_ok());
+        let e = decode(&based(100), 1024 + 1000).unwrap_err().to_string();
+        assert!(e.contains("the bases of its blocks decode to"), "{e}");
     }
 
     #[test]

@@ -202,6 +202,12 @@ impl Meta {
         let workdir = r.blob()?.to_vec();
         let root = r.blob()?.to_vec();
         let nmounts = r.u32()?;
+        if nmounts as usize > crate::MAX_MOUNTS {
+            return Err(FormatError::Meta(format!(
+                "{nmounts} mounts (at most {})",
+                crate::MAX_MOUNTS
+            )));
+        }
         let mut mounts = Vec::new();
         for _ in 0..nmounts {
             let kind = match r.u8()? {
@@ -490,6 +496,20 @@ mod tests {
     #[test]
     fn round_trip() {
         assert_eq!(Meta::decode(&sample().encode(), crate::VERSION).unwrap(), sample());
+    }
+
+    #[test]
+    fn more_mounts_than_a_launch_plans_are_refused() {
+        let with = |n: usize| {
+            let mut m = sample();
+            m.mounts = (0..n)
+                .map(|i| MountSpec::at_own_path(MountKind::Replace, format!("/opt/m{i}").as_bytes()))
+                .collect();
+            Meta::decode(&m.encode(), crate::VERSION)
+        };
+        assert!(with(crate::MAX_MOUNTS).is_ok());
+        let e = with(crate::MAX_MOUNTS + 1).unwrap_err().to_string();
+        assert!(e.contains("257 mounts (at most 256)"), "{e}");
     }
 
     #[test]

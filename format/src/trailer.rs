@@ -2,7 +2,7 @@
 
 use crate::hash::{sha256, BundleId, Digest32};
 use crate::reader::Reader;
-use crate::{FormatError, MAX_INDEX_RAW, MAX_META_LEN};
+use crate::{FormatError, MAX_INDEX_RATIO, MAX_INDEX_RAW, MAX_META_LEN};
 
 /// The last 8 bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"TOTEBNDL";
@@ -90,7 +90,7 @@ impl Trailer {
         }
         let trailer_len = u32::from_le_bytes([end[0], end[1], end[2], end[3]]);
         if trailer_len as usize != TRAILER_LEN {
-            return Err(FormatError::Trailer("unexpected trailer length"));
+            return Err(FormatError::Trailer("unexpected trailer length".into()));
         }
         if tail.len() < TRAILER_LEN || file_len < TRAILER_LEN as u64 {
             return Err(FormatError::Truncated {
@@ -101,7 +101,7 @@ impl Trailer {
         }
         let raw = &tail[tail.len() - TRAILER_LEN..];
         if raw[CHECK_AT..CHECK_AT + 16] != check_of(raw) {
-            return Err(FormatError::Trailer("checksum mismatch"));
+            return Err(FormatError::Trailer("checksum mismatch".into()));
         }
         let mut r = Reader::new(raw, "trailer");
         let t = Trailer {
@@ -123,7 +123,7 @@ impl Trailer {
     }
 
     fn check_layout(&self, file_len: u64) -> Result<(), FormatError> {
-        let bad = |m| Err(FormatError::Trailer(m));
+        let bad = |m: &str| Err(FormatError::Trailer(m.into()));
         let trailer_at = file_len - TRAILER_LEN as u64;
         if self.data_offset > self.meta_offset {
             return bad("data section ends before it starts");
@@ -137,8 +137,15 @@ impl Trailer {
         if self.meta_len > MAX_META_LEN {
             return bad("metadata section too large");
         }
-        if self.index_raw_len > MAX_INDEX_RAW {
-            return bad("index too large");
+        if self.index_raw_len > MAX_INDEX_RAW
+            || self.index_raw_len > self.index_len.saturating_mul(MAX_INDEX_RATIO).saturating_add(1 << 20)
+        {
+            return bad(&format!(
+                "the index decompresses to {} bytes from {}: more than {} MiB, or {MAX_INDEX_RATIO} times it plus 1 MiB",
+                self.index_raw_len,
+                self.index_len,
+                MAX_INDEX_RAW >> 20
+            ));
         }
         Ok(())
     }
@@ -236,6 +243,18 @@ mod tests {
             meta_hash: Digest32([1; 32]),
             index_hash: Digest32([2; 32]),
         }
+    }
+
+    #[test]
+    fn an_index_that_claims_to_expand_past_its_limits_is_refused() {
+        let mut t = sample(1000);
+        t.index_raw_len = t.index_len * crate::MAX_INDEX_RATIO + (1 << 20);
+        assert!(Trailer::decode(&t.encode(), 1000).is_ok());
+        t.index_raw_len += 1;
+        assert!(Trailer::decode(&t.encode(), 1000).is_err());
+        let mut big = sample(64 << 20);
+        big.index_raw_len = MAX_INDEX_RAW + 1;
+        assert!(Trailer::decode(&big.encode(), 64 << 20).is_err());
     }
 
     #[test]

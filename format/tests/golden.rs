@@ -329,3 +329,94 @@ fn every_byte_flip_is_detected() {
         }
     }
 }
+
+/// The ceilings docs/FORMAT.md's "Limits" table states are the ones the
+/// decoders enforce.
+#[test]
+fn limits_table_matches_the_decoders() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md")).unwrap();
+    let section = doc
+        .split("\n## Limits\n")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let row = |what: &str| -> String {
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {what} |")))
+            .unwrap_or_else(|| panic!("no row {what:?} in FORMAT.md's Limits"));
+        line.split('|').nth(2).unwrap().trim().to_string()
+    };
+    let grouped = |n: u64| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let mib = |n: u64| format!("{} MiB", n >> 20);
+    let amplify = format!(
+        "{MAX_AMPLIFICATION} × the data section + {} GiB",
+        AMPLIFY_ALLOWANCE >> 30
+    );
+    let want = [
+        ("metadata", mib(MAX_META_LEN)),
+        (
+            "decompressed index",
+            format!(
+                "{}, and at most {MAX_INDEX_RATIO} × its compressed length + 1 MiB",
+                mib(MAX_INDEX_RAW)
+            ),
+        ),
+        (
+            "entries",
+            format!("{} (2^{})", grouped(MAX_ENTRIES as u64), MAX_ENTRIES.ilog2()),
+        ),
+        (
+            "blocks",
+            format!("{} (2^{})", grouped(MAX_BLOCKS as u64), MAX_BLOCKS.ilog2()),
+        ),
+        (
+            "store references",
+            format!("{} (2^{})", grouped(MAX_REFS as u64), MAX_REFS.ilog2()),
+        ),
+        ("mounts", MAX_MOUNTS.to_string()),
+        ("path, symlink target", format!("{} bytes", grouped(MAX_PATH as u64))),
+        ("path component", format!("{MAX_NAME} bytes")),
+        ("path depth", format!("{MAX_DEPTH} components")),
+        (
+            "block, decoded",
+            format!(
+                "{}, and at most {} × its stored length",
+                mib(MAX_BLOCK_RAW.into()),
+                grouped(MAX_BLOCK_RATIO)
+            ),
+        ),
+        (
+            "base",
+            format!("{}, in at most {MAX_BASE_BLOCKS} blocks", mib(MAX_BASE_LEN.into())),
+        ),
+        ("data stream (Σ `rlen`)", amplify.clone()),
+        (
+            "bases decoded (Σ over based blocks of their base blocks' `rlen`)",
+            amplify.clone(),
+        ),
+        ("files (Σ file `size`, shared contents counted per file)", amplify),
+    ];
+    for (what, ceiling) in want {
+        assert_eq!(row(what), ceiling, "FORMAT.md's Limits row {what:?}");
+    }
+    assert_eq!(
+        section
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| what"))
+            .count(),
+        14
+    );
+}
