@@ -182,6 +182,15 @@ impl Staging {
     }
 }
 
+impl Staging {
+    /// Remove it now, with what is in it; an error if anything stays (a
+    /// later sweep retries).
+    pub fn remove(mut self) -> Result<()> {
+        self.committed = true;
+        remove_tree(&self.dir).map_err(|e| Error::io("removing", &self.dir, &e))
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
@@ -298,22 +307,10 @@ pub fn sweep(root: &Path, log: &dyn Log) {
     }
 }
 
-/// `rm -rf` for trees with read-only directories.
+/// Remove `path` and everything below it, read-only or deep as cache trees
+/// may be (see `beneath::remove`).
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    fn open_up(p: &Path) {
-        if let Ok(m) = fs::symlink_metadata(p) {
-            if m.is_dir() {
-                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
-                if let Ok(rd) = fs::read_dir(p) {
-                    for e in rd.flatten() {
-                        open_up(&e.path());
-                    }
-                }
-            }
-        }
-    }
-    open_up(path);
-    fs::remove_dir_all(path)
+    crate::beneath::remove(path)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! directory, which the program it execs inherits; nothing removes an
 //! entry whose directory it cannot lock exclusively.
 
+pub mod beneath;
 mod build;
 mod entry;
 mod error;
@@ -32,6 +33,7 @@ mod scan;
 pub mod short_path;
 mod stored;
 mod trim;
+pub mod unpack;
 mod verify;
 
 pub use build::{check_space, create, discard, human, lock_entry, remove_tree, sweep, ExtractLock, Staging};
@@ -46,17 +48,45 @@ pub use stored::{check_entry, stored, Checked, Stored};
 pub use trim::{
     being_removed, plan, remove_entry, remove_entry_in_use, remove_unlinked_objects, trim, Removal, TrimReport, Why,
 };
-pub use verify::{tree as verify_tree, Mismatch, Modes};
+pub use verify::{hash_file, tree as verify_tree, Mismatch, Modes};
 
 /// The object store's directory under a root.
 pub const OBJECTS: &str = "objects";
 
 /// The file in the object store that names the boot its objects were
-/// written under (see the stub's `extract`).
+/// written under (see the stub's `tree::objects`), and how: [`objects_stamp`].
 pub const OBJECTS_BOOT: &str = ".boot";
 
-/// An object's name: its content's SHA-256 in hex, and `x` if executable.
-pub fn is_object_name(name: &[u8]) -> bool {
-    let hex = name.strip_suffix(b"x").unwrap_or(name);
-    hex.len() == 64 && hex.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+/// What `objects/.boot` holds for a store written under `boot` by stubs
+/// that publish only files whose content they checked against its name.
+/// A store without it (an older stub's, or another boot's) is emptied
+/// rather than trusted.
+pub fn objects_stamp(boot: &str) -> String {
+    format!("{boot}\nchecked\n")
+}
+
+/// An object's name: its content's SHA-256 in hex; for a relocated file's
+/// content, a hash of its original content's and of the rewrite (which
+/// `tote cache verify` cannot check on its own) and `r`; then `x` if
+/// executable (another mode, so another inode).
+pub fn object_name(hash: &tote_format::Digest32, relocated: bool, executable: bool) -> String {
+    let mut n = hash.to_hex();
+    if relocated {
+        n.push('r');
+    }
+    if executable {
+        n.push('x');
+    }
+    n
+}
+
+/// Is `name` an object's name? Some(true) for a relocated file's (whose
+/// content is not its name's hash).
+pub fn is_object_name(name: &[u8]) -> Option<bool> {
+    let name = name.strip_suffix(b"x").unwrap_or(name);
+    let (hex, relocated) = match name.strip_suffix(b"r") {
+        Some(hex) => (hex, true),
+        None => (name, false),
+    };
+    (hex.len() == 64 && hex.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))).then_some(relocated)
 }

@@ -17,7 +17,15 @@ pub struct Relocate<'a> {
     pub to: &'a [u8],
 }
 
-impl Relocate<'_> {
+impl<'a> Relocate<'a> {
+    /// The rewrite back: what it wrote becomes the store directory again.
+    pub fn undo(&self) -> Relocate<'a> {
+        Relocate {
+            store_dir: self.to,
+            to: self.store_dir,
+        }
+    }
+
     /// Rewrite the references among `refs` (stream offsets) that fall in
     /// `buf`, which holds stream bytes from `start`. Each must name the
     /// store directory (the index was written so): a difference means a

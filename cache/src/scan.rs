@@ -87,17 +87,17 @@ pub fn scan(root: &Path) -> Result<Listing> {
         let path = root.join(name);
         let mut fixed = 0;
         let mut files = Vec::new();
-        walk(&path, dev, &mut |m: &fs::Metadata| {
-            if m.is_file() {
-                let key = (m.dev(), m.ino());
+        walk(&path, dev, &mut |m: &Inode| {
+            if m.file {
+                let key = (m.dev, m.ino);
                 let n = *index.entry(key).or_insert_with(|| {
-                    inodes.push((m.blocks() * 512, 0));
+                    inodes.push((m.bytes, 0));
                     inodes.len() - 1
                 });
                 inodes[n].1 += 1;
                 files.push(n);
             } else {
-                fixed += m.blocks() * 512;
+                fixed += m.bytes;
             }
         });
         entries.push(Listed {
@@ -118,13 +118,13 @@ pub fn scan(root: &Path) -> Result<Listing> {
         });
     }
     for name in names.iter().filter(|n| parse_entry_name(n).is_none()) {
-        walk(&root.join(name), dev, &mut |m: &fs::Metadata| {
-            let key = (m.dev(), m.ino());
-            let counted = m.is_file() && (index.contains_key(&key) || seen_other.contains_key(&key));
+        walk(&root.join(name), dev, &mut |m: &Inode| {
+            let key = (m.dev, m.ino);
+            let counted = m.file && (index.contains_key(&key) || seen_other.contains_key(&key));
             if !counted {
-                total += m.blocks() * 512;
+                total += m.bytes;
             }
-            if m.is_file() {
+            if m.file {
                 seen_other.insert(key, ());
             }
         });
@@ -134,7 +134,7 @@ pub fn scan(root: &Path) -> Result<Listing> {
     let mut unlinked_objects = 0;
     if let Ok(rd) = fs::read_dir(root.join(OBJECTS)) {
         for e in rd.flatten() {
-            if let (true, Ok(m)) = (crate::is_object_name(e.file_name().as_encoded_bytes()), e.metadata()) {
+            if let (Some(_), Ok(m)) = (crate::is_object_name(e.file_name().as_encoded_bytes()), e.metadata()) {
                 if m.is_file() && m.nlink() == 1 {
                     unlinked_objects += m.blocks() * 512;
                 }
@@ -168,19 +168,74 @@ pub fn scan(root: &Path) -> Result<Listing> {
 
 type Inodes<T> = HashMap<(u64, u64), T, BuildHasherDefault<DefaultHasher>>;
 
+/// What sizing needs of an inode.
+struct Inode {
+    file: bool,
+    dev: u64,
+    ino: u64,
+    /// Bytes on disk.
+    bytes: u64,
+}
+
+impl Inode {
+    fn of(m: &nix::sys::stat::FileStat) -> Inode {
+        Inode {
+            file: m.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG,
+            dev: m.st_dev,
+            ino: m.st_ino,
+            bytes: m.st_blocks as u64 * 512,
+        }
+    }
+}
+
 /// Every inode at and below `path` (not following symlinks, nor crossing
-/// into another file system than `dev`, the root's: a mount inside it).
-fn walk(path: &Path, dev: u64, f: &mut dyn FnMut(&fs::Metadata)) {
-    let Ok(m) = fs::symlink_metadata(path) else { return };
-    if m.dev() != dev {
+/// into another file system than `dev`, the root's: a mount inside it),
+/// read through directory descriptors: any depth, any path length.
+fn walk(path: &Path, dev: u64, f: &mut dyn FnMut(&Inode)) {
+    use nix::fcntl::{AtFlags, OFlag};
+    fn below(dir: std::os::fd::BorrowedFd<'_>, dev: u64, depth: usize, f: &mut dyn FnMut(&Inode)) {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let Ok(fd) = nix::fcntl::openat(dir, ".", flags, Mode::empty()) else {
+            return;
+        };
+        let Ok(mut listing) = nix::dir::Dir::from_fd(fd) else {
+            return;
+        };
+        let names: Vec<Vec<u8>> = listing
+            .iter()
+            .flatten()
+            .map(|e| e.file_name().to_bytes().to_vec())
+            .filter(|n| n != b"." && n != b"..")
+            .collect();
+        for name in names {
+            let Ok(m) = nix::sys::stat::fstatat(dir, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if m.st_dev != dev {
+                continue;
+            }
+            f(&Inode::of(&m));
+            // A tree deeper than a bundle's (tampered with) is measured
+            // down to that depth.
+            if m.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR && depth < tote_format::MAX_DEPTH + 2 {
+                if let Ok(sub) = nix::fcntl::openat(dir, name.as_slice(), flags, Mode::empty()) {
+                    below(std::os::fd::AsFd::as_fd(&sub), dev, depth + 1, f);
+                }
+            }
+        }
+    }
+    let Ok(m) = nix::sys::stat::lstat(path) else { return };
+    if m.st_dev != dev {
         return;
     }
-    f(&m);
-    if m.is_dir() {
-        if let Ok(rd) = fs::read_dir(path) {
-            for e in rd.flatten() {
-                walk(&e.path(), dev, f);
-            }
+    f(&Inode::of(&m));
+    if m.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR {
+        let flags = nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        if let Ok(fd) = nix::fcntl::open(path, flags, Mode::empty()) {
+            below(std::os::fd::AsFd::as_fd(&fd), dev, 0, f);
         }
     }
 }

@@ -216,7 +216,10 @@ fn remove(root: &Path, name: &str, force: bool) -> Result<bool> {
         crate::short_path::remove(short, &dir);
     }
     drop(lock);
-    drop(trash);
+    // Out of use now; what cannot be deleted is said (a sweep retries).
+    if let Some(t) = trash {
+        t.remove()?;
+    }
     Ok(true)
 }
 
@@ -232,7 +235,7 @@ pub fn remove_unlinked_objects(root: &Path) -> Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
     for e in rd.flatten() {
         let Ok(m) = e.metadata() else { continue };
-        let object = crate::is_object_name(e.file_name().as_encoded_bytes());
+        let object = crate::is_object_name(e.file_name().as_encoded_bytes()).is_some();
         if object && m.is_file() && m.nlink() == 1 && fs::remove_file(e.path()).is_ok() {
             n += 1;
             bytes += m.blocks() * 512;

@@ -9,13 +9,18 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
 
 use sha2::{Digest, Sha256};
 use tote_format::{Entry, EntryKind, Index};
 
+use crate::beneath::{Beneath, Parents};
 use crate::relocate::Relocate;
 
 /// Permission bits of what gets extracted.
@@ -68,7 +73,8 @@ impl Mismatch {
 }
 
 /// Compare `tree` with `index` (extracted with `modes`, relocated with
-/// `relocate`).
+/// `relocate`). Everything is read through directory descriptors, never
+/// following a link: a tree of any depth below a root of any length.
 pub fn tree(
     index: &Index,
     tree: &Path,
@@ -76,8 +82,10 @@ pub fn tree(
     threads: usize,
     relocate: Option<Relocate<'_>>,
 ) -> Result<(), Mismatch> {
+    let unreadable = |p: &[u8], e: Errno| Mismatch::new(p, format!("cannot be read ({})", crate::describe(e)));
+    let b = Beneath::open(tree).map_err(|e| unreadable(b"", e))?;
     let mut found = Vec::with_capacity(index.entries.len());
-    walk(tree, &mut Vec::new(), &mut found)?;
+    walk(b.root(), &[], &mut found)?;
     found.sort_unstable(); // paths are unique
     for (i, e) in index.entries.iter().enumerate() {
         match found.get(i) {
@@ -89,51 +97,89 @@ pub fn tree(
     if let Some(extra) = found.get(index.entries.len()) {
         return Err(Mismatch::new(extra, "is not in the bundle"));
     }
+    let mut parents = Parents::default();
     for e in &index.entries {
-        check_metadata(e, &tree.join(std::ffi::OsStr::from_bytes(&e.path)), modes, relocate)?;
+        let (dir, name) = parents.of(&b, &e.path).map_err(|err| unreadable(&e.path, err))?;
+        check_metadata(e, dir, name, modes, relocate)?;
     }
-    hash_files(index, tree, threads, relocate)
+    hash_files(index, &b, threads, relocate)
 }
 
-/// Every path below `dir`, relative, without following symlinks.
-fn walk(dir: &Path, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) -> Result<(), Mismatch> {
-    let rd = fs::read_dir(dir).map_err(|e| Mismatch::new(prefix, format!("cannot be read ({e})")))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| Mismatch::new(prefix, format!("cannot be read ({e})")))?;
-        let len = prefix.len();
-        if len > 0 {
-            prefix.push(b'/');
+/// Every path below directory `dir`, relative (after `prefix`), without
+/// following links; no deeper than a bundle's tree can be.
+fn walk(dir: BorrowedFd<'_>, prefix: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), Mismatch> {
+    let unreadable = |p: &[u8], e: Errno| Mismatch::new(p, format!("cannot be read ({})", crate::describe(e)));
+    let depth = if prefix.is_empty() {
+        0
+    } else {
+        prefix.split(|&c| c == b'/').count()
+    };
+    if depth >= tote_format::MAX_DEPTH {
+        return Err(Mismatch::new(prefix, "is nested deeper than a bundle's tree can be"));
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut listing =
+        nix::dir::Dir::from_fd(nix::fcntl::openat(dir, ".", flags, Mode::empty()).map_err(|e| unreadable(prefix, e))?)
+            .map_err(|e| unreadable(prefix, e))?;
+    let mut subdirs = Vec::new();
+    for ent in listing.iter() {
+        let ent = ent.map_err(|e| unreadable(prefix, e))?;
+        let name = ent.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
         }
-        prefix.extend_from_slice(&ent.file_name().into_vec());
-        out.push(prefix.clone());
-        if ent.file_type().is_ok_and(|t| t.is_dir()) {
-            walk(&ent.path(), prefix, out)?;
+        let mut p = prefix.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
         }
-        prefix.truncate(len);
+        p.extend_from_slice(name);
+        let is_dir = match ent.file_type() {
+            Some(t) => t == nix::dir::Type::Directory,
+            None => nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|m| m.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR),
+        };
+        if is_dir {
+            subdirs.push((name.to_vec(), p.clone()));
+        }
+        out.push(p);
+    }
+    for (name, p) in subdirs {
+        let sub = nix::fcntl::openat(dir, name.as_slice(), flags, Mode::empty()).map_err(|e| unreadable(&p, e))?;
+        walk(sub.as_fd(), &p, out)?;
     }
     Ok(())
 }
 
-fn check_metadata(e: &Entry, path: &Path, modes: Modes, relocate: Option<Relocate<'_>>) -> Result<(), Mismatch> {
-    let m = fs::symlink_metadata(path).map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
-    let mode = m.permissions().mode() & 0o7777;
+fn check_metadata(
+    e: &Entry,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    modes: Modes,
+    relocate: Option<Relocate<'_>>,
+) -> Result<(), Mismatch> {
+    let unreadable = |err: Errno| Mismatch::new(&e.path, format!("cannot be read ({})", crate::describe(err)));
+    let m = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(unreadable)?;
+    let mode = m.st_mode & 0o7777;
+    let kind = m.st_mode & nix::libc::S_IFMT;
     let (kind_ok, want_mode) = match &e.kind {
-        EntryKind::Dir => (m.is_dir(), Some(modes.dir)),
+        EntryKind::Dir => (kind == nix::libc::S_IFDIR, Some(modes.dir)),
         EntryKind::File { executable, size, .. } => {
-            if m.is_file() && m.len() != *size {
-                return Err(Mismatch::new(&e.path, format!("is {} bytes, not {size}", m.len())));
+            let is_file = kind == nix::libc::S_IFREG;
+            if is_file && m.st_size as u64 != *size {
+                return Err(Mismatch::new(&e.path, format!("is {} bytes, not {size}", m.st_size)));
             }
-            (m.is_file(), Some(if *executable { modes.exec } else { modes.file }))
+            (is_file, Some(if *executable { modes.exec } else { modes.file }))
         }
         EntryKind::Symlink { target } => {
-            if m.file_type().is_symlink() {
-                let t = fs::read_link(path).map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?;
+            let is_link = kind == nix::libc::S_IFLNK;
+            if is_link {
+                let t = nix::fcntl::readlinkat(dir, name).map_err(unreadable)?;
                 let want = relocate.map_or_else(|| target.clone(), |r| r.target(target));
-                if t.as_os_str().as_bytes() != want.as_slice() {
+                if t.as_bytes() != want.as_slice() {
                     return Err(Mismatch::new(&e.path, "points elsewhere"));
                 }
             }
-            (m.file_type().is_symlink(), None)
+            (is_link, None)
         }
     };
     if !kind_ok {
@@ -142,7 +188,7 @@ fn check_metadata(e: &Entry, path: &Path, modes: Modes, relocate: Option<Relocat
     if let Some(want) = want_mode.filter(|w| *w != mode) {
         return Err(Mismatch::new(&e.path, format!("has mode {mode:o}, not {want:o}")));
     }
-    if m.mtime() != 1 {
+    if m.st_mtime != 1 {
         return Err(Mismatch::new(&e.path, "was modified (mtime is not 1)"));
     }
     Ok(())
@@ -150,7 +196,7 @@ fn check_metadata(e: &Entry, path: &Path, modes: Modes, relocate: Option<Relocat
 
 /// SHA-256 of every file's content, on `threads` threads (a relocated
 /// file's after undoing the rewrite at its references).
-fn hash_files(index: &Index, tree: &Path, threads: usize, relocate: Option<Relocate<'_>>) -> Result<(), Mismatch> {
+fn hash_files(index: &Index, tree: &Beneath, threads: usize, relocate: Option<Relocate<'_>>) -> Result<(), Mismatch> {
     let files: Vec<&Entry> = index
         .entries
         .iter()
@@ -159,26 +205,26 @@ fn hash_files(index: &Index, tree: &Path, threads: usize, relocate: Option<Reloc
     crate::par::for_each(
         files.len(),
         threads,
-        || vec![0u8; 1 << 20],
-        |n, buf| {
+        || (vec![0u8; 1 << 20], Parents::default()),
+        |n, (buf, parents)| {
             let e = files[n];
             let EntryKind::File { hash, size, offset, .. } = &e.kind else {
                 return Ok(());
             };
-            // Undo the rewrite: swap what the relocation wrote for the store directory.
-            let undo = relocate.map(|r| {
-                let refs = r.refs_touching(index, *offset, offset + size);
-                (
-                    Relocate {
-                        store_dir: r.to,
-                        to: r.store_dir,
-                    },
-                    refs,
-                    *offset,
-                )
-            });
-            let h = hash_one(&tree.join(std::ffi::OsStr::from_bytes(&e.path)), buf, undo)
-                .map_err(|err| Mismatch::new(&e.path, format!("cannot be read ({err})")))?
+            let undo = relocate.map(|r| (r.undo(), r.refs_touching(index, *offset, offset + size), *offset));
+            let unreadable = |err: std::io::Error| Mismatch::new(&e.path, format!("cannot be read ({err})"));
+            let (dir, name) = parents
+                .of(tree, &e.path)
+                .map_err(|err| unreadable(std::io::Error::from_raw_os_error(err as i32)))?;
+            let fd = nix::fcntl::openat(
+                dir,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|err| unreadable(std::io::Error::from_raw_os_error(err as i32)))?;
+            let h = hash_file(&mut fs::File::from(fd), buf, undo)
+                .map_err(unreadable)?
                 .ok_or_else(|| Mismatch::new(&e.path, "has other content (a store reference was changed)"))?;
             if h == hash.0 {
                 Ok(())
@@ -189,15 +235,15 @@ fn hash_files(index: &Index, tree: &Path, threads: usize, relocate: Option<Reloc
     )
 }
 
-/// The SHA-256 of a file; with `undo`, of its content after `undo` patches
-/// the references (stream offsets) of a file that starts at stream offset
-/// `start`. None if a reference does not hold what the relocation wrote.
-fn hash_one(
-    path: &Path,
+/// The SHA-256 of `f`'s content, read with `buf`; with `undo`, of its
+/// content after `undo` patches the references (stream offsets) of a file
+/// that starts at stream offset `start`. None if a reference does not hold
+/// what the relocation wrote.
+pub fn hash_file(
+    f: &mut fs::File,
     buf: &mut [u8],
     undo: Option<(Relocate<'_>, &[u64], u64)>,
 ) -> std::io::Result<Option<[u8; 32]>> {
-    let mut f = fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut at = 0u64;
     loop {
@@ -218,6 +264,7 @@ fn hash_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use tote_format::sha256;
 
     /// A tree extracted by hand the way `extract` does, and its index.
