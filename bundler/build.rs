@@ -112,6 +112,18 @@ fn main() {
                 "-Clink-arg=-static".into(),
                 "--cfg=tote_musl".into(),
             ]);
+            // No unwind tables: std's bitcode asks for them (it is built to
+            // unwind), but with `panic = "abort"` nothing unwinds, musl never
+            // does either (no forced unwinding on thread exit), and without
+            // an .eh_frame_hdr (and with the stub's `_dl_find_object`) the
+            // unwinder could not find them anyway. 74 KB of every bundle.
+            let script = out.join("discard-unwind.ld");
+            std::fs::write(
+                &script,
+                "SECTIONS {\n  /DISCARD/ : { *(.eh_frame) *(.eh_frame.*) *(.gcc_except_table) *(.gcc_except_table.*) }\n}\nINSERT AFTER .text;\n",
+            )
+            .expect("writing the linker script");
+            flags.push(format!("-Clink-arg=-Wl,-T,{}", script.display()));
             cmd.env(format!("CC_{target_env}"), "musl-gcc");
             println!("cargo:rustc-cfg=tote_stub_musl");
         }

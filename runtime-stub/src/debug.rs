@@ -20,7 +20,13 @@ impl Debug {
         if self.on {
             // Integer formatting: float formatting would add ~15 KB to the stub.
             let us = self.start.elapsed().as_micros();
-            eprintln!("tote: debug: {:5}.{:03} ms  {}", us / 1000, us % 1000, msg());
+            let msg = msg();
+            eprintln!(
+                "tote: debug: {:5}.{:03} ms  {}",
+                us / 1000,
+                us % 1000,
+                tote_format::printable(msg.as_bytes())
+            );
         }
     }
 }

@@ -82,7 +82,8 @@ pub type Result<T> = std::result::Result<T, Failure>;
 
 /// Print the one-line failure and exit with its code.
 pub fn fail(f: Failure) -> ! {
-    eprintln!("tote: {f}");
+    // One line, whatever the message holds (names from a bundle).
+    eprintln!("tote: {}", tote_format::printable(f.message.as_bytes()));
     std::process::exit(f.code as i32)
 }
 

@@ -1,5 +1,6 @@
 //! `TOTE_INFO=1`: the bundle's metadata, one `name: value` line each, from
-//! the trailer and metadata alone.
+//! the trailer and metadata alone; what the bundle says is escaped where a
+//! terminal would act on it (`tote_format::printable`).
 
 use tote_format::Relocation;
 
@@ -8,11 +9,11 @@ use crate::payload::Payload;
 pub fn print_info(p: &Payload) {
     let m = &p.meta;
     let t = &p.layout.trailer;
-    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    println!("name: {}", m.name);
+    let lossy = |b: &[u8]| tote_format::printable(b).into_owned();
+    println!("name: {}", lossy(m.name.as_bytes()));
     println!("bundle id: {}", p.id());
     println!("format version: {}", p.layout.version);
-    println!("creator: {}", m.creator);
+    println!("creator: {}", lossy(m.creator.as_bytes()));
     println!("entry point: {}", lossy(&m.entrypoint));
     for a in &m.args {
         println!("argument: {}", lossy(a));

@@ -84,6 +84,10 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
     let id = payload.id().to_hex();
     let boot = tote_cache::boot_id();
 
+    // The caller's controls, all read before the bundle's environment
+    // applies: a bundle cannot set them for its own launch.
+    let policy = controls::namespace_policy()?;
+    let verify_all = controls::flag("TOTE_VERIFY");
     let argv = launch::argv(meta, args);
     launch::apply_env(meta);
 
@@ -96,8 +100,8 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
         gid,
         argv,
         mode,
-        policy: controls::namespace_policy()?,
-        verify_all: controls::flag("TOTE_VERIFY"),
+        policy,
+        verify_all,
         limits,
         dbg: &dbg,
     })

@@ -111,12 +111,13 @@ impl Cache<'_> {
         match tote_cache::verify_tree(&index, &e.tree(), Modes::CACHE, sys::cpus(), want.relocate) {
             Ok(()) => Ok(true),
             Err(m) => {
-                eprintln!(
-                    "tote: cache entry {}: /{} {}; extracting it again",
+                let line = format!(
+                    "cache entry {}: /{} {}; extracting it again",
                     e.dir.display(),
                     m.path,
                     m.what
                 );
+                eprintln!("tote: {}", tote_format::printable(line.as_bytes()));
                 Ok(false)
             }
         }

@@ -4,9 +4,17 @@
 //! takes blocks off a shared counter: read the block, verify its hash,
 //! decompress it, write the file pieces it holds. Files are created with
 //! their final mode; a file spread over several blocks is created up front
-//! and filled with positioned writes. Parents are always directories this
-//! function made itself (the index guarantees it), so nothing is written
-//! through a symlink.
+//! and filled with positioned writes. Every entry is made through its
+//! parent directory's descriptor, reached without following a link
+//! (`tote_cache::beneath`): nothing is written through a link, even where
+//! the file system folds two of the bundle's names into one.
+//!
+//! Every file's content is checked against the SHA-256 the index gives it
+//! (the name the object store keeps it under) before it is published, as
+//! it is decoded and before any rewrite: a file in one block at once; a
+//! file spread over several blocks piece by piece, in order (pieces that
+//! come early wait, within a budget, for those before them), or read back
+//! once written where they would not fit.
 //!
 //! With an object store (cache entries), a file whose content an earlier
 //! extraction already wrote is hard-linked from `objects/<sha256>[x]`
@@ -25,21 +33,22 @@
 //! store under another name than their original content, so the two never
 //! mix.
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmodat, futimens, mkdirat, utimensat, FchmodatFlags, Mode, UtimensatFlags};
+use nix::sys::stat::{fchmod, futimens, mkdirat, utimensat, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use tote_format::{decode_block, Digest32, Entry, EntryKind, Index};
-
+use tote_cache::beneath::{self, Beneath, Parents};
 use tote_cache::{Modes, Relocate};
+use tote_format::{decode_block, sha256, Entry, EntryKind, Index};
 
-use super::objects::{open_dir, Objects};
+use super::objects::Objects;
 use crate::error::{describe, Code, Failure, Result};
 use crate::payload::Payload;
 
@@ -63,11 +72,42 @@ struct Piece {
     file_off: u64,
     block_off: u32,
     len: u32,
+    /// For a file spread over several blocks: which of its pieces this is,
+    /// and the file's place among them (`Work::spread`).
+    nth: u32,
+    spread: u32,
+}
+
+/// Bytes of spread files' pieces that may wait for the pieces before them
+/// to be hashed, all files together; past it a file is read back instead.
+const EARLY_PIECES: usize = 16 << 20;
+
+/// A spread file's SHA-256, fed its pieces in order.
+struct InOrder {
+    hasher: sha2::Sha256,
+    /// The next piece to hash; `pieces` once all are.
+    next: u32,
+    pieces: u32,
+    early: Vec<(u32, Vec<u8>)>,
+    /// Too many early pieces: read back once written.
+    gave_up: bool,
+}
+
+impl InOrder {
+    fn new(pieces: u32) -> InOrder {
+        InOrder {
+            hasher: sha2::Digest::new(),
+            next: 0,
+            pieces,
+            early: Vec::new(),
+            gave_up: false,
+        }
+    }
 }
 
 /// Where and how to write.
 struct Target<'a> {
-    dir: OwnedFd,
+    tree: Beneath,
     dest: &'a Path,
     modes: Modes,
     objects: Option<&'a Objects>,
@@ -76,50 +116,112 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn fail(&self, path: &[u8], step: &str, e: Errno) -> Failure {
-        let full = self.dest.join(Path::new(std::ffi::OsStr::from_bytes(path)));
-        Failure::new(Code::Cache, format!("{step} {}: {}", full.display(), hint(e))).with_errno(e)
+        let full = self.dest.join(OsStr::from_bytes(path));
+        let why = if beneath::is_collision(e) {
+            format!("{}: {}", describe(e), beneath::COLLISION)
+        } else {
+            hint(e)
+        };
+        Failure::new(Code::Cache, format!("{step} {}: {why}", full.display())).with_errno(e)
     }
 
-    fn create(&self, path: &[u8], mode: u32) -> nix::Result<OwnedFd> {
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
-        openat(&self.dir, path, flags, Mode::from_bits_truncate(mode))
+    /// The directory `path` is in, reached without following a link, and
+    /// `path`'s last name.
+    fn at<'p, 'q>(&self, parents: &'q mut Parents, path: &'p [u8]) -> Result<(BorrowedFd<'q>, &'p [u8])> {
+        parents.of(&self.tree, path).map_err(|e| self.fail(path, "reaching", e))
     }
 
-    fn set_time(&self, path: &[u8], follow: UtimensatFlags) -> Result<()> {
-        utimensat(&self.dir, path, &EPOCH_PLUS_1, &EPOCH_PLUS_1, follow)
+    fn mkdir(&self, parents: &mut Parents, path: &[u8]) -> Result<()> {
+        let (dir, name) = self.at(parents, path)?;
+        mkdirat(dir, name, Mode::from_bits_truncate(0o755)).map_err(|e| self.fail(path, "creating directory", e))
+    }
+
+    fn symlink(&self, parents: &mut Parents, target: &[u8], path: &[u8]) -> Result<()> {
+        let (dir, name) = self.at(parents, path)?;
+        nix::unistd::symlinkat(target, dir, name).map_err(|e| self.fail(path, "creating symlink", e))?;
+        utimensat(dir, name, &EPOCH_PLUS_1, &EPOCH_PLUS_1, UtimensatFlags::NoFollowSymlink)
             .map_err(|e| self.fail(path, "setting time of", e))
     }
 
-    fn chmod(&self, path: &[u8], mode: u32) -> Result<()> {
-        fchmodat(
-            self.dir.as_fd(),
-            path,
-            Mode::from_bits_truncate(mode),
-            FchmodatFlags::FollowSymlink,
-        )
-        .map_err(|e| self.fail(path, "setting mode of", e))
+    /// A new file (never one that is there, nor through a link).
+    fn create(&self, parents: &mut Parents, path: &[u8], mode: u32) -> Result<File> {
+        let (dir, name) = self.at(parents, path)?;
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        openat(dir, name, flags, Mode::from_bits_truncate(mode))
+            .map(File::from)
+            .map_err(|e| self.fail(path, "creating file", e))
     }
 
-    fn publish(&self, index: &Index, e: &Entry) {
-        if let (Some(o), EntryKind::File { executable, .. }) = (self.objects, &e.kind) {
-            o.publish(&self.object_of(index, e), *executable, &self.dir, &e.path);
+    /// An entry this extraction made, opened again (not a link).
+    fn open(&self, parents: &mut Parents, path: &[u8], flags: OFlag, step: &str) -> Result<File> {
+        let (dir, name) = self.at(parents, path)?;
+        openat(dir, name, flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+            .map(File::from)
+            .map_err(|e| self.fail(path, step, e))
+    }
+
+    /// Time 1, and `mode` unless None, of an entry this extraction made.
+    fn settle(&self, parents: &mut Parents, path: &[u8], mode: Option<u32>, dir: bool) -> Result<()> {
+        if let Some(mode) = mode {
+            let kind = if dir { OFlag::O_DIRECTORY } else { OFlag::empty() };
+            let f = self.open(parents, path, OFlag::O_RDONLY | kind, "setting mode of")?;
+            fchmod(&f, Mode::from_bits_truncate(mode)).map_err(|e| self.fail(path, "setting mode of", e))?;
         }
+        let (d, name) = self.at(parents, path)?;
+        utimensat(d, name, &EPOCH_PLUS_1, &EPOCH_PLUS_1, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| self.fail(path, "setting time of", e))
+    }
+
+    /// Link the file from the object store, if it is there.
+    fn take(&self, parents: &mut Parents, index: &Index, e: &Entry) -> Result<bool> {
+        let Some(o) = self.objects else { return Ok(false) };
+        let (dir, name) = self.at(parents, &e.path)?;
+        Ok(o.take(&self.object_of(index, e), dir, name))
+    }
+
+    /// Offer a finished file, its content checked, to later extractions.
+    fn publish(&self, parents: &mut Parents, index: &Index, e: &Entry) -> Result<()> {
+        if let Some(o) = self.objects {
+            let (dir, name) = self.at(parents, &e.path)?;
+            o.publish(&self.object_of(index, e), dir, name);
+        }
+        Ok(())
     }
 
     /// The object-store name of a file's content as written here.
-    fn object_of(&self, index: &Index, e: &Entry) -> Digest32 {
-        let EntryKind::File { size, offset, hash, .. } = &e.kind else {
-            return Digest32::default();
+    fn object_of(&self, index: &Index, e: &Entry) -> String {
+        let EntryKind::File {
+            size,
+            offset,
+            hash,
+            executable,
+        } = &e.kind
+        else {
+            return String::new();
         };
         match self.relocate {
-            Some(r) if !r.refs_touching(index, *offset, offset + size).is_empty() => r.object(hash),
-            _ => *hash,
+            Some(r) if !r.refs_touching(index, *offset, offset + size).is_empty() => {
+                tote_cache::object_name(&r.object(hash), true, *executable)
+            }
+            _ => tote_cache::object_name(hash, false, *executable),
         }
     }
 }
 
+/// A file whose bytes are not the ones its index entry names by SHA-256.
+fn wrong_content(e: &Entry) -> Failure {
+    Failure::new(
+        Code::Bundle,
+        format!(
+            "/{}: its content does not match its SHA-256",
+            String::from_utf8_lossy(&e.path)
+        ),
+    )
+}
+
 /// Extract everything into `dest`, an existing empty directory. A corrupt
-/// block gives a `Code::Bundle` failure whose message is the format error.
+/// block, or a file whose content is not what the index says, gives a
+/// `Code::Bundle` failure.
 pub fn extract(
     index: &Index,
     payload: &Payload,
@@ -147,8 +249,9 @@ fn extract_into(
     objects: Option<&Objects>,
     relocate: Option<Relocate<'_>>,
 ) -> Result<Report> {
+    let tree = Beneath::open(dest).map_err(|e| Failure::sys(Code::Cache, "opening", dest, e))?;
     let t = Target {
-        dir: open_dir(dest)?,
+        tree,
         dest,
         modes,
         objects,
@@ -167,10 +270,10 @@ fn extract_into(
         todo.len(),
         decode_threads(index, threads),
         Buffers::default,
-        |n, bufs| run_unit(index, payload, &todo[n], &work.pieces, &t, bufs),
+        |n, bufs| run_unit(index, payload, &todo[n], &work, &t, bufs),
     )?;
 
-    finish(index, &t, &work)?;
+    finish(index, &t, &work, threads)?;
     Ok(report)
 }
 
@@ -178,9 +281,50 @@ fn extract_into(
 struct Work {
     /// The pieces each block must write.
     pieces: Vec<Vec<Piece>>,
-    /// Files spread over several blocks (given their mode at the end).
+    /// Files spread over several blocks (checked, given their mode and
+    /// published at the end), and their hashes so far.
     spread: Vec<u32>,
+    hashes: Vec<std::sync::Mutex<InOrder>>,
+    /// Bytes of early pieces held in `hashes`.
+    early: std::sync::atomic::AtomicUsize,
     dirs: Vec<u32>,
+}
+
+impl Work {
+    /// Hash piece `p` (its bytes as decoded) of a spread file, in order.
+    fn hash_piece(&self, p: &Piece, bytes: &[u8]) {
+        use sha2::Digest;
+        use std::sync::atomic::Ordering;
+        let mut h = self.hashes[p.spread as usize].lock().unwrap_or_else(|e| e.into_inner());
+        if h.gave_up {
+            return;
+        }
+        if p.nth != h.next {
+            if self.early.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len() <= EARLY_PIECES {
+                h.early.push((p.nth, bytes.to_vec()));
+            } else {
+                let held: usize = h.early.iter().map(|(_, b)| b.len()).sum::<usize>() + bytes.len();
+                self.early.fetch_sub(held, Ordering::Relaxed);
+                h.early.clear();
+                h.gave_up = true;
+            }
+            return;
+        }
+        h.hasher.update(bytes);
+        h.next += 1;
+        while let Some(i) = h.early.iter().position(|(n, _)| *n == h.next) {
+            let (_, b) = h.early.swap_remove(i);
+            h.hasher.update(&b);
+            self.early.fetch_sub(b.len(), Ordering::Relaxed);
+            h.next += 1;
+        }
+    }
+
+    /// Spread file `n`'s SHA-256, if all its pieces were hashed in order.
+    fn hashed(&self, n: usize) -> Option<[u8; 32]> {
+        let mut h = self.hashes[n].lock().unwrap_or_else(|e| e.into_inner());
+        (!h.gave_up && h.next == h.pieces).then(|| sha2::Digest::finalize_reset(&mut h.hasher).into())
+    }
 }
 
 /// Pass 1: directories, symlinks, files found in the object store, empty
@@ -188,53 +332,51 @@ struct Work {
 fn lay_out(index: &Index, t: &Target<'_>, report: &mut Report) -> Result<Work> {
     let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); index.blocks.len()];
     let mut spread: Vec<u32> = Vec::new();
+    let mut hashes = Vec::new();
     let mut dirs: Vec<u32> = Vec::new();
+    let mut parents = Parents::default();
     for (i, e) in index.entries.iter().enumerate() {
         let path = e.path.as_slice();
         match &e.kind {
             EntryKind::Dir => {
-                mkdirat(&t.dir, path, Mode::from_bits_truncate(0o755))
-                    .map_err(|err| t.fail(path, "creating directory", err))?;
+                t.mkdir(&mut parents, path)?;
                 dirs.push(i as u32);
             }
             EntryKind::Symlink { target } => {
                 let target = t.relocate.map_or_else(|| target.clone(), |r| r.target(target));
-                nix::unistd::symlinkat(target.as_slice(), &t.dir, path)
-                    .map_err(|err| t.fail(path, "creating symlink", err))?;
-                t.set_time(path, UtimensatFlags::NoFollowSymlink)?;
+                t.symlink(&mut parents, &target, path)?;
             }
             EntryKind::File {
                 executable,
                 size,
                 offset,
-                ..
+                hash,
             } => {
-                if *size > 0
-                    && t.objects
-                        .is_some_and(|o| o.take(&t.object_of(index, e), *executable, &t.dir, path))
-                {
+                if *size > 0 && t.take(&mut parents, index, e)? {
                     report.linked += 1;
                     continue;
                 }
                 report.written += 1;
                 report.bytes += size;
                 let range = index.blocks_for(*offset, *size);
+                if range.is_empty() && sha256(b"") != *hash {
+                    return Err(wrong_content(e));
+                }
                 if range.len() != 1 {
                     // Empty, or spread over several blocks: create it now.
-                    let f = File::from(
-                        t.create(path, 0o600)
-                            .map_err(|err| t.fail(path, "creating file", err))?,
-                    );
+                    let f = t.create(&mut parents, path, 0o600)?;
                     futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1).map_err(|err| t.fail(path, "setting time of", err))?;
                     if range.len() > 1 {
                         f.set_len(*size)
                             .map_err(|err| t.fail(path, "allocating file", errno(&err)))?;
                         spread.push(i as u32);
+                        hashes.push(std::sync::Mutex::new(InOrder::new(range.len() as u32)));
                     } else {
-                        t.chmod(path, t.modes.of(*executable))?;
+                        fchmod(&f, Mode::from_bits_truncate(t.modes.of(*executable)))
+                            .map_err(|err| t.fail(path, "setting mode of", err))?;
                     }
                 }
-                for b in range {
+                for (nth, b) in range.enumerate() {
                     let block = &index.blocks[b];
                     let held = block.overlap(*offset, *offset + *size);
                     pieces[b].push(Piece {
@@ -242,32 +384,64 @@ fn lay_out(index: &Index, t: &Target<'_>, report: &mut Report) -> Result<Work> {
                         file_off: block.raw_offset + held.start as u64 - *offset,
                         block_off: held.start as u32,
                         len: held.len() as u32,
+                        nth: nth as u32,
+                        spread: spread.len().wrapping_sub(1) as u32,
                     });
                 }
             }
         }
     }
-    Ok(Work { pieces, spread, dirs })
+    Ok(Work {
+        pieces,
+        spread,
+        hashes,
+        early: Default::default(),
+        dirs,
+    })
 }
 
-/// Pass 3: final time and mode of spread files, then publish them; time
-/// and mode of directories, deepest first (creating an entry touches its
-/// parent).
-fn finish(index: &Index, t: &Target<'_>, work: &Work) -> Result<()> {
-    for &i in &work.spread {
-        let e = &index.entries[i as usize];
-        if let EntryKind::File { executable, .. } = e.kind {
-            t.set_time(&e.path, UtimensatFlags::FollowSymlink)?;
-            t.chmod(&e.path, t.modes.of(executable))?;
-            t.publish(index, e);
-        }
-    }
+/// Pass 3: spread files checked against their SHA-256 (read back, with a
+/// relocation's rewrite undone), given their time and mode and published,
+/// in parallel; then time and mode of directories, deepest first (creating
+/// an entry touches its parent).
+fn finish(index: &Index, t: &Target<'_>, work: &Work, threads: usize) -> Result<()> {
+    tote_cache::par::for_each(
+        work.spread.len(),
+        threads,
+        || (Parents::default(), vec![0u8; 1 << 20]),
+        |n, (parents, buf)| {
+            let e = &index.entries[work.spread[n] as usize];
+            let EntryKind::File {
+                executable,
+                size,
+                offset,
+                hash,
+            } = &e.kind
+            else {
+                return Ok(());
+            };
+            let got = match work.hashed(n) {
+                Some(h) => Some(h),
+                None => {
+                    let mut f = t.open(parents, &e.path, OFlag::O_RDONLY, "reading")?;
+                    let undo = t
+                        .relocate
+                        .map(|r| (r.undo(), r.refs_touching(index, *offset, offset + size), *offset));
+                    tote_cache::hash_file(&mut f, buf, undo).map_err(|err| t.fail(&e.path, "reading", errno(&err)))?
+                }
+            };
+            if got != Some(hash.0) {
+                return Err(wrong_content(e));
+            }
+            t.settle(parents, &e.path, Some(t.modes.of(*executable)), false)?;
+            t.publish(parents, index, e)
+        },
+    )?;
+    let mut parents = Parents::default();
     for &i in work.dirs.iter().rev() {
         let p = &index.entries[i as usize].path;
-        t.set_time(p, UtimensatFlags::FollowSymlink)?;
-        if t.modes.dir != 0o755 {
-            t.chmod(p, t.modes.dir)?;
-        }
+        let mode = (t.modes.dir != 0o755).then_some(t.modes.dir);
+        t.settle(&mut parents, p, mode, true)?;
     }
     Ok(())
 }
@@ -279,6 +453,7 @@ struct Buffers {
     packed: Vec<u8>,
     buf: Vec<u8>,
     span: Vec<u8>,
+    parents: Parents,
 }
 
 /// Decode a unit's base blocks (writing those it must), then its blocks
@@ -287,11 +462,16 @@ fn run_unit(
     index: &Index,
     payload: &Payload,
     unit: &tote_format::Unit,
-    pieces: &[Vec<Piece>],
+    work: &Work,
     t: &Target<'_>,
     bufs: &mut Buffers,
 ) -> Result<()> {
-    let Buffers { packed, buf, span } = bufs;
+    let Buffers {
+        packed,
+        buf,
+        span,
+        parents,
+    } = bufs;
     span.clear();
     let span_start = index.blocks.get(unit.base.start).map_or(0, |b| b.raw_offset);
     for b in unit.base.clone() {
@@ -299,7 +479,7 @@ fn run_unit(
         // The base as compressed against: before any relocation rewrite.
         span.extend_from_slice(buf);
         if unit.write.contains(&b) {
-            write_block(index, b, &pieces[b], t, buf)?;
+            write_block(index, b, work, t, buf, parents)?;
         }
     }
     for &b in &unit.blocks {
@@ -308,7 +488,7 @@ fn run_unit(
             &span[from..from + base.len as usize]
         });
         decode(index, payload, b, base, packed, buf)?;
-        write_block(index, b, &pieces[b], t, buf)?;
+        write_block(index, b, work, t, buf, parents)?;
     }
     Ok(())
 }
@@ -328,10 +508,31 @@ fn decode(
     decode_block(packed, block, b as u32, base, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))
 }
 
-/// Write the pieces block `b` (decoded in `buf`) holds, after rewriting its
-/// store references for a relocated tree.
-fn write_block(index: &Index, b: usize, pieces: &[Piece], t: &Target<'_>, buf: &mut [u8]) -> Result<()> {
+/// Write the pieces block `b` (decoded in `buf`) holds: each file that lies
+/// whole in it checked against its SHA-256 first (a spread file's piece
+/// hashed in order), then, for a relocated tree, the block's store
+/// references rewritten.
+fn write_block(
+    index: &Index,
+    b: usize,
+    work: &Work,
+    t: &Target<'_>,
+    buf: &mut [u8],
+    parents: &mut Parents,
+) -> Result<()> {
     let block = &index.blocks[b];
+    let pieces = &work.pieces[b];
+    for p in pieces {
+        let e = &index.entries[p.entry as usize];
+        if let EntryKind::File { size, hash, .. } = &e.kind {
+            let bytes = &buf[p.block_off as usize..(p.block_off + p.len) as usize];
+            if u64::from(p.len) != *size {
+                work.hash_piece(p, bytes);
+            } else if sha256(bytes) != *hash {
+                return Err(wrong_content(e));
+            }
+        }
+    }
     if let Some(r) = t.relocate {
         let end = block.raw_offset + u64::from(block.rlen);
         r.patch(buf, block.raw_offset, r.refs_touching(index, block.raw_offset, end))
@@ -350,23 +551,16 @@ fn write_block(index: &Index, b: usize, pieces: &[Piece], t: &Target<'_>, buf: &
         let bytes = &buf[p.block_off as usize..(p.block_off + p.len) as usize];
         if u64::from(p.len) == size {
             // The whole file: create, write, stamp, publish.
-            t.create(&e.path, t.modes.of(executable))
-                .and_then(|f| {
-                    let f = File::from(f);
-                    f.write_all_at(bytes, 0).map_err(|err| errno(&err))?;
-                    futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1)
-                })
+            let f = t.create(parents, &e.path, t.modes.of(executable))?;
+            f.write_all_at(bytes, 0)
+                .map_err(|err| errno(&err))
+                .and_then(|()| futimens(&f, &EPOCH_PLUS_1, &EPOCH_PLUS_1))
                 .map_err(|err| t.fail(&e.path, "writing", err))?;
-            t.publish(index, e);
+            t.publish(parents, index, e)?;
         } else {
-            openat(
-                &t.dir,
-                e.path.as_slice(),
-                OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-                Mode::empty(),
-            )
-            .and_then(|f| File::from(f).write_all_at(bytes, p.file_off).map_err(|err| errno(&err)))
-            .map_err(|err| t.fail(&e.path, "writing", err))?;
+            t.open(parents, &e.path, OFlag::O_WRONLY, "writing")?
+                .write_all_at(bytes, p.file_off)
+                .map_err(|err| t.fail(&e.path, "writing", errno(&err)))?;
         }
     }
     Ok(())
