@@ -107,7 +107,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{} {e:#}", ui::Paint::stderr().error("tote:"));
+            // One line, whatever the error holds (names from a bundle).
+            let line = format!("{e:#}");
+            eprintln!(
+                "{} {}",
+                ui::Paint::stderr().error("tote:"),
+                tote_format::printable(line.as_bytes())
+            );
             ExitCode::from(1)
         }
     }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use tote_format::printable;
 use tote_format::{Digest32, Entry, EntryKind, Index, Meta};
 
 use crate::items::{self, Item};
@@ -393,8 +394,8 @@ fn diff_text(r: &Report, paint: Paint) -> String {
             out,
             "{}  {}  {}  bundle id {}  {}",
             paint.bold(tag),
-            s.file,
-            s.meta.name,
+            printable(s.file.as_bytes()),
+            printable(s.meta.name.as_bytes()),
             &s.bundle_id[..16],
             human(s.size)
         );
@@ -418,9 +419,9 @@ fn meta_text(r: &Report, paint: Paint, out: &mut String) {
     use std::fmt::Write;
     let show = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) if s.is_empty() => "(none)".to_string(),
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => printable(s.as_bytes()).into_owned(),
         serde_json::Value::Array(a) if a.is_empty() => "(none)".to_string(),
-        other => other.to_string(),
+        other => printable(other.to_string().as_bytes()).into_owned(),
     };
     if r.meta.is_empty() {
         return;
@@ -449,11 +450,13 @@ fn items_text(r: &Report, paint: Paint, out: &mut String) {
         r.unchanged
     );
     let _ = writeln!(out, "\n{}", paint.bold(&title));
-    for i in &r.added {
-        let _ = writeln!(out, "  {} {:>10}  {}", paint.added("+"), human(i.size), i.path);
-    }
-    for i in &r.removed {
-        let _ = writeln!(out, "  {} {:>10}  {}", paint.removed("-"), human(i.size), i.path);
+    let marked = r
+        .added
+        .iter()
+        .map(|i| (paint.added("+"), i))
+        .chain(r.removed.iter().map(|i| (paint.removed("-"), i)));
+    for (mark, i) in marked {
+        let _ = writeln!(out, "  {mark} {:>10}  {}", human(i.size), printable(i.path.as_bytes()));
     }
     for c in &r.changed {
         let delta = match c.new_size.cmp(&c.old_size) {
@@ -471,7 +474,7 @@ fn items_text(r: &Report, paint: Paint, out: &mut String) {
             "  {} {:>10}  {}  ({delta}; entries {})",
             paint.changed("~"),
             human(c.new_size),
-            c.path,
+            printable(c.path.as_bytes()),
             counts.join(", ")
         );
     }
@@ -492,13 +495,13 @@ fn entries_text(r: &Report, paint: Paint, out: &mut String) {
     );
     let _ = writeln!(out, "\n{}", paint.bold(&title));
     for p in &e.added {
-        let _ = writeln!(out, "  {} {p}", paint.added("+"));
+        let _ = writeln!(out, "  {} {}", paint.added("+"), printable(p.as_bytes()));
     }
     for p in &e.removed {
-        let _ = writeln!(out, "  {} {p}", paint.removed("-"));
+        let _ = writeln!(out, "  {} {}", paint.removed("-"), printable(p.as_bytes()));
     }
     for (p, what) in &e.changed {
-        let _ = writeln!(out, "  {} {p} ({what})", paint.changed("~"));
+        let _ = writeln!(out, "  {} {} ({what})", paint.changed("~"), printable(p.as_bytes()));
     }
 }
 

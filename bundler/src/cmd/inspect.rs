@@ -239,7 +239,7 @@ pub const JSON_SCHEMA: &str = "tote-inspect/1";
 
 /// `tote inspect`: header, sizes, then the items table.
 fn inspect_text(r: &Report, paint: Paint) -> String {
-    let mut out = format!("{}\n", paint.bold(&r.meta.name));
+    let mut out = format!("{}\n", paint.bold(&tote_format::printable(r.meta.name.as_bytes())));
     header_text(r, &mut out);
     sizes_text(r, paint, &mut out);
     items_text(r, paint, &mut out);
@@ -249,7 +249,7 @@ fn inspect_text(r: &Report, paint: Paint) -> String {
 /// `  label           value`, the layout of the header and sizes.
 fn labelled(out: &mut String, label: &str, value: &str) {
     use std::fmt::Write;
-    let _ = writeln!(out, "  {label:<16}{value}");
+    let _ = writeln!(out, "  {label:<16}{}", tote_format::printable(value.as_bytes()));
 }
 
 /// Launch metadata, id, checksum, version.
@@ -338,7 +338,7 @@ fn items_text(r: &Report, paint: Paint, out: &mut String) {
             human(i.size),
             percent(i.size, r.sizes.uncompressed),
             i.files,
-            i.path
+            tote_format::printable(i.path.as_bytes())
         );
     }
 }

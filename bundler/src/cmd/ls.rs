@@ -3,11 +3,10 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use tote_format::{sha256, Decoded, EntryKind, Index};
+use tote_format::{EntryKind, Index};
 
 use crate::reader::open;
 
@@ -83,13 +82,13 @@ pub fn ls(args: &LsArgs) -> Result<()> {
     }
     let mut out = String::new();
     for e in entries {
-        let path = String::from_utf8_lossy(&e.path);
+        let path = tote_format::printable(&e.path);
         let (size, link) = match &e.kind {
             EntryKind::Dir => ("-".to_string(), String::new()),
             EntryKind::File { size, .. } => (size.to_string(), String::new()),
             EntryKind::Symlink { target } => (
                 target.len().to_string(),
-                format!(" -> {}", String::from_utf8_lossy(target)),
+                format!(" -> {}", tote_format::printable(target)),
             ),
         };
         out.push_str(&format!("{} {size:>12}  {path}{link}\n", mode_string(&e.kind)));
@@ -130,7 +129,8 @@ pub fn extract(args: &ExtractArgs) -> Result<()> {
         ))
         .tempdir_in(parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
-    write_tree(&index, data, stage.path()).map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+    tote_cache::unpack::write_tree(&index, data, stage.path(), true)
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
     let staged = stage.keep();
     if let Err(e) = std::fs::rename(&staged, dir) {
         let _ = std::fs::remove_dir_all(&staged);
@@ -143,57 +143,6 @@ pub fn extract(args: &ExtractArgs) -> Result<()> {
             index.entries.len(),
             file.display()
         );
-    }
-    Ok(())
-}
-
-pub fn write_tree(index: &Index, data: &[u8], root: &Path) -> Result<()> {
-    let at = |p: &[u8]| -> PathBuf { root.join(OsStr::from_bytes(p)) };
-    // Blocks decoded lately, for files (and bases) that share them.
-    let mut decoded = Decoded::default();
-    for e in &index.entries {
-        let path = at(&e.path);
-        match &e.kind {
-            EntryKind::Dir => std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?,
-            EntryKind::Symlink { target } => std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
-                .with_context(|| format!("creating {}", path.display()))?,
-            EntryKind::File {
-                executable,
-                size,
-                offset,
-                hash,
-            } => {
-                let mut bytes = Vec::with_capacity(*size as usize);
-                for b in index.blocks_for(*offset, *size) {
-                    let raw = decoded.block(index, data, b)?;
-                    bytes.extend_from_slice(&raw[index.blocks[b].overlap(*offset, offset + size)]);
-                }
-                if sha256(&bytes) != *hash {
-                    bail!(
-                        "content of /{} does not match its SHA-256",
-                        String::from_utf8_lossy(&e.path)
-                    );
-                }
-                std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-                let mode = if *executable { 0o755 } else { 0o644 };
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .with_context(|| format!("setting the mode of {}", path.display()))?;
-            }
-        }
-    }
-    // mtime and atime 1 second after the epoch, as the stub extracts (the
-    // Nix store's time); directories last, once their contents are written.
-    let one = nix::sys::time::TimeSpec::new(1, 0);
-    for e in index.entries.iter().rev() {
-        let path = at(&e.path);
-        nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            &one,
-            &one,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )
-        .with_context(|| format!("setting the time of {}", path.display()))?;
     }
     Ok(())
 }

@@ -181,7 +181,7 @@ pub fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 
 fn append(b: &mut tar::Builder<&mut dyn Write>, e: &Entry<'_>) -> Result<()> {
     let path = Path::new(OsStr::from_bytes(&e.path));
-    match &e.node {
+    let written = match &e.node {
         Node::Dir { mode } => {
             let mut h = header(tar::EntryType::Directory, *mode, 0);
             b.append_data(&mut h, path, std::io::empty())
@@ -195,17 +195,44 @@ fn append(b: &mut tar::Builder<&mut dyn Write>, e: &Entry<'_>) -> Result<()> {
             size,
             source,
         } => {
-            let mut bytes = Vec::with_capacity(*size as usize);
-            File::open(source)
-                .and_then(|f| f.take(size + 1).read_to_end(&mut bytes))
-                .with_context(|| format!("reading {}", source.display()))?;
-            if bytes.len() as u64 != *size {
-                bail!(changed(source));
-            }
             let mode = if *executable { 0o755 } else { 0o644 };
             let mut h = header(tar::EntryType::Regular, mode, *size);
-            b.append_data(&mut h, path, bytes.as_slice())
+            if *size == 0 {
+                b.append_data(&mut h, path, std::io::empty())
+            } else {
+                // Streamed, and exactly `size` bytes: a file that changed
+                // since it was stamped (longer or shorter) fails the layer.
+                let f = File::open(source).with_context(|| format!("reading {}", source.display()))?;
+                let mut exact = Exact {
+                    inner: f.take(size + 1),
+                    left: *size,
+                };
+                let res = b.append_data(&mut h, path, &mut exact);
+                if res.is_err() || exact.left != 0 {
+                    bail!(changed(source));
+                }
+                res
+            }
         }
+    };
+    written.with_context(|| format!("writing /{} into a layer", path.display()))
+}
+
+/// A file's bytes, read as the layer's tar takes them: an error if there
+/// are more than the `left` its header says (the file grew), and `left`
+/// says how many were missing at the end (it shrank).
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other("the file grew"));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
-    .with_context(|| format!("writing /{} into a layer", path.display()))
 }

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::input::{self, refscan, ItemKind, Launch, Tree, TreeBuilder};
+use crate::input::{self, refscan, ItemKind, Launch, Tree};
 use crate::pack::hash::{stamp, Stamp};
 use layer::{Blob, Content, Entry, Layer, Node};
 
@@ -48,11 +48,28 @@ pub fn from_bundle(path: &Path) -> Result<Source> {
         .tempdir()
         .context("creating a temporary directory")?;
     crate::ui::interrupt::remove_on_interrupt(staging.path());
-    crate::cmd::ls::write_tree(&index, data, staging.path())
+    // (Times are left as they are: a layer's tar sets its own.)
+    tote_cache::unpack::write_tree(&index, data, staging.path(), false)
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    let mut b = TreeBuilder::default();
-    b.add(staging.path(), Path::new(""))?;
-    let tree = b.build()?;
+    // The tree as the index gives it (sorted, every hash checked as it was
+    // written), its files in the staging copy: no walk over it again.
+    let items = index
+        .entries
+        .iter()
+        .map(|e| input::Item {
+            path: e.path.clone(),
+            kind: match &e.kind {
+                tote_format::EntryKind::Dir => ItemKind::Dir,
+                tote_format::EntryKind::Symlink { target } => ItemKind::Symlink { target: target.clone() },
+                tote_format::EntryKind::File { executable, size, .. } => ItemKind::File {
+                    executable: *executable,
+                    size: *size,
+                    source: staging.path().join(std::ffi::OsStr::from_bytes(&e.path)),
+                },
+            },
+        })
+        .collect();
+    let tree = Tree { items };
     let launch = Launch {
         name: meta.name.clone(),
         entrypoint: meta.entrypoint.clone(),
@@ -116,8 +133,11 @@ pub fn plan(src: &Source, max_layers: usize) -> Result<Plan<'_>> {
         .enumerate()
         .filter_map(|(i, it)| image_path(&src.launch, &it.path).map(|p| (i, p)))
         .collect();
+    // A bundle's tree is a private copy, written by this command: nothing
+    // else can change it.
     let stamps = entries
         .par_iter()
+        .filter(|_| src.bundle_id.is_none())
         .filter_map(|&(i, _)| match &src.tree.items[i].kind {
             ItemKind::File { source, .. } => Some(source),
             _ => None,
@@ -210,10 +230,8 @@ fn store_groups(src: &Source, entries: &[(usize, &[u8])], store_dir: &[u8], max_
             let mut found = BTreeSet::new();
             for &e in m {
                 match &src.tree.items[entries[e].0].kind {
-                    ItemKind::File { source, .. } => {
-                        let bytes = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
-                        refscan::search(&bytes, &candidates, &mut found);
-                    }
+                    ItemKind::File { source, .. } => refscan::search_file(source, &candidates, &mut found)
+                        .with_context(|| format!("reading {}", source.display()))?,
                     ItemKind::Symlink { target } => refscan::search(target, &candidates, &mut found),
                     ItemKind::Dir => {}
                 }

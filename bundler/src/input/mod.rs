@@ -22,4 +22,4 @@ mod tree;
 pub use detect::{detect, is_bundle, resolve, Kind, Request};
 pub use model::{Input, Launch};
 pub use oci::{decompressed, open_image, Image, DEFAULT_PATH};
-pub use tree::{ItemKind, Tree, TreeBuilder};
+pub use tree::{Item, ItemKind, Tree};

@@ -56,9 +56,8 @@ fn references(path: &Path, candidates: &HashMap<[u8; HASH_LEN], PathBuf>) -> Res
     let from_files: Vec<BTreeSet<[u8; HASH_LEN]>> = files
         .par_iter()
         .map(|f: &PathBuf| {
-            let bytes = fs::read(f).with_context(|| format!("reading {}", f.display()))?;
             let mut s = BTreeSet::new();
-            search(&bytes, candidates, &mut s);
+            search_file(f, candidates, &mut s).with_context(|| format!("reading {}", f.display()))?;
             Ok(s)
         })
         .collect::<Result<_>>()?;
@@ -84,6 +83,35 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>, scan: &mut dyn FnMut(&[u8])) -
         files.push(path.to_path_buf());
     }
     Ok(())
+}
+
+/// `search` over the file at `path`, read 1 MiB at a time (a hash that
+/// spans two reads is found: each read keeps the last bytes of the one
+/// before); an empty file is not opened.
+pub fn search_file<V>(
+    path: &Path,
+    candidates: &HashMap<[u8; HASH_LEN], V>,
+    found: &mut BTreeSet<[u8; HASH_LEN]>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    if fs::symlink_metadata(path)?.len() == 0 {
+        return Ok(());
+    }
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; (1 << 20) + HASH_LEN];
+    let mut kept = 0;
+    loop {
+        let n = f.read(&mut buf[kept..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let end = kept + n;
+        search(&buf[..end], candidates, found);
+        // The last HASH_LEN - 1 bytes may start a hash the next read ends.
+        let keep = end.min(HASH_LEN - 1);
+        buf.copy_within(end - keep..end, 0);
+        kept = keep;
+    }
 }
 
 /// Every 32-character run of base-32 characters that names a candidate.

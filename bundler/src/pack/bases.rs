@@ -159,17 +159,23 @@ fn best(shared: &HashMap<u32, u32>, ok: impl Fn(usize) -> bool) -> Option<usize>
         .map(|(j, _)| *j as usize)
 }
 
-/// The smallest `SKETCH` distinct anchor hashes of `raw`, ascending.
+/// The smallest `SKETCH` distinct anchor hashes of `raw`, ascending. Kept
+/// as they are found, so that memory stays at `SKETCH` hashes whatever the
+/// block holds (a block of zeros is all anchors, every one the same).
 fn sketch(raw: &[u8]) -> Vec<u64> {
-    let mut all: Vec<u64> = raw
+    let mut kept = std::collections::BTreeSet::new();
+    let anchors = raw
         .windows(8)
         .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .filter(|h| h >> 58 == 0)
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    all.truncate(SKETCH);
-    all
+        .filter(|h| h >> 58 == 0);
+    for h in anchors {
+        if kept.len() < SKETCH {
+            kept.insert(h);
+        } else if kept.last().is_some_and(|&max| h < max) && kept.insert(h) {
+            kept.pop_last();
+        }
+    }
+    kept.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -207,5 +213,31 @@ mod tests {
             best(&shared_anchors(&sketch(&text(4, 100_000)), &holders), |_| true),
             None
         );
+    }
+
+    /// The sketch is the smallest `SKETCH` distinct anchors, whatever the
+    /// bytes: text, zeros (every window an anchor), a short repeated
+    /// pattern, and a block with fewer anchors than `SKETCH`.
+    #[test]
+    fn the_sketch_is_the_smallest_distinct_anchors() {
+        let naive = |raw: &[u8]| {
+            let mut all: Vec<u64> = raw
+                .windows(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap()).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .filter(|h| h >> 58 == 0)
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all.truncate(SKETCH);
+            all
+        };
+        let pattern: Vec<u8> = (0..300_000).map(|i| (i % 7) as u8).collect();
+        for raw in [text(5, 400_000), vec![0; 300_000], pattern, text(6, 20_000), vec![1; 7]] {
+            let s = sketch(&raw);
+            assert_eq!(s, naive(&raw));
+            assert!(s.len() <= SKETCH);
+        }
+        assert_eq!(sketch(&text(5, 400_000)).len(), SKETCH);
+        assert_eq!(sketch(&[0; 100]), [0]);
     }
 }

@@ -67,6 +67,7 @@ pub fn pack(
     let stream = order::dedup(tree, &files, &bases);
     let unrewritable = relocation_report(tree, &files, &stream, launch);
     let entries = sections::entries(tree, &stream);
+    sections::check_shape(&entries, launch)?;
     let blocks = blocks::cut(&stream.unique, block_size);
     progress::step(|| {
         format!(

@@ -139,7 +139,7 @@ fn prune_text(root: &std::path::Path, dry_run: bool, r: &TrimReport, after: u64,
         out.push_str(&format!(
             "{verb} {}  {}  {}  ({})\n",
             &x.name[..12],
-            x.bundle.as_deref().unwrap_or("-"),
+            tote_format::printable(x.bundle.as_deref().unwrap_or("-").as_bytes()),
             human(x.frees),
             x.why.text()
         ));
@@ -184,7 +184,7 @@ pub fn rm(args: &RmArgs) -> Result<()> {
                 "entry {} ({}) is {}: a running program reads its files from it; --force removes it anyway \
                  (files it has open stay readable, any it opens later are gone and it may fail)",
                 short_name(e),
-                e.bundle.as_deref().unwrap_or("-"),
+                tote_format::printable(e.bundle.as_deref().unwrap_or("-").as_bytes()),
                 state(e)
             );
         }
@@ -197,7 +197,7 @@ pub fn rm(args: &RmArgs) -> Result<()> {
                  from now on (a lazy import, a plugin, a locale) are gone, and it may fail",
                 paint.error("tote: warning:"),
                 short_name(e),
-                e.bundle.as_deref().unwrap_or("-"),
+                tote_format::printable(e.bundle.as_deref().unwrap_or("-").as_bytes()),
                 state(e)
             );
             tote_cache::remove_entry_in_use(&root, &e.name)?
@@ -214,7 +214,7 @@ pub fn rm(args: &RmArgs) -> Result<()> {
             println!(
                 "removed {} ({}, {})",
                 short_name(e),
-                e.bundle.as_deref().unwrap_or("-"),
+                tote_format::printable(e.bundle.as_deref().unwrap_or("-").as_bytes()),
                 human(e.own)
             );
         }

@@ -98,7 +98,7 @@ fn ls_text(l: &Listing, limits: &Limits, now: SystemTime, paint: Paint) -> Strin
     for e in &l.entries {
         rows.push([
             short_name(e),
-            e.bundle.clone().unwrap_or_else(|| "-".into()),
+            tote_format::printable(e.bundle.as_deref().unwrap_or("-").as_bytes()).into_owned(),
             human(e.own),
             human(e.shared),
             ago(e.last_used, now),

@@ -5,6 +5,8 @@
 //! nothing uses, and the object store with them (their files may be its
 //! objects); the next launch of their bundle extracts it again.
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use anyhow::{bail, Result};
 use serde_json::json;
 use tote_cache::{Checked, Listed, Lookup, Use};
@@ -46,7 +48,7 @@ pub fn run(args: &Args) -> Result<()> {
             return not_made_yet(
                 args.json,
                 &p,
-                || json!({ "schema": SCHEMA, "root": p.to_string_lossy(), "repair": args.repair, "entries": [] }),
+                || json!({ "schema": SCHEMA, "root": p.to_string_lossy(), "repair": args.repair, "damaged_objects": [], "entries": [] }),
             )
         }
     };
@@ -83,7 +85,10 @@ pub fn run(args: &Args) -> Result<()> {
             removed: false,
         });
     }
-    let mut damaged_objects = false;
+    // Every object whose name is its content's hash, checked (a relocated
+    // file's object is checked through the entries that link it).
+    let bad_objects = damaged_objects(&root);
+    let mut damaged_objects = !bad_objects.is_empty();
     if args.repair {
         for o in outcomes
             .iter_mut()
@@ -99,10 +104,11 @@ pub fn run(args: &Args) -> Result<()> {
             tote_cache::discard(&root, &root.join(tote_cache::OBJECTS))?;
         }
     }
+    let objects_left = if args.repair { 0 } else { bad_objects.len() };
     crate::ui::report(
         args.json,
-        || verify_json(&root, args.repair, &outcomes),
-        |paint| verify_text(&outcomes, paint),
+        || verify_json(&root, args.repair, &outcomes, &bad_objects),
+        |paint| verify_text(&outcomes, &bad_objects, args.repair, paint),
     )?;
     let left = outcomes.iter().filter(|o| o.status == "damaged" && !o.removed).count();
     if left > 0 {
@@ -113,16 +119,63 @@ pub fn run(args: &Args) -> Result<()> {
         };
         bail!("{left} of {} entries damaged; {how}", outcomes.len());
     }
+    if objects_left > 0 {
+        bail!(
+            "{objects_left} objects hold other content than their name says; tote cache verify --repair removes the \
+             object store (entries keep their files; the next launches share files again)"
+        );
+    }
     Ok(())
 }
 
 const SCHEMA: &str = "tote-cache-verify/1";
 
-fn verify_json(root: &std::path::Path, repair: bool, outcomes: &[Outcome<'_>]) -> serde_json::Value {
+/// Objects whose content is not what their name says (names, sorted).
+fn damaged_objects(root: &std::path::Path) -> Vec<String> {
+    use rayon::prelude::*;
+    let dir = root.join(tote_cache::OBJECTS);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let plain: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| tote_cache::is_object_name(n.as_bytes()) == Some(false))
+        .collect();
+    let mut bad: Vec<String> = plain
+        .par_iter()
+        .filter(|name| {
+            let path = dir.join(name);
+            let mut buf = vec![0u8; 1 << 20];
+            // Opened without following a link: an object is a file.
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path);
+            match opened.map(|mut f| tote_cache::hash_file(&mut f, &mut buf, None)) {
+                Ok(Ok(Some(h))) => tote_format::Digest32(h).to_hex() != name[..64],
+                // Gone meanwhile (a trim): not damaged.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                _ => true,
+            }
+        })
+        .cloned()
+        .collect();
+    bad.sort();
+    bad
+}
+
+fn verify_json(
+    root: &std::path::Path,
+    repair: bool,
+    outcomes: &[Outcome<'_>],
+    bad_objects: &[String],
+) -> serde_json::Value {
     json!({
         "schema": SCHEMA,
         "root": root.to_string_lossy(),
         "repair": repair,
+        "damaged_objects": bad_objects,
         "entries": outcomes.iter().map(|o| json!({
             "name": o.entry.name,
             "id": o.entry.id,
@@ -135,8 +188,15 @@ fn verify_json(root: &std::path::Path, repair: bool, outcomes: &[Outcome<'_>]) -
     })
 }
 
-fn verify_text(outcomes: &[Outcome<'_>], paint: Paint) -> String {
+fn verify_text(outcomes: &[Outcome<'_>], bad_objects: &[String], repair: bool, paint: Paint) -> String {
     let mut out = String::new();
+    for name in bad_objects {
+        let tail = if repair { ", removed with the object store" } else { "" };
+        out.push_str(&format!(
+            "objects/{name}  {}{tail}\n",
+            paint.error("damaged: its content is not what its name says")
+        ));
+    }
     for o in outcomes {
         let e = o.entry;
         let what = match (&o.problem, o.status) {
@@ -154,7 +214,7 @@ fn verify_text(outcomes: &[Outcome<'_>], paint: Paint) -> String {
         out.push_str(&format!(
             "{}  {}  {what}{tail}\n",
             short_name(e),
-            e.bundle.as_deref().unwrap_or("-")
+            tote_format::printable(e.bundle.as_deref().unwrap_or("-").as_bytes())
         ));
     }
     if outcomes.is_empty() {
