@@ -331,7 +331,11 @@ fn after_a_reboot_an_entry_is_verified_once_and_lost_data_is_extracted_again() {
         stderr(&o)
     );
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-    assert_eq!(fs::read_to_string(objects.join(".boot")).unwrap(), boot.trim());
+    assert_eq!(
+        fs::read_to_string(objects.join(".boot")).unwrap(),
+        format!("{}\nchecked\n", boot.trim()),
+        "the stamp of a store whose objects were checked"
+    );
 }
 
 // 4. Disk full
@@ -509,15 +513,10 @@ fn a_modified_cache_entry_runs_warm_but_tote_verify_restores_it() {
 
 mod hostile {
     use super::*;
-    use tote_format::{encode_block, sha256, BlockRef, Entry, EntryKind, Index, Meta, MountKind, MountSpec, Sections};
+    use crate::hostile::assemble;
+    use tote_format::{encode_block, sha256, BlockRef, Entry, EntryKind, Index, Meta, MountKind, MountSpec};
 
     const STORE: &str = "nix/store/00000000000000000000000000000000-x";
-
-    /// A bundle around `index_raw` (encoded by hand where the writer can't).
-    fn assemble(stub: &[u8], data: &[u8], meta: &Meta, index_raw: &[u8]) -> Vec<u8> {
-        let s = Sections::encode_raw(meta, index_raw, stub.len() as u64, data.len() as u64, 3).unwrap();
-        [stub, data, &s.meta, &s.index, &s.trailer.encode()].concat()
-    }
 
     fn meta(index: &Index) -> Meta {
         Meta {

@@ -11,6 +11,7 @@ mod cli;
 mod determinism;
 mod elf;
 mod hardening;
+mod hostile;
 mod image;
 mod inputs;
 mod launch;
