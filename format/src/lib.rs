@@ -1,6 +1,5 @@
-//! The tote bundle format, version 5 (and the versions 3 and 4 it still
-//! reads):
-//! the one definition of its bytes.
+//! The tote bundle format, version 6 (and the versions 3 to 5 it still
+//! reads): the one definition of its bytes.
 //!
 //! A bundle is `[stub][data blocks][meta][index][trailer]`. `docs/FORMAT.md`
 //! describes every byte; the golden tests in `tests/golden.rs` pin it.
@@ -9,6 +8,7 @@
 //! and does no file-system work. Every decoder checks lengths before reading
 //! and returns a [`FormatError`]; none of them panics on any input.
 
+mod arch;
 mod block;
 mod bytes;
 mod error;
@@ -22,6 +22,7 @@ mod trailer;
 #[cfg(feature = "write")]
 mod writer;
 
+pub use arch::Arch;
 pub use block::{
     decode_block, decoded_blocks, units, Base, BlockRef, Codec, Decoded, Unit, MAX_BASE_BLOCKS, MAX_BASE_LEN,
 };

@@ -2,7 +2,7 @@
 //! uncompressed so that a warm start reads it without touching the index.
 
 use crate::reader::Reader;
-use crate::FormatError;
+use crate::{Arch, FormatError};
 
 /// How one path of the launch view is provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,11 +186,14 @@ pub struct Meta {
     pub mode: Mode,
     /// How a launch can do without namespaces (version 4).
     pub relocation: Relocation,
+    /// The architecture of the bundle's programs and stub (version 6;
+    /// x86-64 before).
+    pub arch: Arch,
     pub stats: Stats,
 }
 
 impl Meta {
-    /// Decode metadata of format `version` (3 or 4).
+    /// Decode metadata of format `version` (3 to 6).
     pub fn decode(buf: &[u8], version: u32) -> Result<Meta, FormatError> {
         let mut r = Reader::new(buf, "metadata");
         let name = utf8(r.blob()?, "name")?;
@@ -231,6 +234,13 @@ impl Meta {
         } else {
             Relocation::None
         };
+        let arch = if version >= 6 {
+            let m = r.u16()?;
+            Arch::from_elf_machine(m)
+                .ok_or_else(|| FormatError::Meta(format!("unknown architecture (ELF machine {m})")))?
+        } else {
+            Arch::X86_64
+        };
         let stats = Stats {
             entries: r.u64()?,
             files: r.u64()?,
@@ -256,6 +266,7 @@ impl Meta {
             mounts,
             mode,
             relocation,
+            arch,
             stats,
         };
         meta.validate()?;
@@ -406,6 +417,7 @@ impl Meta {
                 put_blobs(&mut out, library_path);
             }
         }
+        out.extend_from_slice(&self.arch.elf_machine().to_le_bytes());
         let s = &self.stats;
         for v in [s.entries, s.files, s.total_size, s.unique_size, s.blocks] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -483,6 +495,7 @@ mod tests {
             mounts: vec![MountSpec::at_own_path(MountKind::Layer, b"/nix/store")],
             mode: Mode::Auto,
             relocation: Relocation::None,
+            arch: Arch::X86_64,
             stats: Stats {
                 entries: 1,
                 files: 2,
@@ -570,7 +583,7 @@ mod tests {
             assert_eq!(Mode::parse(mode.name()), Some(mode));
         }
         let mut enc = sample().encode();
-        let at = enc.len() - 5 * 8 - 2; // mode, then the relocation kind (none)
+        let at = enc.len() - 5 * 8 - 2 - 2; // mode, the relocation kind (none), the architecture
         assert_eq!(enc[at], Mode::Auto as u8);
         for bad in [0u8, 4, 255] {
             enc[at] = bad;
@@ -644,7 +657,7 @@ mod tests {
         };
         assert!(refused(m), "a relative loader");
         let mut enc = store_bundle().encode();
-        let at = sample().encode().len() - 5 * 8 - 1; // the same fields come before it
+        let at = sample().encode().len() - 5 * 8 - 2 - 1; // the same fields come before it
         assert_eq!(enc[at], 1);
         enc[at] = 7;
         let err = Meta::decode(&enc, crate::VERSION).unwrap_err().to_string();
@@ -654,10 +667,28 @@ mod tests {
     #[test]
     fn version_3_metadata_has_no_relocation() {
         let mut enc = sample().encode();
-        let at = enc.len() - 5 * 8 - 1;
-        assert_eq!(enc[at], 0, "relocation kind none");
-        enc.remove(at);
+        let at = enc.len() - 5 * 8 - 2 - 1;
+        assert_eq!(enc[at..at + 3], [0, 62, 0], "relocation kind none, x86-64");
+        enc.drain(at..at + 3);
         assert_eq!(Meta::decode(&enc, 3).unwrap(), sample());
         assert!(Meta::decode(&enc, 4).is_err());
+    }
+
+    #[test]
+    fn the_architecture_round_trips_and_is_x86_64_before_version_6() {
+        let mut m = sample();
+        m.arch = Arch::Aarch64;
+        let mut enc = m.encode();
+        assert_eq!(Meta::decode(&enc, crate::VERSION).unwrap(), m);
+        let at = enc.len() - 5 * 8 - 2;
+        assert_eq!(enc[at..at + 2], 183u16.to_le_bytes());
+        enc[at] = 40; // EM_ARM: 32-bit ARM
+        let err = Meta::decode(&enc, crate::VERSION).unwrap_err().to_string();
+        assert!(err.contains("unknown architecture (ELF machine 40)"), "{err}");
+        enc.drain(at..at + 2);
+        for v in [4, 5] {
+            assert_eq!(Meta::decode(&enc, v).unwrap().arch, Arch::X86_64);
+        }
+        assert!(Meta::decode(&enc, 6).is_err(), "version 6 requires the field");
     }
 }

@@ -7,7 +7,7 @@ use crate::{FormatError, MAX_INDEX_RATIO, MAX_INDEX_RAW, MAX_META_LEN};
 /// The last 8 bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"TOTEBNDL";
 /// The format version this crate writes.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// The oldest version it still reads (`tote inspect` and friends read the
 /// bundles users keep in object storage).
 pub const OLDEST_READABLE: u32 = 3;
@@ -296,7 +296,7 @@ mod tests {
         let err = Trailer::decode(&enc, 1000).unwrap_err().to_string();
         assert_eq!(
             err,
-            "bundle format version 2 is not supported (this build reads versions 3 to 5)"
+            "bundle format version 2 is not supported (this build reads versions 3 to 6)"
         );
     }
 

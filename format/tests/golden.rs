@@ -1,10 +1,10 @@
-//! Golden tests: `tests/golden/v5.hex` is a complete version 5 payload
+//! Golden tests: `tests/golden/v6.hex` is a complete version 6 payload
 //! (data blocks, metadata, index, trailer; no stub, so the data section
 //! starts at offset 0). docs/FORMAT.md describes these exact bytes.
-//! `tests/golden/v3.hex` and `v4.hex`, the golden files of versions 3 and
-//! 4, are frozen: readers must keep decoding them.
+//! `tests/golden/v3.hex`, `v4.hex` and `v5.hex`, the golden files of
+//! versions 3 to 5, are frozen: readers must keep decoding them.
 //!
-//! Regenerate v5 (only for a deliberate format change, which also bumps the
+//! Regenerate v6 (only for a deliberate format change, which also bumps the
 //! version, or a zstd upgrade that changes compressed bytes) with
 //! `TOTE_UPDATE_GOLDEN=1 cargo test -p tote-format --features write --test golden`.
 
@@ -12,7 +12,8 @@
 
 use tote_format::*;
 
-const GOLDEN: &str = "tests/golden/v5.hex";
+const GOLDEN: &str = "tests/golden/v6.hex";
+const GOLDEN_V5: &str = "tests/golden/v5.hex";
 const GOLDEN_V4: &str = "tests/golden/v4.hex";
 const GOLDEN_V3: &str = "tests/golden/v3.hex";
 
@@ -121,6 +122,7 @@ fn build() -> Vec<u8> {
         relocation: Relocation::Store {
             unrewritable: vec![store("/doc.gz")],
         },
+        arch: Arch::Aarch64,
         stats: Stats {
             entries: 10,
             files: 6,
@@ -199,7 +201,7 @@ fn golden_decodes_to_known_values() {
     let g = golden();
     let layout = Trailer::decode(tail(&g), g.len() as u64).unwrap();
     let t = &layout.trailer;
-    assert_eq!(layout.version, 5);
+    assert_eq!(layout.version, 6);
     assert_eq!(&g[g.len() - 8..], b"TOTEBNDL");
     assert_eq!(t.data_offset, 0);
     let (meta, index, stream) = decode_all(&g).unwrap();
@@ -223,6 +225,7 @@ fn golden_decodes_to_known_values() {
             unrewritable: vec![store("/doc.gz")]
         }
     );
+    assert_eq!(meta.arch, Arch::Aarch64);
     assert_eq!(meta.store_dir(), Some(&b"/nix/store"[..]));
     let paths: Vec<&[u8]> = index.entries.iter().map(|e| e.path.as_slice()).collect();
     assert_eq!(paths.len(), 10);
@@ -271,6 +274,20 @@ fn golden_decodes_to_known_values() {
             &t.index_hash
         )
     );
+}
+
+#[test]
+fn version_5_golden_still_decodes() {
+    let g = read_hex(GOLDEN_V5);
+    let layout = Trailer::decode(tail(&g), g.len() as u64).unwrap();
+    assert_eq!(layout.version, 5);
+    let (meta, index, stream) = decode_all(&g).unwrap();
+    assert_eq!(meta.entrypoint, format!("/nix/store/{H}-demo/run").into_bytes());
+    // Before version 6 every bundle was x86-64.
+    assert_eq!(meta.arch, Arch::X86_64);
+    assert_eq!(index.entries.len(), 10);
+    assert_eq!(index.blocks.len(), 3);
+    assert_eq!(stream.len(), 165);
 }
 
 #[test]
