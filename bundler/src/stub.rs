@@ -1,31 +1,52 @@
-//! The runtime stub: embedded at build time, or given with `--stub`.
-//! Only sanity checks here; the stub's bytes are never modified.
+//! The runtime stubs, one per architecture: embedded at build time, or
+//! given with `--stub`. Only sanity checks here; the stub's bytes are never
+//! modified.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use goblin::elf::{header, program_header, Elf};
+use goblin::elf::{program_header, Elf};
+use tote_format::Arch;
 
-static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub"));
+static X86_64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub-x86_64"));
+static AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub-aarch64"));
 
-pub fn load(path: Option<&Path>) -> Result<Vec<u8>> {
+/// The embedded stub for `arch`; empty where this tote was built without
+/// it (bundler/build.rs).
+pub fn embedded(arch: Arch) -> &'static [u8] {
+    match arch {
+        Arch::X86_64 => X86_64,
+        Arch::Aarch64 => AARCH64,
+    }
+}
+
+/// The stub a bundle for `arch` starts with: `path`, or the embedded one.
+pub fn load(path: Option<&Path>, arch: Arch) -> Result<Vec<u8>> {
     let (bytes, what) = match path {
         Some(p) => (
             std::fs::read(p).with_context(|| format!("reading stub {}", p.display()))?,
             p.display().to_string(),
         ),
-        None => (EMBEDDED.to_vec(), "embedded stub".to_string()),
+        None if embedded(arch).is_empty() => bail!(
+            "this tote was built without the {arch} runtime stub (its build found no {arch} toolchain: \
+             scripts/setup installs one), so it cannot bundle for {arch}"
+        ),
+        None => (embedded(arch).to_vec(), format!("embedded {arch} stub")),
     };
-    check(&bytes).with_context(|| format!("stub {what}"))?;
+    let found = check(&bytes).with_context(|| format!("stub {what}"))?;
+    if found != arch {
+        bail!("stub {what} is an {found} program, but the bundle is for {arch} (its programs are; --arch chooses)");
+    }
     Ok(bytes)
 }
 
-/// A static x86-64 ELF executable without a payload of its own.
-pub fn check(bytes: &[u8]) -> Result<()> {
+/// A static ELF executable of an architecture tote knows, without a
+/// payload of its own: its architecture.
+pub fn check(bytes: &[u8]) -> Result<Arch> {
     let elf = Elf::parse(bytes).context("not an ELF file")?;
-    if elf.header.e_machine != header::EM_X86_64 || !elf.is_64 {
-        bail!("not an x86-64 program");
-    }
+    let arch = Arch::from_elf_machine(elf.header.e_machine)
+        .filter(|_| elf.is_64 && elf.little_endian)
+        .context("not an x86_64 or aarch64 program")?;
     if elf
         .program_headers
         .iter()
@@ -44,7 +65,7 @@ pub fn check(bytes: &[u8]) -> Result<()> {
     if tote_format::Trailer::decode(tail, bytes.len() as u64).is_ok() {
         bail!("is already a bundle, not a bare stub");
     }
-    Ok(())
+    Ok(arch)
 }
 
 #[cfg(test)]
@@ -65,9 +86,28 @@ mod tests {
         );
     }
 
+    use tote_format::Arch;
+
+    /// Every stub the build was asked for (`TOTE_STUB_ARCHES`, by default
+    /// both) is there: CI fails where the aarch64 toolchain is missing.
     #[test]
-    fn embedded_stub_is_static() {
-        super::check(super::EMBEDDED).unwrap();
+    fn every_wanted_stub_is_embedded() {
+        for name in env!("TOTE_STUB_ARCHES_WANTED").split(',') {
+            let arch = Arch::parse(name.trim()).expect("an architecture");
+            assert!(
+                !super::embedded(arch).is_empty(),
+                "no {arch} stub was built (see the build's warning)"
+            );
+        }
+    }
+
+    #[test]
+    fn embedded_stubs_are_static_and_of_their_architecture() {
+        for arch in Arch::ALL {
+            if !super::embedded(arch).is_empty() {
+                assert_eq!(super::check(super::embedded(arch)).unwrap(), arch);
+            }
+        }
     }
 
     /// The stub is prepended to every bundle. Linked against musl (the
@@ -84,9 +124,23 @@ mod tests {
             140 * 1024 * 1024 / 100
         };
         assert!(
-            super::EMBEDDED.len() <= budget,
+            super::X86_64.len() <= budget,
             "stub is {} bytes, budget {budget}",
-            super::EMBEDDED.len()
+            super::X86_64.len()
         );
+    }
+
+    /// The aarch64 stub, linked against musl as on x86-64: 0.8 MiB at
+    /// most (issue 25's budget; 0.63 MiB when it was added).
+    #[test]
+    fn the_aarch64_stub_fits_its_size_budget() {
+        let stub = super::embedded(Arch::Aarch64);
+        if cfg!(tote_stub_aarch64_musl) {
+            assert!(
+                stub.len() <= 8 * 1024 * 1024 / 10,
+                "aarch64 stub is {} bytes",
+                stub.len()
+            );
+        }
     }
 }

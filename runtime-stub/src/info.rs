@@ -15,6 +15,7 @@ pub fn print_info(p: &Payload) {
     println!("format version: {}", p.layout.version);
     println!("creator: {}", lossy(m.creator.as_bytes()));
     println!("entry point: {}", lossy(&m.entrypoint));
+    println!("architecture: {}", m.arch);
     for a in &m.args {
         println!("argument: {}", lossy(a));
     }

@@ -35,6 +35,19 @@ impl Payload {
         let t = &layout.trailer;
         let meta_bytes = read_at(&file, path, t.meta_offset, t.meta_len)?;
         let meta = layout.decode_meta(&meta_bytes).map_err(|e| Failure::bundle(path, e))?;
+        // The stub runs, so the host runs its architecture's programs; a
+        // bundle whose programs are of another was put together wrongly.
+        if let Some(own) = tote_format::Arch::native().filter(|own| *own != meta.arch) {
+            return Err(Failure::new(
+                Code::Bundle,
+                format!(
+                    "bundle {}: its programs are for {}, but its stub is an {own} program: the file was put \
+                     together wrongly (tote bundle picks the stub from the programs)",
+                    path.display(),
+                    meta.arch
+                ),
+            ));
+        }
         Ok(Payload {
             path: path.to_path_buf(),
             file,

@@ -77,6 +77,15 @@ pub struct InputArgs {
     /// references, even where Nix's database knows it.
     #[arg(long)]
     pub scan_references: bool,
+    /// Bundle for this architecture (x86_64 or aarch64) [default: the entry
+    /// point's, read from its ELF header or its script's interpreter].
+    #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+    pub arch: Option<tote_format::Arch>,
+}
+
+fn parse_arch(s: &str) -> std::result::Result<tote_format::Arch, String> {
+    tote_format::Arch::parse(s)
+        .ok_or_else(|| format!("{s:?} is not an architecture tote bundles for (x86_64, aarch64)"))
 }
 
 impl InputArgs {
@@ -87,6 +96,7 @@ impl InputArgs {
             mount_at: self.mount_at.as_deref(),
             add: &self.add,
             scan_references: self.scan_references,
+            arch: self.arch,
         }
     }
 
@@ -105,11 +115,11 @@ impl InputArgs {
 
 pub fn run(args: &Args) -> Result<()> {
     crate::ui::interrupt::watch();
-    let stub = stub::load(args.stub.as_deref())?;
     let phase = progress::Phase::start("scanning", progress::Counting::Files);
     let resolved = input::resolve(&args.input.request(&args.path));
     let took = phase.done();
     let mut input: input::Input = resolved?;
+    let stub = stub::load(args.stub.as_deref(), input.launch.arch)?;
     progress::step(|| {
         format!(
             "{}: {} files, {} in {:.2} s",

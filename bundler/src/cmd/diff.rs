@@ -88,8 +88,9 @@ fn meta_changes(a: &Meta, b: &Meta) -> Vec<MetaChange> {
                 .collect::<Vec<_>>(),
         )
     };
-    let fields: [(&'static str, serde_json::Value, serde_json::Value); 9] = [
+    let fields: [(&'static str, serde_json::Value, serde_json::Value); 10] = [
         ("name", a.name.clone().into(), b.name.clone().into()),
+        ("arch", a.arch.name().into(), b.arch.name().into()),
         ("entrypoint", s(&a.entrypoint), s(&b.entrypoint)),
         ("args", list(&a.args), list(&b.args)),
         ("cmd", list(&a.cmd), list(&b.cmd)),

@@ -145,6 +145,7 @@ fn inspect_json(r: &Report) -> serde_json::Value {
         "file": r.file,
         "name": m.name,
         "entrypoint": lossy(&m.entrypoint),
+        "arch": m.arch.name(),
         "args": strings(&m.args),
         "cmd": strings(&m.cmd),
         "env": strings(&m.env),
@@ -255,7 +256,10 @@ fn labelled(out: &mut String, label: &str, value: &str) {
 /// Launch metadata, id, checksum, version.
 fn header_text(r: &Report, out: &mut String) {
     let m = &r.meta;
-    let mut head = vec![("entry point", lossy(&m.entrypoint))];
+    let mut head = vec![
+        ("entry point", lossy(&m.entrypoint)),
+        ("architecture", m.arch.name().into()),
+    ];
     head.extend(m.args.iter().map(|a| ("argument", lossy(a))));
     head.extend(m.cmd.iter().map(|a| ("default arg", lossy(a))));
     head.extend(m.env.iter().map(|e| ("environment", lossy(e))));

@@ -67,6 +67,9 @@ fn select<'i>(index: &'i Index, under: Option<&Path>) -> Vec<&'i tote_format::En
 pub fn ls(args: &LsArgs) -> Result<()> {
     let (file, under): (&Path, Option<&Path>) = (&args.file, args.path.as_deref());
     let o = open(file)?;
+    // The listing reads the tree alone; the metadata only names the
+    // architecture in the summary.
+    let arch = o.layout.meta(&o.map).map(|m| m.arch);
     let index = o.layout.index(&o.map).with_context(|| format!("{}", file.display()))?;
     let entries = select(&index, under);
     if entries.is_empty() {
@@ -80,6 +83,7 @@ pub fn ls(args: &LsArgs) -> Result<()> {
             );
         }
     }
+    let listed = entries.len();
     let mut out = String::new();
     for e in entries {
         let path = tote_format::printable(&e.path);
@@ -93,7 +97,20 @@ pub fn ls(args: &LsArgs) -> Result<()> {
         };
         out.push_str(&format!("{} {size:>12}  {path}{link}\n", mode_string(&e.kind)));
     }
-    crate::ui::print(|w| w.write_all(out.as_bytes()))
+    crate::ui::print(|w| w.write_all(out.as_bytes()))?;
+    // On standard error: the listing stays one entry a line for pipes.
+    if !crate::ui::progress::quiet() {
+        let arch = match arch {
+            Ok(a) => format!("programs for {a}"),
+            Err(e) => format!("metadata unreadable: {e}"),
+        };
+        eprintln!(
+            "{}: {listed} of {} entries; {arch}",
+            file.display(),
+            index.entries.len()
+        );
+    }
+    Ok(())
 }
 
 /// `tote extract FILE DIR`: the tree into DIR (new, or an empty directory),

@@ -24,9 +24,16 @@ pub fn run(args: &Args) -> Result<()> {
     let path: &Path = &args.file;
     let o = open(path)?;
     let ctx = || format!("{}", path.display());
-    crate::stub::check(&o.map[..o.layout.trailer.data_offset as usize])
+    let stub_arch = crate::stub::check(&o.map[..o.layout.trailer.data_offset as usize])
         .with_context(|| format!("{}: stub", path.display()))?;
     let meta = o.layout.meta(&o.map).with_context(ctx)?;
+    if stub_arch != meta.arch {
+        bail!(
+            "{}: the stub is an {stub_arch} program, but the metadata says the bundle is for {}",
+            path.display(),
+            meta.arch
+        );
+    }
     let index = o.layout.index(&o.map).with_context(ctx)?;
     meta.check_stats(&index).with_context(ctx)?;
     let data = o.layout.data(&o.map).with_context(ctx)?;
@@ -51,8 +58,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if !crate::ui::progress::quiet() {
         println!(
-            "{}: ok ({} blocks, {} entries, bundle id {})",
+            "{}: ok ({}, {} blocks, {} entries, bundle id {})",
             path.display(),
+            meta.arch,
             index.blocks.len(),
             index.entries.len(),
             o.layout.trailer.bundle_id()

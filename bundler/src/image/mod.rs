@@ -81,6 +81,7 @@ pub fn from_bundle(path: &Path) -> Result<Source> {
         mounts: meta.mounts.clone(),
         mode: meta.mode,
         relocation: meta.relocation.clone(),
+        arch: meta.arch,
     };
     Ok(Source {
         tree,

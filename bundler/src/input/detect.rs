@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::model::Input;
-use super::{dir, elf, flake, nix, oci};
+use super::{arch, dir, elf, flake, nix, oci};
 
 /// What `tote bundle` was asked to bundle, and the options that shape the input.
 pub struct Request<'a> {
@@ -15,6 +15,8 @@ pub struct Request<'a> {
     pub mount_at: Option<&'a Path>,
     pub add: &'a [PathBuf],
     pub scan_references: bool,
+    /// `--arch`: the architecture, whatever the closure says.
+    pub arch: Option<tote_format::Arch>,
 }
 
 /// The kinds of input, as `tote bundle` tells them apart.
@@ -109,7 +111,7 @@ pub fn resolve(req: &Request<'_>) -> Result<Input> {
         "--scan-references",
         &[Kind::StorePath, Kind::Flake],
     )?;
-    match kind {
+    let mut input = match kind {
         Kind::Flake => {
             let installable = req.path.to_str().context("a flake installable must be UTF-8")?;
             let built = flake::build(installable)?;
@@ -124,5 +126,11 @@ pub fn resolve(req: &Request<'_>) -> Result<Input> {
         Kind::Directory => dir::resolve(req.path, req.mount_at, req.entrypoint),
         Kind::Elf => elf::resolve(req.path, req.add, req.entrypoint.is_some()),
         Kind::Image => oci::resolve(req.path, req.entrypoint),
+    }?;
+    let choice = arch::choose(&input.tree, &input.launch, req.arch)?;
+    for note in &choice.notes {
+        eprintln!("tote: note: {note}");
     }
+    input.launch.arch = choice.arch;
+    Ok(input)
 }

@@ -7,6 +7,7 @@
 //! `paths` (cleaning and kernel-like symlink walks) and `entrypoint`; none
 //! of them depends on `detect`.
 
+mod arch;
 mod detect;
 mod dir;
 mod elf;

@@ -2,7 +2,7 @@
 //! of files and the launch metadata (one model for every kind of input; see
 //! `tote_format::Meta`).
 
-use tote_format::{Mode, MountKind, MountSpec, Relocation};
+use tote_format::{Arch, Mode, MountKind, MountSpec, Relocation};
 
 use super::tree::Tree;
 
@@ -31,6 +31,8 @@ pub struct Launch {
     /// How a launch can do without namespaces; for a store bundle the
     /// unrewritable files are found while packing.
     pub relocation: Relocation,
+    /// What the programs run on (chosen from the tree: `super::arch`).
+    pub arch: Arch,
 }
 
 impl Launch {

@@ -53,6 +53,7 @@ pub fn meta(launch: &Launch, stats: Stats, unrewritable: Vec<Vec<u8>>) -> Meta {
         mounts: launch.mounts.clone(),
         mode: launch.mode,
         relocation,
+        arch: launch.arch,
         stats,
     }
 }

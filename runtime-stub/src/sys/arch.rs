@@ -8,8 +8,9 @@
 //! table: 220, 90, 30; close_range is 436 on both). Structure layouts that
 //! pass through the C library (stat, dirent64, sigaction, sigset_t,
 //! siginfo_t, cpu_set_t) come from the gnu target's bindings; musl lays
-//! them out the same way on x86-64 (see bundler/build.rs), and another
-//! architecture must be checked the same way before its stub links musl.
+//! them out the same way on x86-64 and aarch64 (tests/fixtures/layout.c,
+//! checked by a test), and another architecture must be checked the same
+//! way before its stub links musl.
 
 use nix::libc::{c_int, c_long, c_ulong};
 

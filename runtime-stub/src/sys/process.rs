@@ -45,6 +45,10 @@ pub fn exec(path: &[u8], argv: &[Vec<u8>]) -> Failure {
     let hint = match e {
         Errno::ENOENT => ": the entry point (or its interpreter) is missing in the bundle's view",
         Errno::EACCES => ": not executable, or the cache is on a noexec mount",
+        Errno::ENOEXEC if cfg!(target_arch = "aarch64") => {
+            ": not a program this host runs (not an aarch64 program, and no binfmt_misc handler takes it)"
+        }
+        Errno::ENOEXEC => ": not a program this host runs (not an x86_64 program, and no binfmt_misc handler takes it)",
         _ => "",
     };
     Failure::new(
