@@ -247,7 +247,7 @@ fn inspect_and_verify() {
         &format!("  entry point     {p}/bin/probe\n"),
         "  mount (layer)   nix/store -> /nix/store\n",
         "  mode            auto (extracts: the tree is under 128 MiB)\n",
-        "  format version  5\n",
+        &format!("  format version  {}\n", tote_format::VERSION),
         "  sha256          sha256:",
         "\nsizes\n",
         "\n2 top-level items, largest first\n",
@@ -322,7 +322,8 @@ fn inspect_json_follows_its_documented_schema() {
     assert_eq!(j["name"], "probe");
     assert_eq!(j["entrypoint"], format!("{p}/bin/probe"));
     assert_eq!(j["sha256"], sha256_file(&app));
-    assert_eq!(j["format_version"], 5);
+    assert_eq!(j["format_version"], tote_format::VERSION);
+    assert_eq!(j["arch"], "x86_64");
     assert_eq!(j["creator"], format!("tote {}", env!("CARGO_PKG_VERSION")));
     assert_eq!(j["mounts"][0]["target"], "/nix/store");
     assert_eq!(j["namespace"], true);

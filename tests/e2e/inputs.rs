@@ -246,19 +246,9 @@ fn a_relocatable_directory_runs_from_the_cache_without_a_namespace() {
         );
     }
     // Nothing to mount: it even runs where user namespaces are refused.
-    let o = Command::new("bwrap")
-        .args([
-            "--unshare-user",
-            "--disable-userns",
-            "--bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--",
-        ])
+    let refused = userns_refused(false);
+    let o = Command::new(refused[0])
+        .args(&refused[1..])
         .arg(&out)
         .env("TOTE_CACHE_DIR", t.join("nouserns"))
         .output()

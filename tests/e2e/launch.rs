@@ -394,7 +394,8 @@ fn tote_info_prints_metadata_and_exits() {
         "{out}"
     );
     assert!(out.contains("bundle id: "));
-    assert!(out.contains("format version: 5"));
+    assert!(out.contains(&format!("format version: {}", tote_format::VERSION)));
+    assert!(out.contains("architecture: x86_64\n"), "{out}");
     assert!(out.contains("mode: auto"), "{out}");
     assert!(out.contains("mount (layer): nix/store -> /nix/store"), "{out}");
     assert!(t.entries(l.cache.unwrap()).is_empty(), "TOTE_INFO must not extract");

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod aarch64;
 mod bad_bundles;
 mod bases;
 mod cache;

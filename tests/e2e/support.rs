@@ -350,6 +350,18 @@ pub fn busybox_rootfs(t: &TestDir, bundle: &Path) -> PathBuf {
     r
 }
 
+/// The command prefix of a launch where user namespaces are refused (bwrap
+/// `--disable-userns`), the whole host visible; `nobody`: as uid 65534
+/// (the caller's real uid mapped, so a root-owned cache is its own).
+pub fn userns_refused(nobody: bool) -> Vec<&'static str> {
+    let mut v = vec!["bwrap", "--unshare-user", "--disable-userns"];
+    if nobody {
+        v.extend(["--uid", "65534", "--gid", "65534"]);
+    }
+    v.extend(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--"]);
+    v
+}
+
 /// Run as root, then as uid 65534 in a user namespace.
 pub const USERS: [&[&str]; 2] = [&[], &["--unshare-user", "--uid", "65534", "--gid", "65534"]];
 

@@ -1,0 +1,378 @@
+//! aarch64 bundles, built and run on this x86-64 machine: closures of
+//! Debian arm64 files built by Nix as `aarch64-linux` derivations
+//! (tests/fixtures/aarch64.nix), launched under qemu-user through
+//! binfmt_misc.
+//!
+//! qemu-user runs every program with a helper thread, and the kernel
+//! refuses `unshare(CLONE_NEWNS)` and `CLONE_NEWUSER` to a process with
+//! more than one thread: under qemu the stub always launches relocated
+//! (as on a host that refuses namespaces), and mount mode, which needs a
+//! mount namespace, falls back to extracting. What runs in a namespace on real aarch64
+//! hardware is the same code as on x86-64 but for `sys/arch.rs`.
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tote_format::Arch;
+
+use crate::hostile::{write_bundle, Craft};
+use crate::support::*;
+
+/// qemu-aarch64 registered with binfmt_misc (registered here when it is
+/// missing, as scripts/setup does).
+fn qemu() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let binfmt = Path::new("/proc/sys/fs/binfmt_misc");
+        if binfmt.join("qemu-aarch64").exists() {
+            return;
+        }
+        if !binfmt.join("register").exists() {
+            let _ = Command::new("mount")
+                .args(["-t", "binfmt_misc", "binfmt_misc"])
+                .arg(binfmt)
+                .status();
+        }
+        let line = fs::read("/usr/lib/binfmt.d/qemu-aarch64.conf")
+            .expect("no /usr/lib/binfmt.d/qemu-aarch64.conf: install qemu-user-static (scripts/setup does)");
+        fs::write(binfmt.join("register"), line)
+            .expect("cannot register qemu-aarch64 with binfmt_misc (needs root and binfmt_misc)");
+        eprintln!("aarch64 tests: registered qemu-aarch64 with binfmt_misc");
+    });
+}
+
+fn build_arm(attr: &str, nonce: &str) -> String {
+    let out = Command::new(repo().join("tests/fixtures/build.sh"))
+        .args(["--aarch64", attr, nonce])
+        .output()
+        .expect("running nix-build");
+    assert!(
+        out.status.success(),
+        "nix-build {attr} (aarch64) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The aarch64 fixtures, bundled once: the script (busybox sh, then the
+/// probe) and the probe alone.
+struct Arm {
+    _dir: TestDir,
+    greet: PathBuf,
+    probe: PathBuf,
+    script_store: String,
+}
+
+fn arm() -> &'static Arm {
+    static A: OnceLock<Arm> = OnceLock::new();
+    A.get_or_init(|| {
+        qemu();
+        let n = nonce();
+        let script_store = build_arm("script", &n);
+        let probe_store = build_arm("probe", &n);
+        let dir = TestDir::new();
+        let (greet, probe) = (dir.join("greet"), dir.join("probe"));
+        for (store, out) in [(&script_store, &greet), (&probe_store, &probe)] {
+            let o = bundle(store, out, &[]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        Arm {
+            _dir: dir,
+            greet,
+            probe,
+            script_store,
+        }
+    })
+}
+
+/// The ELF machine in a file's header.
+fn elf_machine(path: &Path) -> u16 {
+    let head = fs::read(path).unwrap();
+    u16::from_le_bytes([head[18], head[19]])
+}
+
+#[test]
+fn an_aarch64_closure_becomes_an_aarch64_bundle() {
+    let a = arm();
+    assert_eq!(elf_machine(&a.greet), 183, "the aarch64 stub");
+    let j = inspect_json(&a.greet);
+    assert_eq!(j["arch"], "aarch64");
+    assert_eq!(j["format_version"], 6);
+    let text = tote().arg("inspect").arg(&a.greet).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("  architecture    aarch64\n"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let ls = tote().arg("ls").arg(&a.greet).output().unwrap();
+    assert!(ls.status.success());
+    assert!(stderr(&ls).contains("programs for aarch64"), "{}", stderr(&ls));
+    let v = tote().arg("verify").arg(&a.greet).output().unwrap();
+    assert!(v.status.success(), "{}", stderr(&v));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("ok (aarch64,"));
+    // The same closure forced to x86-64: another stub, and diff says so.
+    let t = TestDir::new();
+    let forced = t.join("forced");
+    let o = bundle(&a.script_store, &forced, &["--arch", "x86_64"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--arch x86_64, but the entry point"),
+        "a note: {}",
+        stderr(&o)
+    );
+    assert_eq!(elf_machine(&forced), 62);
+    let d = tote()
+        .arg("diff")
+        .arg("--json")
+        .arg(&a.greet)
+        .arg(&forced)
+        .output()
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    let changed: Vec<&serde_json::Value> = d["metadata"].as_array().unwrap().iter().collect();
+    assert!(
+        changed
+            .iter()
+            .any(|c| c["field"] == "arch" && c["old"] == "aarch64" && c["new"] == "x86_64"),
+        "{d}"
+    );
+}
+
+#[test]
+fn an_aarch64_bundle_behaves_like_its_program_as_uid_65534() {
+    let a = arm();
+    let t = TestDir::new();
+    let l = Launch::nobody(&t).env("TOTE_TEST_VAR", "from-caller");
+    let o = l.run(&a.greet, &["one", "two words"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("arch=aarch64"), "{out}");
+    let r = report(&o);
+    assert_eq!(field(&r, "argc"), "3");
+    assert_eq!(field(&r, "arg1"), hex(b"one"));
+    assert_eq!(field(&r, "arg2"), hex(b"two words"));
+    assert_eq!(field(&r, "cwd"), t.path().to_str().unwrap());
+    assert_eq!(field(&r, "uid"), NOBODY.to_string());
+    assert_eq!(field(&r, "env"), "from-caller");
+    // Exit codes, stdin, stderr.
+    assert_eq!(l.run(&a.probe, &["exit", "7"]).status.code(), Some(7));
+    let mut with_stdin = l.clone();
+    with_stdin.stdin = Some(b"fed through\n".to_vec());
+    assert_eq!(with_stdin.run(&a.probe, &["cat"]).stdout, b"fed through\n");
+    let e = l.run(&a.probe, &["stderr", "only here"]);
+    assert_eq!(
+        (e.stdout.as_slice(), e.stderr.as_slice()),
+        (&b""[..], &b"only here"[..])
+    );
+    // A signal the program raises ends the bundle the same way.
+    let k = l.run(&a.probe, &["kill", "15"]);
+    assert_eq!(k.status.signal(), Some(15), "{:?}", k.status);
+    // TOTE_EXTRACT writes the tree and runs nothing.
+    let writable = t.join("out");
+    fs::create_dir(&writable).unwrap();
+    std::os::unix::fs::chown(&writable, Some(NOBODY), Some(NOBODY)).unwrap();
+    let dir = writable.join("x");
+    let x = l.clone().env("TOTE_EXTRACT", dir.to_str().unwrap()).run(&a.greet, &[]);
+    assert!(x.status.success(), "{}", stderr(&x));
+    let busybox = fs::read_dir(dir.join("nix/store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-arm64-busybox"))
+        .expect("the busybox store path");
+    assert_eq!(elf_machine(&busybox.join("bin/busybox")), 183);
+}
+
+#[test]
+fn an_aarch64_bundle_runs_as_pid_1_and_where_namespaces_are_refused() {
+    let a = arm();
+    let t = TestDir::new();
+    let l = Launch::root(&t);
+    // PID 1 of a new PID namespace (what Nomad's exec driver gives): the
+    // exit code comes back, orphans are reaped.
+    let pid1 = ["unshare", "--pid", "--fork", "--mount-proc", "--"];
+    let o = l.run_with(&pid1, &a.probe, &["orphan".as_ref()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("zombies=0"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let e = l.run_with(&pid1, &a.probe, &["exit".as_ref(), "3".as_ref()]);
+    assert_eq!(e.status.code(), Some(3));
+    // As uid 65534 where user namespaces are refused (bwrap
+    // --disable-userns): relocated, the same output.
+    let o = l.run_with(&userns_refused(true), &a.greet, &["x".as_ref()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("arch=aarch64"));
+    // Mount mode needs a mount namespace, which qemu-user cannot give: the
+    // launch extracts instead, as where FUSE is unusable, and says so only
+    // under TOTE_DEBUG.
+    let m = l.clone().env("TOTE_MODE", "mount").run(&a.greet, &[]);
+    assert!(m.status.success(), "{}", stderr(&m));
+    assert!(String::from_utf8_lossy(&m.stdout).contains("arch=aarch64"));
+    assert!(m.stderr.is_empty(), "{}", stderr(&m));
+}
+
+#[test]
+fn a_closure_that_mixes_architectures_is_refused() {
+    qemu();
+    let n = nonce();
+    let mixed = build_arm("mixed", &n);
+    let t = TestDir::new();
+    let out = t.join("mixed");
+    let o = tote().arg("bundle").arg(&mixed).arg("-o").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("tote: the entry point ")
+            && e.contains("is an aarch64 program, but its interpreter ")
+            && e.contains("ld-linux-x86-64.so.2 is x86_64: the closure mixes architectures"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_stub_of_another_architecture_than_the_metadata_is_refused() {
+    let a = arm();
+    let t = TestDir::new();
+    let arm_stub = fs::read(&a.greet).unwrap()[..stub_len(&a.greet) as usize].to_vec();
+    let x86_stub = crate::hostile::stub();
+    for (stub, meta_arch, stub_arch) in [
+        (&x86_stub, Arch::Aarch64, "x86_64"),
+        (&arm_stub, Arch::X86_64, "aarch64"),
+    ] {
+        let mut c = Craft::new();
+        c.meta.arch = meta_arch;
+        let path = t.join(format!("wrong-{stub_arch}"));
+        write_bundle(&path, &c.bytes(stub));
+        let o = Launch::nobody(&t).run(&path, &[]);
+        assert_eq!(o.status.code(), Some(114), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "its programs are for {meta_arch}, but its stub is an {stub_arch} program"
+            )),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(o.stdout.is_empty(), "nothing ran");
+        let v = tote().arg("verify").arg(&path).output().unwrap();
+        assert_eq!(v.status.code(), Some(1));
+        assert!(
+            stderr(&v).contains(&format!(
+                "the stub is an {stub_arch} program, but the metadata says the bundle is for {meta_arch}"
+            )),
+            "{}",
+            stderr(&v)
+        );
+    }
+    // `--stub` of the wrong architecture is refused when bundling.
+    let x86_file = t.join("x86-stub");
+    fs::write(&x86_file, &x86_stub).unwrap();
+    let o = tote()
+        .args(["bundle", &a.script_store, "--stub", x86_file.to_str().unwrap(), "-o"])
+        .arg(t.join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is an x86_64 program, but the bundle is for aarch64 (its programs are"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_program_of_an_unknown_architecture_is_named() {
+    let t = TestDir::new();
+    let dir = t.join("rv");
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    // An ELF header for RISC-V (machine 243), and nothing else.
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0".to_vec();
+    elf.extend(243u16.to_le_bytes());
+    elf.resize(256, 0);
+    fs::write(dir.join("bin/prog"), &elf).unwrap();
+    fs::set_permissions(
+        dir.join("bin/prog"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = t.join("rv-bundle");
+    let o = tote()
+        .args(["bundle", dir.to_str().unwrap(), "--entrypoint", "bin/prog", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is a program for RISC-V: tote bundles x86_64 and aarch64 programs"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // Forced, it bundles; the launch then names what went wrong.
+    let o = tote()
+        .args([
+            "bundle",
+            dir.to_str().unwrap(),
+            "--entrypoint",
+            "bin/prog",
+            "--arch",
+            "x86_64",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = Launch::nobody(&t).run(&out, &[]);
+    assert_eq!(r.status.code(), Some(117));
+    assert!(
+        stderr(&r).contains("ENOEXEC (Exec format error): not a program this host runs"),
+        "{}",
+        stderr(&r)
+    );
+}
+
+/// Every structure the stub passes to the C library has the same layout
+/// in musl as in glibc, on both architectures: the condition for linking
+/// the stub (built for the gnu target) against musl's libc.a.
+#[test]
+fn musl_lays_out_the_stubs_structures_as_glibc_does() {
+    qemu();
+    let t = TestDir::new();
+    let src = repo().join("tests/fixtures/layout.c");
+    let specs = "/usr/lib/aarch64-linux-musl/musl-gcc.specs";
+    let builds: [(&str, Vec<&str>); 4] = [
+        ("x86_64 glibc", vec!["gcc", "-static"]),
+        ("x86_64 musl", vec!["musl-gcc", "-static"]),
+        ("aarch64 glibc", vec!["aarch64-linux-gnu-gcc", "-static"]),
+        (
+            "aarch64 musl",
+            vec!["aarch64-linux-gnu-gcc", "-static", "-specs", specs],
+        ),
+    ];
+    let mut outs = Vec::new();
+    for (what, cc) in &builds {
+        let exe = t.join(what.replace(' ', "-"));
+        let c = Command::new(cc[0])
+            .args(&cc[1..])
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(c.status.success(), "{what}: {}", stderr(&c));
+        let o = Command::new(&exe).output().unwrap();
+        assert!(o.status.success(), "{what}");
+        outs.push(String::from_utf8(o.stdout).unwrap());
+    }
+    assert!(outs[0].lines().count() > 20, "{}", outs[0]);
+    assert_eq!(outs[0], outs[1], "x86_64: musl and glibc differ");
+    assert_eq!(outs[2], outs[3], "aarch64: musl and glibc differ");
+}
