@@ -32,6 +32,10 @@ pub struct Args {
     /// What to make an image of: anything `tote bundle` takes, or a bundle file.
     #[arg(value_name = "INPUT")]
     pub path: PathBuf,
+    /// More inputs, one per architecture (the same app built for another):
+    /// together they make one multi-architecture image index.
+    #[arg(value_name = "INPUT")]
+    pub more: Vec<PathBuf>,
     /// Output file (a directory with --format oci-dir).
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
@@ -74,8 +78,11 @@ pub fn run(args: &Args) -> Result<()> {
         Some(old) => Some(image::diff::read(old).with_context(|| format!("--diff {}", old.display()))?),
         None => None,
     };
+    if !args.more.is_empty() {
+        return several(args, compression);
+    }
     let phase = progress::Phase::start("scanning", progress::Counting::Files);
-    let src = source(args);
+    let src = source(args, &args.path);
     phase.done();
     let src = src?;
     let max_layers = args.max_layers as usize;
@@ -91,7 +98,12 @@ pub fn run(args: &Args) -> Result<()> {
         Some(t) => t.clone(),
         None => default_tag(&src.launch.name),
     };
-    let written = write::write(args.format, &args.output, staging, &blobs, &config, compression, &tag)?;
+    let one = write::Image {
+        blobs: &blobs,
+        config: &config,
+        arch: None,
+    };
+    let written = write::write(args.format, &args.output, staging, &[one], compression, &tag)?;
     if !progress::quiet() {
         let files = src
             .tree
@@ -123,22 +135,22 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn source(args: &Args) -> Result<Source> {
-    let is_bundle = std::fs::metadata(&args.path)
+fn source(args: &Args, path: &std::path::Path) -> Result<Source> {
+    let is_bundle = std::fs::metadata(path)
         .ok()
         .filter(|m| m.is_file())
-        .is_some_and(|m| input::is_bundle(&args.path, m.len()));
+        .is_some_and(|m| input::is_bundle(path, m.len()));
     if is_bundle {
         if let Some(flag) = args.input.kind_options().first() {
-            bail!("{flag} does not apply to a tote bundle ({})", args.path.display());
+            bail!("{flag} does not apply to a tote bundle ({})", path.display());
         }
-        let mut src = image::from_bundle(&args.path)?;
+        let mut src = image::from_bundle(path)?;
         if let Some(e) = &args.input.entrypoint {
             image::set_entrypoint(&mut src, e)?;
         }
         return Ok(src);
     }
-    if input::detect(&args.path)? == input::Kind::Image {
+    if input::detect(path)? == input::Kind::Image {
         let mut given = args.input.kind_options();
         if args.input.entrypoint.is_some() {
             given.insert(0, "--entrypoint");
@@ -147,10 +159,10 @@ fn source(args: &Args) -> Result<Source> {
             bail!(
                 "{flag} does not apply to an image, whose layers and config are kept as they are ({}); \
                  bundle it and make the image from the bundle to change them",
-                args.path.display()
+                path.display()
             );
         }
-        let image = input::open_image(&args.path)?;
+        let image = input::open_image(path, args.input.arch)?;
         let first = ["/config/Entrypoint/0", "/config/Cmd/0"]
             .iter()
             .find_map(|p| image.config.pointer(p).and_then(serde_json::Value::as_str));
@@ -170,7 +182,7 @@ fn source(args: &Args) -> Result<Source> {
             _staging: None,
         });
     }
-    let resolved = input::resolve(&args.input.request(&args.path))?;
+    let resolved = input::resolve(&args.input.request(path))?;
     Ok(Source {
         tree: resolved.tree,
         launch: resolved.launch,
@@ -179,6 +191,71 @@ fn source(args: &Args) -> Result<Source> {
         summary: resolved.summary,
         _staging: resolved.staging,
     })
+}
+
+/// `tote image A B… -o OUT`: one image per input, each of another
+/// architecture, under one image index.
+fn several(args: &Args, compression: Compression) -> Result<()> {
+    if args.format == Format::DockerArchive {
+        bail!("a docker-archive holds one architecture's image: write an oci-archive or an oci-dir for several inputs");
+    }
+    if args.diff.is_some() || args.input.arch.is_some() {
+        bail!("--diff and --arch take one input; with several, each input's architecture is its own");
+    }
+    let staging = write::staging(&args.output)?;
+    let mut done: Vec<(PathBuf, tote_format::Arch, Vec<layer::Blob>, serde_json::Value, String)> = Vec::new();
+    for path in std::iter::once(&args.path).chain(&args.more) {
+        let src = source(args, path).with_context(|| path.display().to_string())?;
+        let arch = match &src.image {
+            Some(i) => i
+                .config
+                .get("architecture")
+                .and_then(serde_json::Value::as_str)
+                .and_then(tote_format::Arch::parse)
+                .with_context(|| format!("{}: the image names no architecture tote knows", path.display()))?,
+            None => src.launch.arch,
+        };
+        if let Some((other, ..)) = done.iter().find(|d| d.1 == arch) {
+            bail!(
+                "{} and {} are both for {arch}: give one input per architecture",
+                other.display(),
+                path.display()
+            );
+        }
+        let plan = image::plan(&src, args.max_layers as usize)?;
+        let phase = progress::Phase::start("writing layers", progress::Counting::Files);
+        let blobs = layer::write_layers(&plan.layers, compression, &write::blob_dir(staging.path()));
+        phase.done();
+        let blobs = blobs?;
+        plan.check_unchanged()?;
+        let config = image::config(&src, &blobs);
+        done.push((path.clone(), arch, blobs, config, src.launch.name.clone()));
+    }
+    let tag = match &args.tag {
+        Some(t) => t.clone(),
+        None => default_tag(&done[0].4),
+    };
+    let images: Vec<write::Image<'_>> = done
+        .iter()
+        .map(|(_, arch, blobs, config, _)| write::Image {
+            blobs,
+            config,
+            arch: Some(*arch),
+        })
+        .collect();
+    let written = write::write(args.format, &args.output, staging, &images, compression, &tag)?;
+    if !progress::quiet() {
+        let archs: Vec<&str> = done.iter().map(|d| d.1.go_name()).collect();
+        println!(
+            "{}: {} ({}, linux/{}, {tag})",
+            args.output.display(),
+            human(written.size),
+            args.format.name(),
+            archs.join(" + linux/")
+        );
+        println!("{}", written.digest);
+    }
+    Ok(())
 }
 
 /// `name:latest` from the entry point's file name, lower case, with what a

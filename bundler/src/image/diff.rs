@@ -46,7 +46,7 @@ impl Side {
 }
 
 pub fn read(path: &Path) -> Result<Side> {
-    let image = crate::input::open_image(path)?;
+    let image = crate::input::open_image(path, None)?;
     let diff_ids: Vec<String> = image
         .config
         .pointer("/rootfs/diff_ids")

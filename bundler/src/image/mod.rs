@@ -432,7 +432,7 @@ pub fn config(src: &Source, blobs: &[Blob]) -> Value {
         .collect();
     json!({
         "created": CREATED,
-        "architecture": "amd64",
+        "architecture": launch.arch.go_name(),
         "os": "linux",
         "config": cfg,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},

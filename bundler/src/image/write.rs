@@ -81,27 +81,39 @@ fn digest_of(bytes: &[u8]) -> String {
     tote_format::sha256(bytes).to_hex()
 }
 
-/// Write the image: `staging` holds the layer blobs (`blob_dir`).
+/// One image of what `write` writes: its layers and config, and (in a
+/// multi-architecture index) its architecture.
+pub struct Image<'a> {
+    pub blobs: &'a [Blob],
+    pub config: &'a Value,
+    pub arch: Option<tote_format::Arch>,
+}
+
+/// Write the image: `staging` holds the layer blobs (`blob_dir`). Several
+/// `images` (one per architecture) become one image index, whose digest
+/// is the one returned; a docker-archive holds one image.
 pub fn write(
     format: Format,
     out: &Path,
     staging: tempfile::TempDir,
-    blobs: &[Blob],
-    config: &Value,
+    images: &[Image<'_>],
     compression: Compression,
     tag: &str,
 ) -> Result<Written> {
-    let config_bytes = json_bytes(config);
-    let config_digest = digest_of(&config_bytes);
     if format == Format::DockerArchive {
+        let [one] = images else {
+            bail!("a docker-archive holds one architecture's image: write an oci-archive or an oci-dir");
+        };
+        let config_bytes = json_bytes(one.config);
+        let config_digest = digest_of(&config_bytes);
         let manifest = json!([{
             "Config": format!("{config_digest}.json"),
             "RepoTags": [tag],
-            "Layers": blobs.iter().map(|b| format!("{}.tar", b.digest)).collect::<Vec<_>>(),
+            "Layers": one.blobs.iter().map(|b| format!("{}.tar", b.digest)).collect::<Vec<_>>(),
         }]);
         let mut members: Vec<(String, Member<'_>)> =
             vec![(format!("{config_digest}.json"), Member::Bytes(config_bytes))];
-        for b in blobs {
+        for b in one.blobs {
             members.push((format!("{}.tar", b.digest), Member::File(&b.file)));
         }
         members.push(("manifest.json".into(), Member::Bytes(json_bytes(&manifest))));
@@ -111,33 +123,67 @@ pub fn write(
             digest: format!("sha256:{config_digest}"),
         });
     }
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST,
-        "config": {"mediaType": CONFIG, "digest": format!("sha256:{config_digest}"), "size": config_bytes.len()},
-        "layers": blobs.iter().map(|b| json!({
-            "mediaType": compression.media_type(),
-            "digest": format!("sha256:{}", b.digest),
-            "size": b.size,
-        })).collect::<Vec<_>>(),
-    });
-    let manifest_bytes = json_bytes(&manifest);
-    let manifest_digest = digest_of(&manifest_bytes);
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX,
-        "manifests": [{
+    let dir = blob_dir(staging.path());
+    let mut names: Vec<String> = Vec::new();
+    let mut entries: Vec<Value> = Vec::new();
+    for image in images {
+        let config_bytes = json_bytes(image.config);
+        let config_digest = digest_of(&config_bytes);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": format!("sha256:{config_digest}"), "size": config_bytes.len()},
+            "layers": image.blobs.iter().map(|b| json!({
+                "mediaType": compression.media_type(),
+                "digest": format!("sha256:{}", b.digest),
+                "size": b.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_bytes = json_bytes(&manifest);
+        let manifest_digest = digest_of(&manifest_bytes);
+        write_new(&dir.join(&config_digest), &config_bytes)?;
+        write_new(&dir.join(&manifest_digest), &manifest_bytes)?;
+        let mut entry = json!({
             "mediaType": MANIFEST,
             "digest": format!("sha256:{manifest_digest}"),
             "size": manifest_bytes.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
+        });
+        if let Some(a) = image.arch {
+            entry["platform"] = json!({"architecture": a.go_name(), "os": "linux"});
+        }
+        entries.push(entry);
+        names.extend(image.blobs.iter().map(|b| b.digest.clone()));
+        names.push(config_digest);
+        names.push(manifest_digest);
+    }
+    // One image: index.json names its manifest. Several: an image index
+    // blob lists them by platform, and index.json names that.
+    let top = if let [entry] = entries.as_slice() {
+        entry.clone()
+    } else {
+        let index_bytes = json_bytes(&json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX,
+            "manifests": entries,
+        }));
+        let index_digest = digest_of(&index_bytes);
+        write_new(&dir.join(&index_digest), &index_bytes)?;
+        names.push(index_digest.clone());
+        json!({
+            "mediaType": INDEX,
+            "digest": format!("sha256:{index_digest}"),
+            "size": index_bytes.len(),
+        })
+    };
+    let digest = top["digest"].as_str().unwrap_or_default().to_string();
+    let mut top = top;
+    top["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [top],
     });
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
-    let dir = blob_dir(staging.path());
-    write_new(&dir.join(&config_digest), &config_bytes)?;
-    write_new(&dir.join(&manifest_digest), &manifest_bytes)?;
-    let digest = format!("sha256:{manifest_digest}");
     if format == Format::OciDir {
         write_new(&staging.path().join("index.json"), &json_bytes(&index))?;
         write_new(&staging.path().join("oci-layout"), &layout)?;
@@ -145,9 +191,6 @@ pub fn write(
         place_dir(staging, out)?;
         return Ok(Written { size, digest });
     }
-    let mut names: Vec<String> = blobs.iter().map(|b| b.digest.clone()).collect();
-    names.push(config_digest);
-    names.push(manifest_digest);
     names.sort();
     names.dedup();
     let mut members: Vec<(String, Member<'_>)> =

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+use tote_format::Arch;
 
 use crate::ui::interrupt::create_dir_all_below;
 use sha2::{Digest, Sha256};
@@ -50,8 +51,10 @@ pub struct Image {
 }
 
 /// Open the image at `path` (a layout directory, or an archive unpacked
-/// into a temporary directory for as long as the `Image` lives).
-pub fn open(path: &Path) -> Result<Image> {
+/// into a temporary directory for as long as the `Image` lives). Of a
+/// multi-architecture index, the linux manifest for `arch`; without one,
+/// the host's architecture's, else amd64's, else the first.
+pub fn open(path: &Path, arch: Option<Arch>) -> Result<Image> {
     let mut unpacked = None;
     let dir = if path.is_dir() {
         path.to_path_buf()
@@ -67,7 +70,7 @@ pub fn open(path: &Path) -> Result<Image> {
         dir
     };
     let (config, layers) = if dir.join("oci-layout").is_file() {
-        read_oci(&dir, path)?
+        read_oci(&dir, path, arch)?
     } else if dir.join("manifest.json").is_file() {
         read_docker(&dir, path)?
     } else {
@@ -76,6 +79,17 @@ pub fn open(path: &Path) -> Result<Image> {
             path.display()
         );
     };
+    // An image of one architecture, chosen for another.
+    let declared = config.get("architecture").and_then(Value::as_str);
+    if let (Some(want), Some(has)) = (arch, declared) {
+        if has != want.go_name() {
+            bail!(
+                "{}: the image is linux/{has}, not linux/{} (--arch)",
+                path.display(),
+                want.go_name()
+            );
+        }
+    }
     Ok(Image {
         config,
         layers,
@@ -179,9 +193,9 @@ fn blob(dir: &Path, digest: &str, image: &Path) -> Result<PathBuf> {
     Ok(dir.join("blobs/sha256").join(hex))
 }
 
-fn read_oci(dir: &Path, image: &Path) -> Result<(Value, Layers)> {
+fn read_oci(dir: &Path, image: &Path, arch: Option<Arch>) -> Result<(Value, Layers)> {
     let mut doc = read_json(&dir.join("index.json"), "index.json", image)?;
-    // Descend through image indexes to one manifest, preferring linux/amd64.
+    // Descend through image indexes to one manifest: linux/`arch`.
     for _ in 0..8 {
         let is_manifest = doc.get("layers").is_some();
         if is_manifest {
@@ -218,11 +232,32 @@ fn read_oci(dir: &Path, image: &Path) -> Result<(Value, Layers)> {
             .and_then(Value::as_array)
             .filter(|m| !m.is_empty())
             .ok_or_else(|| anyhow!("{}: index.json is malformed: no manifests", image.display()))?;
-        let amd64 = manifests.iter().find(|m| {
-            m.pointer("/platform/architecture").and_then(Value::as_str) == Some("amd64")
-                && m.pointer("/platform/os").and_then(Value::as_str) == Some("linux")
-        });
-        let chosen = amd64.unwrap_or(&manifests[0]);
+        let platform = |m: &Value| {
+            let at = |p: &str| m.pointer(p).and_then(Value::as_str).unwrap_or("?").to_string();
+            format!("{}/{}", at("/platform/os"), at("/platform/architecture"))
+        };
+        let linux = |a: Arch| {
+            let want = format!("linux/{}", a.go_name());
+            manifests.iter().find(|m| platform(m) == want)
+        };
+        // An index without platforms (one level of a nested index) is
+        // descended into as it is.
+        let any_platform = manifests.iter().any(|m| m.get("platform").is_some());
+        let chosen = match arch {
+            Some(a) if any_platform => linux(a).ok_or_else(|| {
+                let has: Vec<String> = manifests.iter().map(platform).collect();
+                anyhow!(
+                    "{}: the image has no linux/{} manifest (it has {}): choose one with --arch",
+                    image.display(),
+                    a.go_name(),
+                    has.join(", ")
+                )
+            })?,
+            _ => Arch::native()
+                .and_then(linux)
+                .or_else(|| linux(Arch::X86_64))
+                .unwrap_or(&manifests[0]),
+        };
         let digest = chosen
             .get("digest")
             .and_then(Value::as_str)

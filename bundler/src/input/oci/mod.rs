@@ -30,8 +30,8 @@ const ROOTFS: &str = "rootfs";
 /// Docker's PATH when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub fn resolve(path: &Path, requested: Option<&Path>) -> Result<Input> {
-    let image = archive::open(path)?;
+pub fn resolve(path: &Path, requested: Option<&Path>, arch: Option<tote_format::Arch>) -> Result<Input> {
+    let image = archive::open(path, arch)?;
     let staging = tempfile::Builder::new()
         .prefix(".tote-rootfs-")
         .tempdir()
