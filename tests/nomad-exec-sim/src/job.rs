@@ -141,11 +141,33 @@ pub fn duration(s: &str) -> Result<Duration> {
     Ok(total)
 }
 
-/// The task named `want` (or the first task) of the job in `text`.
-pub fn parse(text: &str, want: Option<&str>) -> Result<Task> {
+/// The `${attr.cpu.arch}` a group's constraint requires, if any (one
+/// constraint, on that attribute, is all that is simulated).
+fn required_arch(group: &Body) -> Result<Option<String>> {
+    if let Some(c) = blocks(group, "constraint").next() {
+        let attribute = match attr(c.body(), "attribute") {
+            Some(Expression::TemplateExpr(t)) => t.to_string(),
+            Some(e) => string(e, "constraint.attribute")?,
+            None => bail!("constraint: no attribute"),
+        };
+        let operator = opt_string(c.body(), "operator")?.unwrap_or_else(|| "=".to_owned());
+        if !attribute.contains("${attr.cpu.arch}") || operator != "=" {
+            bail!("constraint on {attribute} {operator}: only \"${{attr.cpu.arch}}\" = is simulated");
+        }
+        return opt_string(c.body(), "value").map(Some).map(Option::flatten);
+    }
+    Ok(None)
+}
+
+/// The task named `want` (or the first task) of the job in `text`, in the
+/// first group a client whose `${attr.cpu.arch}` is `cpu_arch` may run.
+pub fn parse(text: &str, want: Option<&str>, cpu_arch: &str) -> Result<Task> {
     let body = hcl::parse(text).context("parsing the job file")?;
     let job = blocks(&body, "job").next().context("no job block")?;
     for group in blocks(job.body(), "group") {
+        if required_arch(group.body())?.is_some_and(|a| a != cpu_arch) {
+            continue;
+        }
         for task in blocks(group.body(), "task") {
             let name = label(task)?;
             if want.is_some_and(|w| w != name) {
@@ -280,6 +302,7 @@ mod tests {
   }
 }"#,
             Some("t"),
+            "amd64",
         )
         .unwrap();
         assert_eq!((t.job.as_str(), t.group.as_str(), t.name.as_str()), ("j", "g", "t"));
@@ -305,14 +328,46 @@ mod tests {
         let err = parse(
             "job \"j\" {\ngroup \"g\" {\ntask \"t\" {\ndriver = \"docker\"\n}\n}\n}\n",
             None,
+            "amd64",
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("\"exec\" only"), "{err:#}");
         let err = parse(
             "job \"j\" {\ngroup \"g\" {\ntask \"t\" {\ndriver = \"exec\"\nconfig {\ncommand = \"${NOMAD_TASK_DIR}/x\"\n}\n}\n}\n}\n",
             None,
+            "amd64",
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("not simulated"), "{err:#}");
+    }
+
+    #[test]
+    fn a_group_is_placed_only_on_the_architecture_it_asks_for() {
+        let job = r#"job "j" {
+  group "j-amd64" {
+    constraint {
+      attribute = "${attr.cpu.arch}"
+      value     = "amd64"
+    }
+    task "j" {
+      driver = "exec"
+      config { command = "local/app-x86_64" }
+    }
+  }
+  group "j-arm64" {
+    constraint {
+      attribute = "${attr.cpu.arch}"
+      value     = "arm64"
+    }
+    task "j" {
+      driver = "exec"
+      config { command = "local/app-aarch64" }
+    }
+  }
+}"#;
+        let on = |arch: &str| parse(job, None, arch).map(|t| (t.group, t.command));
+        assert_eq!(on("amd64").unwrap(), ("j-amd64".into(), "local/app-x86_64".into()));
+        assert_eq!(on("arm64").unwrap(), ("j-arm64".into(), "local/app-aarch64".into()));
+        assert!(on("riscv64").is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! `nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE]
-//!   [--host-volume NAME=PATH]...`
+//!   [--host-volume NAME=PATH]... [--cpu-arch amd64|arm64]`
 //!
 //! Runs one task of a Nomad job the way the exec driver does, without Nomad:
 //! downloads its artifacts (go-getter's rules, a real S3 client), builds the
@@ -14,7 +14,9 @@
 //! restriction as it looks from inside). `--host-volume NAME=PATH` is the
 //! client's `host_volume "NAME" { path = "PATH" }`: a group `volume` of
 //! type "host" with that source, mounted by the task's `volume_mount`, is
-//! bound at its destination.
+//! bound at its destination. `--cpu-arch` is the client's
+//! `${attr.cpu.arch}` (default: this machine's): a group whose
+//! `constraint` on it names another is not placed here.
 //!
 //! Reports go to stderr, one line each, starting `nomad-exec-sim:`. The exit
 //! status is the task's (128+n if signal n killed it); 125 if the task could
@@ -45,12 +47,13 @@ struct Args {
     attach: bool,
     seccomp: Option<PathBuf>,
     host_volumes: Vec<(String, PathBuf)>,
+    cpu_arch: String,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE] \
-         [--host-volume NAME=PATH]..."
+         [--host-volume NAME=PATH]... [--cpu-arch amd64|arm64]"
     );
     std::process::exit(2)
 }
@@ -59,11 +62,18 @@ fn args() -> Args {
     let mut it = std::env::args().skip(1);
     let (mut job, mut alloc_dir, mut task, mut attach, mut seccomp) = (None, None, None, false, None);
     let mut host_volumes = Vec::new();
+    let mut cpu_arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+    .to_owned();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--alloc-dir" => alloc_dir = it.next().map(PathBuf::from),
             "--task" => task = it.next(),
             "--attach" => attach = true,
+            "--cpu-arch" => cpu_arch = it.next().unwrap_or_else(|| usage()),
             "--seccomp" => seccomp = it.next().map(PathBuf::from),
             "--host-volume" => match it.next().as_deref().and_then(|v| v.split_once('=')) {
                 Some((name, path)) => host_volumes.push((name.to_owned(), PathBuf::from(path))),
@@ -82,6 +92,7 @@ fn args() -> Args {
             attach,
             seccomp,
             host_volumes,
+            cpu_arch,
         },
         _ => usage(),
     }
@@ -175,7 +186,7 @@ fn members(ns: &str) -> Vec<i32> {
 
 fn run(a: &Args) -> Result<u8> {
     let text = fs::read_to_string(&a.job).with_context(|| format!("reading {}", a.job.display()))?;
-    let t = job::parse(&text, a.task.as_deref()).with_context(|| format!("{}", a.job.display()))?;
+    let t = job::parse(&text, a.task.as_deref(), &a.cpu_arch).with_context(|| format!("{}", a.job.display()))?;
     let kill_signal = Signal::from_str(&t.kill_signal).with_context(|| format!("kill_signal {:?}", t.kill_signal))?;
     let task_dir = task::build_dirs(&a.alloc_dir, &t.name)?;
 

@@ -1,9 +1,7 @@
 //! The job specification as HCL text: string literals escaped (with `${`
 //! and `%{` kept literal), attributes aligned as `nomad fmt` writes them.
 
-use std::path::Path;
-
-use super::{Job, CACHE_DIR, KILL_SIGNAL, KILL_TIMEOUT};
+use super::{Build, Job, CACHE_DIR, KILL_SIGNAL, KILL_TIMEOUT};
 
 /// An HCL string literal: escapes, and `${`/`%{` kept literal.
 pub fn quote(s: &str) -> String {
@@ -42,23 +40,59 @@ fn attributes(out: &mut String, indent: usize, attrs: &[(&str, String)]) {
     }
 }
 
-/// The job specification.
-pub fn render(job: &Job, file: &Path) -> String {
+/// The job specification: one group per bundle, each held to clients of
+/// its architecture.
+pub fn render(job: &Job) -> String {
     let mut o = String::new();
     let name = quote(&job.name);
+    o.push_str("# Runs ");
+    let runs: Vec<String> = job
+        .builds
+        .iter()
+        .map(|b| format!("{} ({}, {})", b.file.display(), b.arch.go_name(), b.checksum))
+        .collect();
+    o.push_str(&runs.join("\n#  and "));
     o.push_str(&format!(
-        "# Runs {} ({}) with Nomad's exec driver.\n# Written by tote {}: nomad job run <this file>\n",
-        file.display(),
-        job.checksum,
+        "\n# with Nomad's exec driver.\n# Written by tote {}: nomad job run <this file>\n",
         env!("CARGO_PKG_VERSION")
     ));
+    if job.builds.len() > 1 {
+        o.push_str("# One group per architecture, each placed only on clients of its own:\n");
+        o.push_str("# `count` is per group, and a group no client can take stays pending.\n");
+    }
     o.push_str(&format!("job {name} {{\n"));
     attributes(
         &mut o,
         2,
         &[("datacenters", list(&job.datacenters)), ("type", quote("service"))],
     );
-    o.push_str(&format!("\n  group {name} {{\n"));
+    for b in &job.builds {
+        let group = if job.builds.len() > 1 {
+            quote(&format!("{}-{}", job.name, b.arch.go_name()))
+        } else {
+            name.clone()
+        };
+        group_text(&mut o, job, b, &group, &name);
+    }
+    o.push_str("}\n");
+    o
+}
+
+/// One group: `build`'s bundle, on clients of its architecture.
+fn group_text(o: &mut String, job: &Job, build: &Build, group: &str, task: &str) {
+    o.push_str(&format!("\n  group {group} {{\n"));
+    o.push_str("    # The bundle runs on clients of its architecture only.\n");
+    o.push_str("    constraint {\n");
+    // `${attr.cpu.arch}` is interpolated by Nomad: written as it is.
+    attributes(
+        o,
+        6,
+        &[
+            ("attribute", "\"${attr.cpu.arch}\"".to_owned()),
+            ("value", quote(build.arch.go_name())),
+        ],
+    );
+    o.push_str("    }\n\n");
     if !job.ports.is_empty() {
         o.push_str("    network {\n");
         for (label, port) in &job.ports {
@@ -81,7 +115,7 @@ pub fn render(job: &Job, file: &Path) -> String {
         o.push_str("    # task's user (nobody by default), mode 0700, on a disk sized for it.\n");
         o.push_str(&format!("    volume {} {{\n", quote(v)));
         attributes(
-            &mut o,
+            o,
             6,
             &[
                 ("type", quote("host")),
@@ -91,48 +125,48 @@ pub fn render(job: &Job, file: &Path) -> String {
         );
         o.push_str("    }\n\n");
     }
-    o.push_str(&format!("    task {name} {{\n      driver = \"exec\"\n\n"));
+    o.push_str(&format!("    task {task} {{\n      driver = \"exec\"\n\n"));
     if let Some(v) = &job.cache_volume {
         o.push_str("      volume_mount {\n");
-        attributes(&mut o, 8, &[("volume", quote(v)), ("destination", quote(CACHE_DIR))]);
+        attributes(o, 8, &[("volume", quote(v)), ("destination", quote(CACHE_DIR))]);
         o.push_str("      }\n\n");
     }
     o.push_str("      # Downloaded into the task's local/ directory; the checksum is\n");
     o.push_str("      # verified before the task starts.\n");
     o.push_str("      artifact {\n");
-    let destination = format!("local/{}", job.file_name);
+    let destination = format!("local/{}", build.file_name);
     attributes(
-        &mut o,
+        o,
         8,
         &[
-            ("source", quote(&job.source)),
+            ("source", quote(&build.source)),
             ("destination", quote(&destination)),
             ("mode", quote("file")),
         ],
     );
     o.push_str("\n        options {\n");
-    let mut options = vec![("checksum", quote(&job.checksum))];
-    options.extend(job.options.iter().map(|(k, v)| (k.as_str(), quote(v))));
-    attributes(&mut o, 10, &options);
+    let mut options = vec![("checksum", quote(&build.checksum))];
+    options.extend(build.options.iter().map(|(k, v)| (k.as_str(), quote(v))));
+    attributes(o, 10, &options);
     o.push_str("        }\n      }\n\n");
     o.push_str("      config {\n");
     let mut config = vec![("command", quote(&destination))];
     if !job.args.is_empty() {
         config.push(("args", list(&job.args)));
     }
-    attributes(&mut o, 8, &config);
+    attributes(o, 8, &config);
     o.push_str("      }\n\n");
     if !job.env.is_empty() {
         o.push_str("      env {\n");
         let env: Vec<(&str, String)> = job.env.iter().map(|(k, v)| (k.as_str(), quote(v))).collect();
-        attributes(&mut o, 8, &env);
+        attributes(o, 8, &env);
         o.push_str("      }\n\n");
     }
     o.push_str("      # The bundle is PID 1 of the task: it passes kill_signal on to the\n");
     o.push_str("      # program and exits with its status. A program still running after\n");
     o.push_str("      # kill_timeout is killed with SIGKILL, with everything it started.\n");
     attributes(
-        &mut o,
+        o,
         6,
         &[
             ("kill_signal", quote(KILL_SIGNAL)),
@@ -141,12 +175,11 @@ pub fn render(job: &Job, file: &Path) -> String {
     );
     o.push_str("\n      resources {\n");
     attributes(
-        &mut o,
+        o,
         8,
         &[("cpu", job.cpu.to_string()), ("memory", job.memory.to_string())],
     );
-    o.push_str("      }\n    }\n  }\n}\n");
-    o
+    o.push_str("      }\n    }\n  }\n");
 }
 
 #[cfg(test)]

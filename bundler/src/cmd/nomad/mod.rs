@@ -33,13 +33,15 @@ Examples:
 /// Arguments of `tote nomad`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The bundle to run (its SHA-256 goes into the job).
-    #[arg(value_name = "FILE")]
-    pub file: std::path::PathBuf,
+    /// The bundle to run (its SHA-256 goes into the job); or one bundle per
+    /// architecture of the same app, each run on the clients of its own.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<std::path::PathBuf>,
     /// Where Nomad downloads FILE from: s3://BUCKET/KEY (AWS, or the server
     /// given by --endpoint), an http(s) URL, or a go-getter source (s3::...).
-    #[arg(long, value_name = "URL")]
-    pub url: String,
+    /// Once per FILE, in the same order.
+    #[arg(long, value_name = "URL", required = true)]
+    pub url: Vec<String>,
     /// S3-compatible server for an s3:// URL (MinIO, Garage, Ceph...), such as
     /// http://minio.internal:9000. Its credentials are read from
     /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and written into the job.
@@ -89,6 +91,23 @@ pub struct Args {
 pub struct Job {
     pub name: String,
     pub datacenters: Vec<String>,
+    /// One bundle per architecture: a group each.
+    pub builds: Vec<Build>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub ports: Vec<(String, Option<u16>)>,
+    pub cpu: u32,
+    pub memory: u32,
+    /// `--cache-volume`: the host volume mounted at [`CACHE_DIR`].
+    pub cache_volume: Option<String>,
+}
+
+/// One bundle of the job: what it runs on, and where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Build {
+    pub arch: tote_format::Arch,
+    /// The bundle, as named on the command line.
+    pub file: std::path::PathBuf,
     /// The go-getter source.
     pub source: String,
     /// Artifact options besides the checksum (credentials).
@@ -97,13 +116,6 @@ pub struct Job {
     pub checksum: String,
     /// The artifact's file name in `local/`.
     pub file_name: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub ports: Vec<(String, Option<u16>)>,
-    pub cpu: u32,
-    pub memory: u32,
-    /// `--cache-volume`: the host volume mounted at [`CACHE_DIR`].
-    pub cache_volume: Option<String>,
 }
 
 /// Where `--cache-volume` mounts the host volume in the task.
@@ -120,44 +132,45 @@ pub const KILL_SIGNAL: &str = "SIGINT";
 pub const KILL_TIMEOUT: &str = "5s";
 
 pub fn run(args: &Args) -> Result<()> {
-    let opened = reader::open(&args.file)?;
-    let meta = opened
-        .layout
-        .meta(&opened.map)
-        .with_context(|| format!("{}", args.file.display()))?;
-    let checksum = format!("sha256:{}", reader::sha256_hex(&opened.map));
-    drop(opened);
-
-    let name = match &args.job {
-        Some(j) => j.clone(),
-        None => meta.name.clone(),
-    };
-    check_name(&name, args.job.is_some())?;
-    let env_var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let source = source(&args.url, args.endpoint.as_deref(), args.region.as_deref())?;
-    let mut options = Vec::new();
-    if source.needs_credentials {
-        let (Some(id), Some(secret)) = (env_var("AWS_ACCESS_KEY_ID"), env_var("AWS_SECRET_ACCESS_KEY")) else {
-            bail!(
-                "{}: Nomad's downloader sends requests for this endpoint to AWS unless the job \
-                 holds credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a read-only key)",
-                args.endpoint.as_deref().unwrap_or(&args.url)
-            );
-        };
-        options.push(("aws_access_key_id".to_owned(), id.clone()));
-        options.push(("aws_access_key_secret".to_owned(), secret));
-        if let Some(token) = env_var("AWS_SESSION_TOKEN") {
-            options.push(("aws_access_token".to_owned(), token));
-        }
-        eprintln!("tote: note: the job holds the access key {id}; give it read-only access to the bucket");
+    if args.url.len() != args.files.len() {
+        bail!(
+            "{} bundles and {} --url: give one --url per bundle, in the same order",
+            args.files.len(),
+            args.url.len()
+        );
     }
-    let file_name = args
-        .file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) && !n.starts_with('.'))
-        .unwrap_or("app")
-        .to_owned();
+    let mut name = args.job.clone();
+    let mut builds: Vec<Build> = Vec::new();
+    let mut warned = false;
+    for (file, url) in args.files.iter().zip(&args.url) {
+        let opened = reader::open(file)?;
+        let meta = opened
+            .layout
+            .meta(&opened.map)
+            .with_context(|| format!("{}", file.display()))?;
+        let checksum = format!("sha256:{}", reader::sha256_hex(&opened.map));
+        drop(opened);
+        if let Some(other) = builds.iter().find(|b| b.arch == meta.arch) {
+            bail!(
+                "{} and {} are both for {}: give one bundle per architecture",
+                other.file.display(),
+                file.display(),
+                meta.arch
+            );
+        }
+        name.get_or_insert_with(|| meta.name.clone());
+        let (source, options) = download(args, url, &mut warned)?;
+        builds.push(Build {
+            arch: meta.arch,
+            file: file.clone(),
+            source,
+            options,
+            checksum,
+            file_name: file_name(file),
+        });
+    }
+    let name = name.unwrap_or_default();
+    check_name(&name, args.job.is_some())?;
     let job = Job {
         name,
         datacenters: if args.datacenters.is_empty() {
@@ -165,10 +178,7 @@ pub fn run(args: &Args) -> Result<()> {
         } else {
             args.datacenters.clone()
         },
-        source: source.url,
-        options,
-        checksum,
-        file_name,
+        builds,
         args: args.args.clone(),
         env: job_env(args)?,
         ports: parse_ports(&args.ports)?,
@@ -176,12 +186,46 @@ pub fn run(args: &Args) -> Result<()> {
         memory: args.memory,
         cache_volume: args.cache_volume.clone(),
     };
-    print!("{}", render(&job, &args.file));
+    print!("{}", render(&job));
     Ok(())
 }
 
-/// The task's environment: what `--cache-volume` and `--cache-max` set,
-/// then `--env`'s (which may not set those again).
+/// The go-getter source for `url` and the artifact options it needs
+/// (credentials, said once in a note).
+fn download(args: &Args, url: &str, warned: &mut bool) -> Result<(String, Vec<(String, String)>)> {
+    let env_var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let source = source(url, args.endpoint.as_deref(), args.region.as_deref())?;
+    let mut options = Vec::new();
+    if source.needs_credentials {
+        let (Some(id), Some(secret)) = (env_var("AWS_ACCESS_KEY_ID"), env_var("AWS_SECRET_ACCESS_KEY")) else {
+            bail!(
+                "{}: Nomad's downloader sends requests for this endpoint to AWS unless the job \
+                 holds credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a read-only key)",
+                args.endpoint.as_deref().unwrap_or(url)
+            );
+        };
+        options.push(("aws_access_key_id".to_owned(), id.clone()));
+        options.push(("aws_access_key_secret".to_owned(), secret));
+        if let Some(token) = env_var("AWS_SESSION_TOKEN") {
+            options.push(("aws_access_token".to_owned(), token));
+        }
+        if !std::mem::replace(warned, true) {
+            eprintln!("tote: note: the job holds the access key {id}; give it read-only access to the bucket");
+        }
+    }
+    Ok((source.url, options))
+}
+
+/// The artifact's file name in `local/`: the bundle's, where it is a plain
+/// name, else `app`.
+fn file_name(file: &std::path::Path) -> String {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) && !n.starts_with('.'))
+        .unwrap_or("app")
+        .to_owned()
+}
+
 fn job_env(args: &Args) -> Result<Vec<(String, String)>> {
     let mut env = Vec::new();
     if let Some(v) = &args.cache_volume {
