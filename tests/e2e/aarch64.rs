@@ -15,6 +15,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tote_format::Arch;
 
@@ -375,4 +376,244 @@ fn musl_lays_out_the_stubs_structures_as_glibc_does() {
     assert!(outs[0].lines().count() > 20, "{}", outs[0]);
     assert_eq!(outs[0], outs[1], "x86_64: musl and glibc differ");
     assert_eq!(outs[2], outs[3], "aarch64: musl and glibc differ");
+}
+
+/// `skopeo inspect [--override-arch ARCH] oci-archive:PATH` as JSON.
+fn skopeo_inspect(archive: &Path, arch: &str, config: bool) -> serde_json::Value {
+    let mut c = Command::new("skopeo");
+    c.args(["inspect", "--override-arch", arch]);
+    if config {
+        c.arg("--config");
+    }
+    let o = c.arg(format!("oci-archive:{}", archive.display())).output().unwrap();
+    assert!(o.status.success(), "skopeo: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn images_of_aarch64_input_are_linux_arm64_and_two_architectures_make_one_index() {
+    let a = arm();
+    let f = fixture();
+    let t = TestDir::new();
+    // One aarch64 input: a linux/arm64 image.
+    let single = t.join("arm.tar");
+    let o = tote()
+        .arg("image")
+        .arg(&a.greet)
+        .arg("-o")
+        .arg(&single)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(skopeo_inspect(&single, "arm64", true)["architecture"], "arm64");
+    // One input per architecture: one index, each platform its manifest,
+    // the x86-64 one the same as its single-architecture image's.
+    let multi = t.join("multi.tar");
+    let o = tote()
+        .arg("image")
+        .arg(&f.greet)
+        .arg(&a.greet)
+        .args(["--tag", "greet:multi", "-o"])
+        .arg(&multi)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("linux/amd64 + linux/arm64"));
+    let x86_only = t.join("x86.tar");
+    let o = tote()
+        .arg("image")
+        .arg(&f.greet)
+        .args(["--tag", "greet:multi", "-o"])
+        .arg(&x86_only)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", multi.display()))
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let platforms: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap().to_string(),
+                m["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let x86_digest = skopeo_inspect(&x86_only, "amd64", false)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(platforms.len(), 2, "{index}");
+    assert_eq!(platforms[0], ("amd64".to_string(), x86_digest));
+    assert_eq!(platforms[1].0, "arm64");
+    for (arch, want) in [("amd64", "amd64"), ("arm64", "arm64")] {
+        assert_eq!(skopeo_inspect(&multi, arch, true)["architecture"], want);
+    }
+    // podman runs the arm64 image here, under qemu.
+    let name = format!("localhost/tote-arm64-{}:1", std::process::id());
+    let copy = Command::new("skopeo")
+        .args(["copy", "-q", "--override-arch", "arm64"])
+        .arg(format!("oci-archive:{}", multi.display()))
+        .arg(format!("containers-storage:{name}"))
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", stderr(&copy));
+    let run = podman_run_command()
+        .args(["--arch", "arm64", "--network", "none", &name, "from podman"])
+        .output()
+        .unwrap();
+    let _ = podman().args(["rmi", "-f", &name]).output();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("arch=aarch64"), "{out}");
+    assert!(out.contains(&format!("arg1={}", hex(b"from podman"))), "{out}");
+    // Bundling the index: --arch picks its manifest, else this host's.
+    for (arch, want) in [(Some("arm64"), "aarch64"), (None, "x86_64")] {
+        let out = t.join(format!("from-index-{want}"));
+        let mut c = tote();
+        c.arg("bundle").arg(&multi).arg("-o").arg(&out);
+        if let Some(a) = arch {
+            c.args(["--arch", a]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(inspect_json(&out)["arch"], want);
+    }
+    let o = tote()
+        .arg("bundle")
+        .arg(&x86_only)
+        .args(["--arch", "aarch64", "-o"])
+        .arg(t.join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the image is linux/amd64, not linux/arm64 (--arch)"),
+        "{}",
+        stderr(&o)
+    );
+    // A docker-archive holds one image; two inputs of one architecture
+    // are refused.
+    for (inputs, want) in [
+        (
+            vec![&f.greet, &a.greet],
+            "a docker-archive holds one architecture's image",
+        ),
+        (
+            vec![&a.greet, &a.probe],
+            "are both for aarch64: give one input per architecture",
+        ),
+    ] {
+        let out = t.join("refused.tar");
+        let mut c = tote();
+        c.arg("image").args(inputs).arg("-o").arg(&out);
+        if want.contains("docker") {
+            c.args(["--format", "docker-archive"]);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
+}
+
+/// A directory bundle of a static busybox: this host's, or Debian's arm64
+/// one.
+fn busybox_bundle(t: &TestDir, arm: bool) -> PathBuf {
+    let name = if arm { "bb-aarch64" } else { "bb-x86_64" };
+    let dir = t.join(format!("{name}-dir"));
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    let src = if arm {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+        cache.join("tote-tools/arm64/bin/busybox")
+    } else {
+        PathBuf::from("/bin/busybox")
+    };
+    assert!(src.exists(), "{} is missing: run scripts/setup", src.display());
+    fs::copy(&src, dir.join("bin/busybox")).unwrap();
+    let file = t.join(name);
+    let o = bundle(dir.to_str().unwrap(), &file, &["--entrypoint", "bin/busybox"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    file
+}
+
+#[test]
+fn one_nomad_job_runs_each_architectures_bundle_on_its_own_clients() {
+    qemu();
+    let t = TestDir::new();
+    let files = [busybox_bundle(&t, false), busybox_bundle(&t, true)];
+    let garage = crate::nomad::Garage::start(&t);
+    let bucket = garage.var("TOTE_BUCKET");
+    for f in &files {
+        garage.upload(f, f.file_name().unwrap().to_str().unwrap());
+    }
+    let o = tote()
+        .arg("nomad")
+        .args(&files)
+        .args(["--url", &format!("s3://{bucket}/bb-x86_64")])
+        .args(["--url", &format!("s3://{bucket}/bb-aarch64")])
+        .args([
+            "--endpoint",
+            &garage.var("AWS_ENDPOINT_URL"),
+            "--region",
+            "garage",
+            "--job",
+            "bb",
+        ])
+        .args(["--", "sh", "-c", "uname -m; exec sleep 1000"])
+        .env("AWS_ACCESS_KEY_ID", garage.var("TOTE_READ_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", garage.var("TOTE_READ_SECRET"))
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let job_file = t.join("bb.nomad.hcl");
+    fs::write(&job_file, &text).unwrap();
+    // Each group: its architecture's constraint, its file, its checksum.
+    let body = hcl::parse(&text).unwrap();
+    let job = body.blocks().find(|b| b.identifier() == "job").unwrap();
+    let groups: Vec<&hcl::Block> = job.body().blocks().filter(|b| b.identifier() == "group").collect();
+    assert_eq!(groups.len(), 2, "{text}");
+    for (g, (file, arch)) in groups.iter().zip(files.iter().zip(["amd64", "arm64"])) {
+        let g_text = hcl::to_string(g.body()).unwrap();
+        assert!(g_text.contains(&format!("value = \"{arch}\"")), "{g_text}");
+        assert!(g_text.contains("attr.cpu.arch"), "{g_text}");
+        let sum = tote_format::sha256(&fs::read(file).unwrap()).to_hex();
+        assert!(g_text.contains(&format!("sha256:{sum}")), "{g_text}");
+        let key = file.file_name().unwrap().to_str().unwrap();
+        assert!(g_text.contains(&format!("/{bucket}/{key}")), "{g_text}");
+    }
+    // The exec-driver stand-in, as a client of each architecture: its own
+    // bundle downloaded, checked and run as PID 1; SIGINT stops it.
+    for (cpu, machine) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let alloc = t.join(format!("alloc-{cpu}"));
+        let task = crate::nomad::Task::start_with(&job_file, &alloc, &["--cpu-arch".as_ref(), cpu.as_ref()]);
+        let log = alloc.join("alloc/logs/bb.stdout.0");
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while !fs::read_to_string(&log).unwrap_or_default().contains(machine) {
+            assert!(
+                std::time::Instant::now() < end,
+                "{cpu}: no {machine} in {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (code, report) = task.stop();
+        assert_eq!(code, 130, "{cpu}: {report:#?}");
+        assert!(
+            report
+                .iter()
+                .any(|l| l.contains(&format!("/bb-{machine} -> local/bb-{machine}"))),
+            "{cpu}: {report:#?}"
+        );
+    }
 }

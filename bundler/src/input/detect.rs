@@ -125,7 +125,7 @@ pub fn resolve(req: &Request<'_>) -> Result<Input> {
         Kind::StorePath => nix::input(req.path, req.scan_references, req.entrypoint, None),
         Kind::Directory => dir::resolve(req.path, req.mount_at, req.entrypoint),
         Kind::Elf => elf::resolve(req.path, req.add, req.entrypoint.is_some()),
-        Kind::Image => oci::resolve(req.path, req.entrypoint),
+        Kind::Image => oci::resolve(req.path, req.entrypoint, req.arch),
     }?;
     let choice = arch::choose(&input.tree, &input.launch, req.arch)?;
     for note in &choice.notes {
