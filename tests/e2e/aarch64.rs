@@ -617,3 +617,41 @@ fn one_nomad_job_runs_each_architectures_bundle_on_its_own_clients() {
         );
     }
 }
+
+/// A `tote` built for aarch64 (scripts/build-aarch64) writes the same bytes
+/// as this one, for either architecture's input, and installs. Slow (a
+/// release build, then bundling under qemu): scripts/soak runs it, with
+/// TOTE_AARCH64_TOTE naming the built tote.
+#[test]
+#[ignore = "needs TOTE_AARCH64_TOTE (scripts/soak builds it)"]
+fn an_aarch64_tote_writes_the_same_bytes_as_this_one() {
+    let other = PathBuf::from(std::env::var_os("TOTE_AARCH64_TOTE").expect("TOTE_AARCH64_TOTE: the aarch64 tote"));
+    assert_eq!(elf_machine(&other), 183, "{} is not an aarch64 program", other.display());
+    let a = arm();
+    let x86 = build("probe", &nonce());
+    let t = TestDir::new();
+    for (what, store) in [("aarch64", &a.script_store), ("x86_64", &x86)] {
+        let mine = t.join(format!("{what}-here"));
+        let theirs = t.join(format!("{what}-aarch64-tote"));
+        let o = bundle(store, &mine, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = Command::new(&other)
+            .args(["bundle", store, "-o"])
+            .arg(&theirs)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "the aarch64 tote: {}", stderr(&o));
+        assert!(
+            fs::read(&mine).unwrap() == fs::read(&theirs).unwrap(),
+            "{what}: the two totes wrote different bundles"
+        );
+    }
+    let prefix = t.join("prefix");
+    let o = Command::new(repo().join("scripts/install"))
+        .args(["--tote", other.to_str().unwrap(), "--prefix", prefix.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "scripts/install: {}", stderr(&o));
+    assert_eq!(elf_machine(&prefix.join("bin/tote")), 183);
+    assert!(prefix.join("share/man/man1/tote.1").is_file());
+}
