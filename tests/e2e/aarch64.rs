@@ -530,10 +530,7 @@ fn busybox_bundle(t: &TestDir, arm: bool) -> PathBuf {
     let dir = t.join(format!("{name}-dir"));
     fs::create_dir_all(dir.join("bin")).unwrap();
     let src = if arm {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-        cache.join("tote-tools/arm64/bin/busybox")
+        tools().join("arm64/bin/busybox")
     } else {
         PathBuf::from("/bin/busybox")
     };
@@ -626,7 +623,12 @@ fn one_nomad_job_runs_each_architectures_bundle_on_its_own_clients() {
 #[ignore = "needs TOTE_AARCH64_TOTE (scripts/soak builds it)"]
 fn an_aarch64_tote_writes_the_same_bytes_as_this_one() {
     let other = PathBuf::from(std::env::var_os("TOTE_AARCH64_TOTE").expect("TOTE_AARCH64_TOTE: the aarch64 tote"));
-    assert_eq!(elf_machine(&other), 183, "{} is not an aarch64 program", other.display());
+    assert_eq!(
+        elf_machine(&other),
+        183,
+        "{} is not an aarch64 program",
+        other.display()
+    );
     let a = arm();
     let x86 = build("probe", &nonce());
     let t = TestDir::new();
@@ -654,4 +656,69 @@ fn an_aarch64_tote_writes_the_same_bytes_as_this_one() {
     assert!(o.status.success(), "scripts/install: {}", stderr(&o));
     assert_eq!(elf_machine(&prefix.join("bin/tote")), 183);
     assert!(prefix.join("share/man/man1/tote.1").is_file());
+}
+
+/// Where scripts/setup unpacks Debian's arm64 packages.
+fn tools() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+        .join("tote-tools")
+}
+
+#[test]
+fn a_program_of_a_foreign_arm64_root_is_bundled_with_sysroot() {
+    qemu();
+    let root = tools().join("arm64-root");
+    assert!(
+        root.join("usr/bin/hello").exists(),
+        "{} holds no Debian hello:arm64: run scripts/setup",
+        root.display()
+    );
+    let t = TestDir::new();
+    let out = t.join("hello");
+    let o = tote()
+        .args(["bundle", "/usr/bin/hello", "--sysroot", root.to_str().unwrap(), "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = inspect_json(&out);
+    assert_eq!(j["arch"], "aarch64");
+    assert_eq!(j["entrypoint"], "/usr/bin/hello");
+    // The program, its loader and libc, from the root and not this host.
+    let paths: Vec<String> = bundle_index(&out)
+        .entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.ends_with("aarch64-linux-gnu/libc.so.6")),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.contains("x86_64")), "{paths:?}");
+    let r = Launch::nobody(&t).run(&out, &["--greeting", "hi from arm64"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(r.stdout, b"hi from arm64\n");
+    // The program is named inside the root.
+    let o = tote()
+        .args(["bundle", "usr/bin/hello", "--sysroot", root.to_str().unwrap(), "-o"])
+        .arg(t.join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("with --sysroot, name the program by its absolute path"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tote()
+        .args(["bundle", "/usr/bin/absent", "--sysroot", root.to_str().unwrap(), "-o"])
+        .arg(t.join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/usr/bin/absent"), "{}", stderr(&o));
+    assert!(!t.join("never").exists());
 }

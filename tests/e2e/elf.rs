@@ -258,16 +258,19 @@ fn python_with_its_standard_library_runs_without_glibc() {
 #[test]
 fn bad_elf_inputs_are_refused() {
     let t = TestDir::new();
-    // An ELF for another architecture: a copy of a real one with e_machine
-    // set to AArch64 (183).
+    // An ELF for an architecture tote does not bundle for: a copy of a
+    // real one with e_machine set to RISC-V (243).
     let mut bytes = fs::read("/bin/busybox").unwrap();
-    bytes[18..20].copy_from_slice(&183u16.to_le_bytes());
-    let arm = t.join("arm-prog");
-    fs::write(&arm, &bytes).unwrap();
-    let o = tote().arg("bundle").arg(&arm).current_dir(t.path()).output().unwrap();
+    bytes[18..20].copy_from_slice(&243u16.to_le_bytes());
+    let rv = t.join("riscv-prog");
+    fs::write(&rv, &bytes).unwrap();
+    let o = tote().arg("bundle").arg(&rv).current_dir(t.path()).output().unwrap();
     let e = stderr(&o);
     assert_eq!((o.status.code(), e.lines().count()), (Some(1), 1), "{e}");
-    assert!(e.contains("is an ELF file for") && e.contains("not x86_64"), "{e}");
+    assert!(
+        e.contains("is an ELF file for") && e.contains("tote bundles x86_64 and aarch64 programs"),
+        "{e}"
+    );
 
     // A library that cannot be found.
     let prog = c_program(&t);

@@ -81,6 +81,11 @@ pub struct InputArgs {
     /// point's, read from its ELF header or its script's interpreter].
     #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
     pub arch: Option<tote_format::Arch>,
+    /// ELF input: the program (given by its absolute path inside DIR) and
+    /// everything it needs are found inside DIR, a foreign root such as
+    /// Debian arm64 packages unpacked with `dpkg-deb -x`.
+    #[arg(long, value_name = "DIR")]
+    pub sysroot: Option<PathBuf>,
 }
 
 fn parse_arch(s: &str) -> std::result::Result<tote_format::Arch, String> {
@@ -97,6 +102,7 @@ impl InputArgs {
             add: &self.add,
             scan_references: self.scan_references,
             arch: self.arch,
+            sysroot: self.sysroot.as_deref(),
         }
     }
 
@@ -106,6 +112,7 @@ impl InputArgs {
             (self.mount_at.is_some(), "--mount-at"),
             (!self.add.is_empty(), "--add"),
             (self.scan_references, "--scan-references"),
+            (self.sysroot.is_some(), "--sysroot"),
         ]
         .into_iter()
         .filter_map(|(given, flag)| given.then_some(flag))

@@ -17,6 +17,8 @@ pub struct Request<'a> {
     pub scan_references: bool,
     /// `--arch`: the architecture, whatever the closure says.
     pub arch: Option<tote_format::Arch>,
+    /// `--sysroot`: an ELF program's root directory (a foreign one).
+    pub sysroot: Option<&'a Path>,
 }
 
 /// The kinds of input, as `tote bundle` tells them apart.
@@ -97,7 +99,11 @@ pub fn is_bundle(path: &Path, len: u64) -> bool {
 }
 
 pub fn resolve(req: &Request<'_>) -> Result<Input> {
-    let kind = detect(req.path)?;
+    // With --sysroot the input is an ELF program inside that root.
+    let kind = match req.sysroot {
+        Some(_) => Kind::Elf,
+        None => detect(req.path)?,
+    };
     let only = |given: bool, flag: &str, fits: &[Kind]| -> Result<()> {
         if given && !fits.contains(&kind) {
             bail!("{flag} does not apply to {} ({})", kind.name(), req.path.display());
@@ -124,7 +130,7 @@ pub fn resolve(req: &Request<'_>) -> Result<Input> {
         }
         Kind::StorePath => nix::input(req.path, req.scan_references, req.entrypoint, None),
         Kind::Directory => dir::resolve(req.path, req.mount_at, req.entrypoint),
-        Kind::Elf => elf::resolve(req.path, req.add, req.entrypoint.is_some()),
+        Kind::Elf => elf::resolve(req.path, req.add, req.entrypoint.is_some(), req.sysroot),
         Kind::Image => oci::resolve(req.path, req.entrypoint, req.arch),
     }?;
     let choice = arch::choose(&input.tree, &input.launch, req.arch)?;

@@ -24,25 +24,48 @@ use super::tree::{Item, ItemKind, TreeBuilder};
 
 /// Top-level directories that are replaced whole at launch.
 const SYSTEM: [&str; 7] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr"];
-/// glibc's default search directories on x86_64 (Debian's multiarch first).
-const DEFAULT_DIRS: [&str; 6] = [
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-];
+/// glibc's default search directories (Debian's multiarch first), for the
+/// architecture whose multiarch triple is `triple`.
+fn default_dirs(triple: &str) -> [PathBuf; 6] {
+    [
+        PathBuf::from(format!("/lib/{triple}")),
+        PathBuf::from(format!("/usr/lib/{triple}")),
+        PathBuf::from("/lib64"),
+        PathBuf::from("/usr/lib64"),
+        PathBuf::from("/lib"),
+        PathBuf::from("/usr/lib"),
+    ]
+}
 const LD_SO_CACHE: &str = "/etc/ld.so.cache";
 
-pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<Input> {
+/// The program's closure. With `sysroot`, every path (the program's, each
+/// `--add`, what the ELF files name, ld.so.conf, ld.so.cache) is a path
+/// inside that directory, as a foreign root (arm64 packages unpacked with
+/// `dpkg-deb -x`) sees it.
+pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool, sysroot: Option<&Path>) -> Result<Input> {
     if entry_given {
         bail!("--entrypoint does not apply to an ELF program: the program named is the entry point");
     }
+    let root = match sysroot {
+        Some(r) => {
+            if !r.is_dir() {
+                bail!("--sysroot {}: not a directory", r.display());
+            }
+            if !program.is_absolute() {
+                bail!(
+                    "{}: with --sysroot, name the program by its absolute path inside the root (/usr/bin/…)",
+                    program.display()
+                );
+            }
+            Some(absolute(r)?)
+        }
+        None => None,
+    };
+    let host = |p: &Path| host_path(root.as_deref(), p);
     let program = absolute(program)?;
-    let bytes_of_program = fs::read(&program).with_context(|| format!("reading {}", program.display()))?;
-    check_arch(&program, &bytes_of_program)?;
-    if fs::metadata(&program)?.permissions().mode() & 0o111 == 0 {
+    let bytes_of_program = fs::read(host(&program)).with_context(|| format!("reading {}", host(&program).display()))?;
+    let machine = check_arch(&program, &bytes_of_program)?;
+    if fs::metadata(host(&program))?.permissions().mode() & 0o111 == 0 {
         bail!(
             "{} is not executable: chmod +x it, or bundle the directory holding it with --entrypoint",
             program.display()
@@ -53,7 +76,9 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
         roots: BTreeSet::new(),
         elves: Vec::new(),
         seen_elves: BTreeSet::new(),
-        search_conf: ld_so_conf_dirs(Path::new("/etc/ld.so.conf")),
+        search_conf: ld_so_conf_dirs(&host(Path::new("/etc/ld.so.conf")), root.as_deref()),
+        root: root.clone(),
+        machine,
         libraries: 0,
         program: PathBuf::new(),
         interpreter: None,
@@ -62,12 +87,12 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool) -> Result<In
     c.program = c.add(&program, true)?;
     for a in adds {
         let a = absolute(a)?;
-        if fs::symlink_metadata(&a).is_err() {
+        if fs::symlink_metadata(host(&a)).is_err() {
             bail!("--add {}: no such file or directory", a.display());
         }
         c.add(&a, true)?;
     }
-    if Path::new(LD_SO_CACHE).is_file() {
+    if host(Path::new(LD_SO_CACHE)).is_file() {
         c.add(Path::new(LD_SO_CACHE), true)?;
     }
     // Every ELF file reached needs its own libraries, found as ld.so would.
@@ -133,11 +158,21 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(paths::clean(&cwd.join(p)))
 }
 
-fn check_arch(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Where logical path `p` (of the root the program sees) is on this host.
+fn host_path(root: Option<&Path>, p: &Path) -> PathBuf {
+    match root {
+        Some(r) => r.join(p.strip_prefix("/").unwrap_or(p)),
+        None => p.to_path_buf(),
+    }
+}
+
+/// The program's ELF machine, where tote bundles for it.
+fn check_arch(path: &Path, bytes: &[u8]) -> Result<u16> {
     let h = Elf::parse_header(bytes).map_err(|e| anyhow::anyhow!("{}: not a valid ELF file ({e})", path.display()))?;
-    if h.e_machine != header::EM_X86_64 || h.e_ident[header::EI_CLASS] != header::ELFCLASS64 {
+    let known = tote_format::Arch::from_elf_machine(h.e_machine).is_some();
+    if !known || h.e_ident[header::EI_CLASS] != header::ELFCLASS64 {
         bail!(
-            "{} is an ELF file for {} ({}-bit), not x86_64: tote bundles x86_64 programs",
+            "{} is an ELF file for {} ({}-bit): tote bundles x86_64 and aarch64 programs",
             path.display(),
             header::machine_to_str(h.e_machine),
             if h.e_ident[header::EI_CLASS] == header::ELFCLASS64 {
@@ -147,16 +182,17 @@ fn check_arch(path: &Path, bytes: &[u8]) -> Result<()> {
             }
         );
     }
-    Ok(())
+    Ok(h.e_machine)
 }
 
-/// Is `path` a 64-bit x86_64 ELF file (what ld.so accepts for this program)?
-fn is_compatible_elf(path: &Path) -> bool {
+/// Is `path` a 64-bit ELF file of `machine` (what ld.so accepts for this
+/// program)?
+fn is_compatible_elf(path: &Path, machine: u16) -> bool {
     let mut head = [0u8; 64];
     let ok = fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
     ok.is_ok()
         && Elf::parse_header(&head)
-            .is_ok_and(|h| h.e_machine == header::EM_X86_64 && h.e_ident[header::EI_CLASS] == header::ELFCLASS64)
+            .is_ok_and(|h| h.e_machine == machine && h.e_ident[header::EI_CLASS] == header::ELFCLASS64)
 }
 
 struct Collector {
@@ -175,9 +211,25 @@ struct Collector {
     /// Where libraries were found, in the order they were: a launch without
     /// namespaces gives these to the bundle's own loader.
     library_dirs: Vec<PathBuf>,
+    /// `--sysroot`: the directory every path is inside (None: `/`).
+    root: Option<PathBuf>,
+    /// The program's ELF machine: libraries of another are skipped.
+    machine: u16,
 }
 
 impl Collector {
+    fn host(&self, p: &Path) -> PathBuf {
+        host_path(self.root.as_deref(), p)
+    }
+
+    /// The multiarch triple of the program's machine.
+    fn triple(&self) -> &'static str {
+        match tote_format::Arch::from_elf_machine(self.machine) {
+            Some(tote_format::Arch::Aarch64) => "aarch64-linux-gnu",
+            _ => "x86_64-linux-gnu",
+        }
+    }
+
     /// `path` with every symlink on the way to it, and (for a directory)
     /// everything below it. Returns the real path.
     fn add(&mut self, path: &Path, root: bool) -> Result<PathBuf> {
@@ -185,7 +237,7 @@ impl Collector {
         if root {
             self.roots.insert(real.clone());
         }
-        let meta = fs::symlink_metadata(&real).with_context(|| format!("reading {}", real.display()))?;
+        let meta = fs::symlink_metadata(self.host(&real)).with_context(|| format!("reading {}", real.display()))?;
         if meta.is_dir() {
             self.walk(&real)?;
         } else {
@@ -200,14 +252,16 @@ impl Collector {
         paths::resolve(
             path,
             |next| {
-                let meta = fs::symlink_metadata(next).with_context(|| format!("reading {}", next.display()))?;
+                let meta =
+                    fs::symlink_metadata(self.host(next)).with_context(|| format!("reading {}", next.display()))?;
                 if !meta.file_type().is_symlink() {
                     if meta.is_dir() {
                         self.items.entry(next.to_path_buf()).or_insert(ItemKind::Dir);
                     }
                     return Ok(None);
                 }
-                let target = fs::read_link(next).with_context(|| format!("reading symlink {}", next.display()))?;
+                let target =
+                    fs::read_link(self.host(next)).with_context(|| format!("reading symlink {}", next.display()))?;
                 self.items.insert(
                     next.to_path_buf(),
                     ItemKind::Symlink {
@@ -225,7 +279,7 @@ impl Collector {
 
     fn walk(&mut self, dir: &Path) -> Result<()> {
         self.items.insert(dir.to_path_buf(), ItemKind::Dir);
-        let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
+        let mut names: Vec<std::ffi::OsString> = fs::read_dir(self.host(dir))
             .with_context(|| format!("listing {}", dir.display()))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
@@ -233,9 +287,10 @@ impl Collector {
         names.sort();
         for n in names {
             let p = dir.join(&n);
-            let meta = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+            let meta = fs::symlink_metadata(self.host(&p)).with_context(|| format!("reading {}", p.display()))?;
             if meta.file_type().is_symlink() {
-                let target = fs::read_link(&p).with_context(|| format!("reading symlink {}", p.display()))?;
+                let target =
+                    fs::read_link(self.host(&p)).with_context(|| format!("reading symlink {}", p.display()))?;
                 self.items.insert(
                     p.clone(),
                     ItemKind::Symlink {
@@ -245,7 +300,7 @@ impl Collector {
                 // What it points at comes along (certificates, alternatives);
                 // a dangling link stays as it is on the host.
                 let to = dir.join(&target);
-                if to.exists() && !self.items.contains_key(&absolute(&to)?) {
+                if self.host(&to).exists() && !self.items.contains_key(&absolute(&to)?) {
                     self.add(&to, !to.starts_with(dir))?;
                 }
             } else if meta.is_dir() {
@@ -269,10 +324,10 @@ impl Collector {
             ItemKind::File {
                 executable: meta.permissions().mode() & 0o111 != 0,
                 size: meta.len(),
-                source: path.to_path_buf(),
+                source: self.host(path),
             },
         );
-        if is_compatible_elf(path) && self.seen_elves.insert(path.to_path_buf()) {
+        if is_compatible_elf(&self.host(path), self.machine) && self.seen_elves.insert(path.to_path_buf()) {
             let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
             self.elves.push((path.to_path_buf(), origin));
         }
@@ -281,7 +336,7 @@ impl Collector {
 
     /// The interpreter and libraries `path` needs, found the way ld.so finds them.
     fn needs(&mut self, path: &Path, origin: &Path) -> Result<()> {
-        let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let data = fs::read(self.host(path)).with_context(|| format!("reading {}", path.display()))?;
         let elf = Elf::parse(&data).map_err(|e| anyhow::anyhow!("{}: not a valid ELF file ({e})", path.display()))?;
         if let Some(interp) = elf
             .program_headers
@@ -292,7 +347,7 @@ impl Collector {
                 .get(interp.p_offset as usize..(interp.p_offset + interp.p_filesz) as usize)
                 .with_context(|| format!("{}: PT_INTERP out of bounds", path.display()))?;
             let interp = Path::new(OsStr::from_bytes(raw.split(|&c| c == 0).next().unwrap_or(raw)));
-            if fs::metadata(interp).is_err() {
+            if fs::metadata(self.host(interp)).is_err() {
                 bail!(
                     "{}: its interpreter {} does not exist",
                     path.display(),
@@ -316,8 +371,8 @@ impl Collector {
                     let d = d
                         .replace("$ORIGIN", &o)
                         .replace("${ORIGIN}", &o)
-                        .replace("$PLATFORM", "x86_64");
-                    ["lib/x86_64-linux-gnu", "lib64"]
+                        .replace("$PLATFORM", self.triple().split('-').next().unwrap_or_default());
+                    [format!("lib/{}", self.triple()).as_str(), "lib64"]
                         .iter()
                         .map(|lib| PathBuf::from(d.replace("$LIB", lib).replace("${LIB}", lib)))
                         .collect::<Vec<_>>()
@@ -331,18 +386,18 @@ impl Collector {
             Vec::new()
         };
         let runpath = expand(&elf.runpaths);
+        let defaults = default_dirs(self.triple());
         for lib in &elf.libraries {
             let found = if lib.contains('/') {
-                Some(origin.join(lib)).filter(|p| p.is_file())
+                Some(origin.join(lib)).filter(|p| self.host(p).is_file())
             } else {
                 rpath
                     .iter()
                     .chain(&runpath)
                     .chain(&self.search_conf)
-                    .map(PathBuf::as_path)
-                    .chain(DEFAULT_DIRS.iter().map(Path::new))
+                    .chain(&defaults)
                     .map(|d| d.join(lib))
-                    .find(|p| is_compatible_elf(p))
+                    .find(|p| is_compatible_elf(&self.host(p), self.machine))
             };
             let Some(found) = found else {
                 bail!(
@@ -352,7 +407,7 @@ impl Collector {
             };
             // As the loader will search it: the directory's real path
             // (`$ORIGIN/../lib` and symlinked directories resolved).
-            let dir = found.parent().map(fs::canonicalize).transpose().ok().flatten();
+            let dir = found.parent().and_then(|d| self.real_dir(d));
             if let Some(dir) = dir.filter(|d| !self.library_dirs.contains(d)) {
                 self.library_dirs.push(dir);
             }
@@ -365,14 +420,38 @@ impl Collector {
     }
 }
 
-/// The directories `/etc/ld.so.conf` names, following `include` globs.
-fn ld_so_conf_dirs(conf: &Path) -> Vec<PathBuf> {
+impl Collector {
+    /// A directory's real path as the loader will search it, in the root
+    /// the program sees (its symlinks resolved inside that root).
+    fn real_dir(&self, dir: &Path) -> Option<PathBuf> {
+        match &self.root {
+            None => fs::canonicalize(dir).ok(),
+            Some(_) => paths::resolve(
+                dir,
+                |next| {
+                    let meta = fs::symlink_metadata(self.host(next)).map_err(|_| ())?;
+                    if meta.file_type().is_symlink() {
+                        fs::read_link(self.host(next)).map(Some).map_err(|_| ())
+                    } else {
+                        Ok(None)
+                    }
+                },
+                || (),
+            )
+            .ok(),
+        }
+    }
+}
+
+/// The directories `/etc/ld.so.conf` names, following `include` globs (an
+/// absolute one inside `root`, where there is one).
+fn ld_so_conf_dirs(conf: &Path, root: Option<&Path>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    read_conf(conf, &mut out, 0);
+    read_conf(conf, root, &mut out, 0);
     out
 }
 
-fn read_conf(conf: &Path, out: &mut Vec<PathBuf>, depth: u32) {
+fn read_conf(conf: &Path, root: Option<&Path>, out: &mut Vec<PathBuf>, depth: u32) {
     let Ok(text) = fs::read_to_string(conf) else {
         return;
     };
@@ -380,9 +459,13 @@ fn read_conf(conf: &Path, out: &mut Vec<PathBuf>, depth: u32) {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(pattern) = line.strip_prefix("include").map(str::trim) {
             if depth < 8 {
-                let pattern = conf.parent().unwrap_or(Path::new("/")).join(pattern);
+                let pattern = if Path::new(pattern).is_absolute() {
+                    host_path(root, Path::new(pattern))
+                } else {
+                    conf.parent().unwrap_or(Path::new("/")).join(pattern)
+                };
                 for f in glob_last(&pattern) {
-                    read_conf(&f, out, depth + 1);
+                    read_conf(&f, root, out, depth + 1);
                 }
             }
         } else if line.starts_with('/') {
@@ -428,7 +511,7 @@ mod tests {
         fs::write(t.path().join("d/a.conf"), "# only a comment\n/opt/a\n").unwrap();
         fs::write(t.path().join("d/skip.txt"), "/opt/no\n").unwrap();
         assert_eq!(
-            ld_so_conf_dirs(&t.path().join("ld.so.conf")),
+            ld_so_conf_dirs(&t.path().join("ld.so.conf"), None),
             [
                 PathBuf::from("/opt/a"),
                 PathBuf::from("/opt/b"),
