@@ -722,3 +722,71 @@ fn a_program_of_a_foreign_arm64_root_is_bundled_with_sysroot() {
     assert!(stderr(&o).contains("/usr/bin/absent"), "{}", stderr(&o));
     assert!(!t.join("never").exists());
 }
+
+/// In a root that holds only Debian's static arm64 busybox (no /nix, /usr
+/// or any libc), as uid 65534: the aarch64 bundle brings everything.
+#[test]
+fn an_aarch64_bundle_runs_in_a_bare_arm64_busybox_root_as_uid_65534() {
+    let a = arm();
+    let t = TestDir::new();
+    let root = t.join("rootfs");
+    for d in ["bin", "proc", "dev", "tmp", "work/cache"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::set_permissions(root.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    fs::set_permissions(
+        root.join("work/cache"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    fs::copy(tools().join("arm64/bin/busybox"), root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    fs::copy(&a.greet, root.join("app")).unwrap();
+    for absent in ["nix", "usr", "lib", "lib64", "etc"] {
+        assert!(!root.join(absent).exists());
+    }
+    // Inside, uid 65534 is the caller's real uid (root) mapped: the cache
+    // directory, owned by root, is the sandbox user's own.
+    let run = |args: &[&str]| {
+        Command::new("bwrap")
+            .args(["--unshare-user", "--uid", "65534", "--gid", "65534", "--bind"])
+            .arg(&root)
+            .args([
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--chdir",
+                "/work",
+                "--clearenv",
+            ])
+            .args([
+                "--setenv",
+                "TOTE_CACHE_DIR",
+                "/work/cache",
+                "--setenv",
+                "TOTE_TEST_VAR",
+                "inside",
+                "--",
+            ])
+            .arg("/app")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["one", "two"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("arch=aarch64"), "{out}");
+    let r = report(&o);
+    assert_eq!(field(&r, "argc"), "3", "{out}");
+    assert_eq!(field(&r, "arg2"), hex(b"two"));
+    assert_eq!(field(&r, "cwd"), "/work");
+    assert_eq!(field(&r, "uid"), "65534");
+    assert_eq!(field(&r, "env"), "inside");
+    assert!(field(&r, "libc").ends_with("-arm64-glibc/lib/libc.so.6"), "{out}");
+    // Warm: the same, from the entry the first run left.
+    let again = run(&["exit", "5"]);
+    assert_eq!(again.status.code(), Some(5), "{}", stderr(&again));
+}
