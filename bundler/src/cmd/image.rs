@@ -85,19 +85,9 @@ pub fn run(args: &Args) -> Result<()> {
     let src = source(args, &args.path);
     phase.done();
     let src = src?;
-    let max_layers = args.max_layers as usize;
-    let plan = image::plan(&src, max_layers)?;
     let staging = write::staging(&args.output)?;
-    let phase = progress::Phase::start("writing layers", progress::Counting::Files);
-    let blobs = layer::write_layers(&plan.layers, compression, &write::blob_dir(staging.path()));
-    phase.done();
-    let blobs = blobs?;
-    plan.check_unchanged()?;
-    let config = image::config(&src, &blobs);
-    let tag = match &args.tag {
-        Some(t) => t.clone(),
-        None => default_tag(&src.launch.name),
-    };
+    let (blobs, config) = layers(args, &src, compression, staging.path())?;
+    let tag = tag_of(args, &src.launch.name);
     let one = write::Image {
         blobs: &blobs,
         config: &config,
@@ -193,6 +183,29 @@ fn source(args: &Args, path: &std::path::Path) -> Result<Source> {
     })
 }
 
+/// `src`'s layers written into `staging`'s blob directory (checked
+/// against the inputs as they were first read), and its config.
+fn layers(
+    args: &Args,
+    src: &Source,
+    compression: Compression,
+    staging: &std::path::Path,
+) -> Result<(Vec<layer::Blob>, serde_json::Value)> {
+    let plan = image::plan(src, args.max_layers as usize)?;
+    let phase = progress::Phase::start("writing layers", progress::Counting::Files);
+    let blobs = layer::write_layers(&plan.layers, compression, &write::blob_dir(staging));
+    phase.done();
+    let blobs = blobs?;
+    plan.check_unchanged()?;
+    let config = image::config(src, &blobs);
+    Ok((blobs, config))
+}
+
+/// `--tag`, or one made from the entry point's file name.
+fn tag_of(args: &Args, name: &str) -> String {
+    args.tag.clone().unwrap_or_else(|| default_tag(name))
+}
+
 /// `tote image A B… -o OUT`: one image per input, each of another
 /// architecture, under one image index.
 fn several(args: &Args, compression: Compression) -> Result<()> {
@@ -222,19 +235,10 @@ fn several(args: &Args, compression: Compression) -> Result<()> {
                 path.display()
             );
         }
-        let plan = image::plan(&src, args.max_layers as usize)?;
-        let phase = progress::Phase::start("writing layers", progress::Counting::Files);
-        let blobs = layer::write_layers(&plan.layers, compression, &write::blob_dir(staging.path()));
-        phase.done();
-        let blobs = blobs?;
-        plan.check_unchanged()?;
-        let config = image::config(&src, &blobs);
+        let (blobs, config) = layers(args, &src, compression, staging.path())?;
         done.push((path.clone(), arch, blobs, config, src.launch.name.clone()));
     }
-    let tag = match &args.tag {
-        Some(t) => t.clone(),
-        None => default_tag(&done[0].4),
-    };
+    let tag = tag_of(args, &done[0].4);
     let images: Vec<write::Image<'_>> = done
         .iter()
         .map(|(_, arch, blobs, config, _)| write::Image {
