@@ -723,12 +723,9 @@ fn a_program_of_a_foreign_arm64_root_is_bundled_with_sysroot() {
     assert!(!t.join("never").exists());
 }
 
-/// In a root that holds only Debian's static arm64 busybox (no /nix, /usr
-/// or any libc), as uid 65534: the aarch64 bundle brings everything.
-#[test]
-fn an_aarch64_bundle_runs_in_a_bare_arm64_busybox_root_as_uid_65534() {
-    let a = arm();
-    let t = TestDir::new();
+/// A root that holds only Debian's static arm64 busybox (no /nix, /usr or
+/// any libc) and `app` as /app, with a cache directory /work/cache.
+fn bare_arm64_root(t: &TestDir, app: &Path) -> PathBuf {
     let root = t.join("rootfs");
     for d in ["bin", "proc", "dev", "tmp", "work/cache"] {
         fs::create_dir_all(root.join(d)).unwrap();
@@ -741,41 +738,54 @@ fn an_aarch64_bundle_runs_in_a_bare_arm64_busybox_root_as_uid_65534() {
     .unwrap();
     fs::copy(tools().join("arm64/bin/busybox"), root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    fs::copy(&a.greet, root.join("app")).unwrap();
+    fs::copy(app, root.join("app")).unwrap();
     for absent in ["nix", "usr", "lib", "lib64", "etc"] {
         assert!(!root.join(absent).exists());
     }
-    // Inside, uid 65534 is the caller's real uid (root) mapped: the cache
-    // directory, owned by root, is the sandbox user's own.
-    let run = |args: &[&str]| {
-        Command::new("bwrap")
-            .args(["--unshare-user", "--uid", "65534", "--gid", "65534", "--bind"])
-            .arg(&root)
-            .args([
-                "/",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "--chdir",
-                "/work",
-                "--clearenv",
-            ])
-            .args([
-                "--setenv",
-                "TOTE_CACHE_DIR",
-                "/work/cache",
-                "--setenv",
-                "TOTE_TEST_VAR",
-                "inside",
-                "--",
-            ])
-            .arg("/app")
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let o = run(&["one", "two"]);
+    root
+}
+
+/// `/app ARGS` in `root` as uid 65534, in /work, with an empty environment
+/// but for TOTE_CACHE_DIR=/work/cache and TOTE_TEST_VAR=inside. Inside,
+/// uid 65534 is the caller's real uid (root) mapped: the cache directory,
+/// owned by root, is the sandbox user's own.
+fn run_in_root(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("bwrap")
+        .args(["--unshare-user", "--uid", "65534", "--gid", "65534", "--bind"])
+        .arg(root)
+        .args([
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--chdir",
+            "/work",
+            "--clearenv",
+        ])
+        .args([
+            "--setenv",
+            "TOTE_CACHE_DIR",
+            "/work/cache",
+            "--setenv",
+            "TOTE_TEST_VAR",
+            "inside",
+            "--",
+        ])
+        .arg("/app")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// In a bare arm64 busybox root, as uid 65534: the aarch64 bundle brings
+/// everything.
+#[test]
+fn an_aarch64_bundle_runs_in_a_bare_arm64_busybox_root_as_uid_65534() {
+    let a = arm();
+    let t = TestDir::new();
+    let root = bare_arm64_root(&t, &a.greet);
+    let o = run_in_root(&root, &["one", "two"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(out.contains("arch=aarch64"), "{out}");
@@ -787,6 +797,137 @@ fn an_aarch64_bundle_runs_in_a_bare_arm64_busybox_root_as_uid_65534() {
     assert_eq!(field(&r, "env"), "inside");
     assert!(field(&r, "libc").ends_with("-arm64-glibc/lib/libc.so.6"), "{out}");
     // Warm: the same, from the entry the first run left.
-    let again = run(&["exit", "5"]);
+    let again = run_in_root(&root, &["exit", "5"]);
     assert_eq!(again.status.code(), Some(5), "{}", stderr(&again));
+}
+
+/// The demo (examples/hello-python: CPython with its standard library and
+/// sqlite3) built from Debian's arm64 packages, in a bare arm64 root.
+#[test]
+fn the_demo_app_built_for_aarch64_runs_in_a_bare_arm64_root() {
+    qemu();
+    let app = build_arm("hello-python", &nonce());
+    let t = TestDir::new();
+    let file = t.join("hello-python");
+    let o = bundle(&app, &file, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(inspect_json(&file)["arch"], "aarch64");
+    let root = bare_arm64_root(&t, &file);
+    for run in ["cold", "warm"] {
+        let o = run_in_root(&root, &["hello world"]);
+        assert!(o.status.success(), "{run}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        for want in [
+            "hello from a tote bundle\n",
+            "-arm64-python3/bin/python3\n",
+            "sum(0..999) = 499500\n",
+            "arguments: ['hello world']\n",
+            "working directory: /work\n",
+            "running as uid 65534\n",
+        ] {
+            assert!(out.contains(want), "{run}: no {want:?} in\n{out}");
+        }
+    }
+}
+
+/// The deploy example (examples/hello-flask) built for aarch64, through
+/// S3 and `tote nomad` to the exec-driver stand-in as an arm64 client:
+/// it serves its page as uid 65534 under the bundle as PID 1, and stops
+/// on SIGINT with nothing left behind.
+#[test]
+fn the_flask_app_built_for_aarch64_runs_under_the_exec_driver_and_stops_on_sigint() {
+    qemu();
+    let app = build_arm("hello-flask", &nonce());
+    let t = TestDir::new();
+    let port = crate::nomad::free_port();
+    let (_garage, file, text) = crate::nomad::flask_job_of(&t, &app, port);
+    assert_eq!(inspect_json(&file)["arch"], "aarch64");
+    // Placed on arm64 clients only.
+    let body = hcl::parse(&text).unwrap();
+    let constraint = ["job", "group", "constraint"].iter().fold(&body, |b, id| {
+        b.blocks()
+            .find(|x| x.identifier() == *id)
+            .unwrap_or_else(|| panic!("no {id} block in\n{text}"))
+            .body()
+    });
+    let value = |k: &str| {
+        constraint
+            .attributes()
+            .find(|a| a.key() == k)
+            .map(|a| a.expr().to_string())
+    };
+    assert_eq!(value("attribute").as_deref(), Some("\"${attr.cpu.arch}\""), "{text}");
+    assert_eq!(value("value").as_deref(), Some("\"arm64\""), "{text}");
+    let job = t.join("hello-flask.nomad.hcl");
+    fs::write(&job, &text).unwrap();
+    let (_, page) = crate::nomad::serve_then_stop(
+        &job,
+        &t.join("alloc"),
+        port,
+        &["--cpu-arch".as_ref(), "arm64".as_ref()],
+        "arm64",
+    );
+    for want in [
+        "hello from a tote bundle under Nomad",
+        "task hello-flask in /local",
+        "-arm64-python3-flask/bin/python3\n",
+    ] {
+        assert!(page.contains(want), "no {want:?} in the page:\n{page}");
+    }
+}
+
+/// The cache on aarch64: a running bundle's entry is pinned against the
+/// trims of other launches and against `tote cache prune`, and the program
+/// then reads a file it had not opened; once it has exited, a prune takes
+/// the entry and its short path.
+#[test]
+fn a_running_aarch64_bundle_pins_its_entry_against_trims_and_prunes() {
+    use crate::cache::{bundle_id, cache_json, launch_ok, ls, names, settled, Waiting};
+    let a = arm();
+    let t = TestDir::new();
+    let waiter = t.join("waiter");
+    let o = bundle(&build_arm("waiter", &nonce()), &waiter, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = t.cache(0);
+    let waiting = Waiting::start(&t, "waiter", &waiter, &root, &[]);
+    let mine = names(&ls(&root));
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    // Under qemu, relocated: the entry's name carries its short path.
+    assert!(
+        mine[0].starts_with(&bundle_id(&waiter)) && mine[0].len() > 64,
+        "{mine:?}"
+    );
+    // Two other aarch64 bundles, each trimming all it can after its cold
+    // start: all but the pinned entries (the waiter's, and its own).
+    for other in [&a.greet, &a.probe] {
+        launch_ok(other, &root, &[("TOTE_CACHE_MAX", "0")]);
+    }
+    let greet = bundle_id(&a.greet);
+    let l = settled(&root, "the trims after the other launches", |l| {
+        let n = names(l);
+        n.contains(&mine[0]) && !n.iter().any(|e| e.starts_with(&greet)) && n.len() <= 2
+    });
+    let e = l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == mine[0].as_str())
+        .unwrap();
+    assert_eq!(e["in_use"], true, "{l:#}");
+    assert_eq!(e["pids"][0].as_u64(), Some(u64::from(waiting.pid())), "{l:#}");
+    let p = cache_json(&["prune", "--max-size", "1"], &root);
+    assert_eq!(p["kept_in_use"], serde_json::json!([mine[0]]), "{p:#}");
+    assert_eq!(names(&ls(&root)), mine);
+    let (status, rest, err) = waiting.wake();
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(rest, "lazy data of an aarch64 bundle\n", "{err}");
+    // Not in use any more: the next prune takes it, short path and all.
+    let p = cache_json(&["prune", "--max-size", "1"], &root);
+    assert_eq!(p["removed"][0]["name"], mine[0].as_str(), "{p:#}");
+    assert_eq!(names(&ls(&root)), Vec::<String>::new());
+    let short = mine[0].rsplit('-').next().unwrap();
+    assert!(
+        fs::symlink_metadata(Path::new("/tmp").join(short)).is_err(),
+        "/tmp/{short} is left"
+    );
 }

@@ -112,7 +112,7 @@ fn launch(bundle: &Path, cache: &Path, env: &[(&str, &str)], args: &[&str]) -> O
     l.run(bundle, args)
 }
 
-fn launch_ok(bundle: &Path, cache: &Path, env: &[(&str, &str)]) -> String {
+pub(crate) fn launch_ok(bundle: &Path, cache: &Path, env: &[(&str, &str)]) -> String {
     let o = launch(bundle, cache, env, &[]);
     assert!(
         o.status.success(),
@@ -136,7 +136,7 @@ fn cache_cmd(args: &[&str], root: &Path) -> Output {
         .unwrap()
 }
 
-fn cache_json(args: &[&str], root: &Path) -> Value {
+pub(crate) fn cache_json(args: &[&str], root: &Path) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     let o = cache_cmd(&all, root);
@@ -144,12 +144,12 @@ fn cache_json(args: &[&str], root: &Path) -> Value {
     serde_json::from_slice(&o.stdout).expect("JSON")
 }
 
-fn ls(root: &Path) -> Value {
+pub(crate) fn ls(root: &Path) -> Value {
     cache_json(&["ls"], root)
 }
 
 /// Entry directory names in the listing.
-fn names(l: &Value) -> Vec<String> {
+pub(crate) fn names(l: &Value) -> Vec<String> {
     let mut v: Vec<String> = l["entries"]
         .as_array()
         .unwrap()
@@ -162,7 +162,7 @@ fn names(l: &Value) -> Vec<String> {
 
 /// Wait until no trim holds the root and `done` holds for its listing
 /// (the trim after a cold start runs in the background); the listing.
-fn settled(root: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn settled(root: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         let free = {
@@ -201,7 +201,7 @@ const DAY: u64 = 86400;
 
 /// A launched program that printed `ready` and waits for a line on a FIFO
 /// (its first argument) before it goes on.
-struct Waiting {
+pub(crate) struct Waiting {
     child: std::process::Child,
     out: std::io::BufReader<std::process::ChildStdout>,
     fifo: PathBuf,
@@ -209,7 +209,7 @@ struct Waiting {
 
 impl Waiting {
     /// Launch `bundle` (cache root `root`, `env`) and wait for its `ready`.
-    fn start(t: &TestDir, name: &str, bundle: &Path, root: &Path, env: &[(&str, &str)]) -> Waiting {
+    pub(crate) fn start(t: &TestDir, name: &str, bundle: &Path, root: &Path, env: &[(&str, &str)]) -> Waiting {
         let fifo = t.join(format!("go-{name}"));
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
         let mut l = Launch::root(t).env("TOTE_CACHE_DIR", root.to_str().unwrap());
@@ -229,12 +229,12 @@ impl Waiting {
         Waiting { child, out, fifo }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Let it go on; its exit status, the rest of its output and its stderr.
-    fn wake(mut self) -> (std::process::ExitStatus, String, String) {
+    pub(crate) fn wake(mut self) -> (std::process::ExitStatus, String, String) {
         fs::OpenOptions::new()
             .write(true)
             .open(&self.fifo)

@@ -278,12 +278,49 @@ pub(crate) fn flask_job(t: &TestDir, port: u16) -> (Garage, PathBuf, String) {
         .unwrap();
     assert!(out.status.success(), "nix-build examples/hello-flask: {}", stderr(&out));
     let app = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    flask_job_of(t, &app, port)
+}
+
+/// The same for the Flask app's store path `app`.
+pub(crate) fn flask_job_of(t: &TestDir, app: &str, port: u16) -> (Garage, PathBuf, String) {
     let file = t.join("hello-flask");
-    bundle(&app, &file, &["--level", "3"]);
+    bundle(app, &file, &["--level", "3"]);
     let garage = Garage::start(t);
     garage.upload(&file, "apps/hello-flask");
     let text = garage.job(&file, "apps/hello-flask", &["--port", &format!("http={port}")]);
     (garage, file, text)
+}
+
+/// The Flask job under the stand-in (`extra`: its options), as `run`: the
+/// time from the task's start to the first HTTP 200 and the page, checked
+/// to come from uid 65534 with the bundle as PID 1; then `nomad alloc
+/// stop`: Flask exits 0 on SIGINT within kill_timeout, nothing left.
+pub(crate) fn serve_then_stop(job: &Path, alloc: &Path, port: u16, extra: &[&OsStr], run: &str) -> (Duration, String) {
+    let task = Task::start_with(job, alloc, extra);
+    let (took, page) = first_200(&task, port);
+    for want in [
+        "uid 65534 ",
+        "parent 1\n", // the bundle is PID 1 and the program its child
+    ] {
+        assert!(page.contains(want), "{run}: no {want:?} in the page:\n{page}");
+    }
+    assert!(
+        pid_ns_members(&task.ns) >= 2,
+        "{run}: the bundle and the app run in the task's PID namespace"
+    );
+    let ns = task.ns.clone();
+    let (code, report) = task.stop();
+    let report = report.join("\n");
+    assert_eq!(code, 0, "{run}: Flask exits 0 on SIGINT:\n{report}");
+    assert!(report.contains("task exited: exit code 0"), "{report}");
+    assert!(
+        report.contains("ms after SIGINT"),
+        "{run}: stopped within kill_timeout:\n{report}"
+    );
+    assert!(!report.contains("SIGKILL"), "{report}");
+    assert!(report.contains("processes left: 0"), "{report}");
+    assert_eq!(pid_ns_members(&ns), 0, "{run}: a process outlived the task");
+    (took, page)
 }
 
 #[test]
@@ -326,35 +363,16 @@ fn flask_app_goes_through_s3_and_runs_under_the_exec_driver() {
     let alloc = t.join("alloc");
     let mut timings = Vec::new();
     for run in ["cold", "warm"] {
-        let task = Task::start(&job_file, &alloc);
-        let (took, page) = first_200(&task, port);
+        let (took, page) = serve_then_stop(&job_file, &alloc, port, &[], run);
         timings.push((run, took));
         for want in [
             "hello from a tote bundle under Nomad",
             "task hello-flask in /local",
-            "uid 65534 ",
-            "parent 1\n", // the bundle is PID 1 and the program its child
             "HOME /nonexistent TMPDIR -",
             "/dev/fuse absent",
         ] {
             assert!(page.contains(want), "{run}: no {want:?} in the page:\n{page}");
         }
-        assert!(
-            pid_ns_members(&task.ns) >= 2,
-            "{run}: the bundle and the app run in the task's PID namespace"
-        );
-        let ns = task.ns.clone();
-        let (code, report) = task.stop();
-        let report = report.join("\n");
-        assert_eq!(code, 0, "{run}: Flask exits 0 on SIGINT:\n{report}");
-        assert!(report.contains("task exited: exit code 0"), "{report}");
-        assert!(
-            report.contains("ms after SIGINT"),
-            "{run}: stopped within kill_timeout:\n{report}"
-        );
-        assert!(!report.contains("SIGKILL"), "{report}");
-        assert!(report.contains("processes left: 0"), "{report}");
-        assert_eq!(pid_ns_members(&ns), 0, "{run}: a process outlived the task");
     }
     eprintln!(
         "nomad e2e: first HTTP 200 {} ms after task start (cold), {} ms (warm)",
