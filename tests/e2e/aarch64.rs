@@ -931,3 +931,32 @@ fn a_running_aarch64_bundle_pins_its_entry_against_trims_and_prunes() {
         "/tmp/{short} is left"
     );
 }
+
+/// The integrity checks, in the aarch64 stub: a byte flipped in the data,
+/// metadata, index or trailer, or the file cut short, and nothing runs.
+#[test]
+fn a_damaged_aarch64_bundle_never_runs() {
+    let a = arm();
+    let t = TestDir::new();
+    let bytes = fs::read(&a.probe).unwrap();
+    let (n, stub) = (bytes.len(), stub_len(&a.probe) as usize);
+    let mut damaged: Vec<(String, Vec<u8>)> = [stub, stub + (n - stub) / 2, n - 400, n - 144, n - 20]
+        .iter()
+        .map(|&off| {
+            let mut b = bytes.clone();
+            b[off] ^= 0x40;
+            (format!("flip at {off}"), b)
+        })
+        .collect();
+    damaged.extend(
+        [stub + 1, (stub + n) / 2, n - 1]
+            .iter()
+            .map(|&len| (format!("cut to {len}"), bytes[..len].to_vec())),
+    );
+    for (i, (what, b)) in damaged.iter().enumerate() {
+        let app = t.join(format!("damaged-{i}"));
+        fs::write(&app, b).unwrap();
+        fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        crate::bad_bundles::refused(&t, &app, what);
+    }
+}

@@ -13,7 +13,7 @@ fn copy_exec(from: &Path, to: &Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn refused(t: &TestDir, app: &Path, what: &str) {
+pub(crate) fn refused(t: &TestDir, app: &Path, what: &str) {
     let l = Launch::root(t);
     let o = l.run(app, &[]);
     let e = stderr(&o);
