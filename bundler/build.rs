@@ -160,7 +160,7 @@ fn main() {
             continue;
         }
         let native = host.starts_with(arch.name);
-        match build(root, &out, arch, native) {
+        match build(root, &out, arch, native, false) {
             Ok(built) => {
                 std::fs::copy(&built, &dest).expect("copying the built stub");
             }
@@ -174,10 +174,33 @@ fn main() {
             }
         }
     }
+    // The thin flavour of each stub that was built (or given).
+    for arch in &ARCHES {
+        let dest = out.join(format!("tote-stub-thin-{}", arch.name));
+        let var = format!("TOTE_STUB_THIN_{}", arch.name.to_uppercase());
+        println!("cargo:rerun-if-env-changed={var}");
+        if let Some(stub) = env::var_os(&var) {
+            println!("cargo:rerun-if-changed={}", Path::new(&stub).display());
+            std::fs::copy(&stub, &dest).unwrap_or_else(|e| panic!("copying {var}: {e}"));
+            continue;
+        }
+        let plain = std::fs::metadata(out.join(format!("tote-stub-{}", arch.name))).map_or(0, |m| m.len());
+        let built = if plain == 0 {
+            None
+        } else {
+            build(root, &out, arch, host.starts_with(arch.name), true).ok()
+        };
+        match built {
+            Some(built) => {
+                std::fs::copy(&built, &dest).expect("copying the built thin stub");
+            }
+            None => std::fs::write(&dest, b"").expect("writing an empty stub"),
+        }
+    }
 }
 
 /// Build the stub for `arch`; the built file's path, or why not.
-fn build(root: &Path, out: &Path, arch: &Arch, native: bool) -> Result<PathBuf, String> {
+fn build(root: &Path, out: &Path, arch: &Arch, native: bool, thin: bool) -> Result<PathBuf, String> {
     let rustc = rustc_for(arch.target).ok_or_else(|| {
         format!(
             "no rustc with the {} standard library (apt-get install rustc-web libstd-rust-web-dev:arm64)",
@@ -203,6 +226,10 @@ fn build(root: &Path, out: &Path, arch: &Arch, native: bool) -> Result<PathBuf, 
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTC", &rustc);
+    if thin {
+        // The thin flavour: the same stub, able to fetch blocks.
+        cmd.args(["--features", "remote"]);
+    }
     if env::var_os("CARGO_NET_OFFLINE").is_some() {
         cmd.arg("--offline");
     }

@@ -66,6 +66,9 @@ enum Command {
     /// Write a bundle's files into a directory (as TOTE_EXTRACT=DIR does), without running it.
     #[command(after_help = cmd::ls::EXTRACT_HELP)]
     Extract(cmd::ls::ExtractArgs),
+    /// Make a thin bundle: a small file whose launch fetches only the blocks it lacks from the full bundle's URL.
+    #[command(after_help = cmd::thin::HELP)]
+    Thin(cmd::thin::Args),
     /// Check every hash in a bundle; exits 1 on any mismatch.
     #[command(after_help = cmd::verify::HELP)]
     Verify(cmd::verify::Args),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => cmd::ls::ls(&a),
         Command::Diff(a) => cmd::diff::run(&a),
         Command::Extract(a) => cmd::ls::extract(&a),
+        Command::Thin(a) => cmd::thin::run(&a),
         Command::Verify(a) => cmd::verify::run(&a),
         Command::Cache(a) => cmd::cache::run(&a),
         Command::Nomad(a) => cmd::nomad::run(&a),

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tote_format::{Index, Layout, Meta, Trailer, TRAILER_LEN};
+use tote_format::{Index, Layout, Meta, Trailer, MAX_TAIL};
 
 pub struct Opened {
     pub map: memmap2::Mmap,
@@ -34,7 +34,7 @@ pub fn open(path: &Path) -> Result<Opened> {
     // SAFETY: read-only private map; a concurrent truncation would raise
     // SIGBUS, which for a CLI inspecting a file is an acceptable crash.
     let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-    let tail = &map[map.len().saturating_sub(TRAILER_LEN)..];
+    let tail = &map[map.len().saturating_sub(MAX_TAIL)..];
     let layout = Trailer::decode(tail, len).with_context(|| format!("{}", path.display()))?;
     Ok(Opened { map, layout })
 }

@@ -10,6 +10,8 @@ use tote_format::Arch;
 
 static X86_64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub-x86_64"));
 static AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub-aarch64"));
+static THIN_X86_64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub-thin-x86_64"));
+static THIN_AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tote-stub-thin-aarch64"));
 
 /// The embedded stub for `arch`; empty where this tote was built without
 /// it (bundler/build.rs).
@@ -18,6 +20,28 @@ pub fn embedded(arch: Arch) -> &'static [u8] {
         Arch::X86_64 => X86_64,
         Arch::Aarch64 => AARCH64,
     }
+}
+
+/// The embedded thin flavour for `arch` (it fetches blocks); empty where
+/// this tote was built without it.
+pub fn embedded_thin(arch: Arch) -> &'static [u8] {
+    match arch {
+        Arch::X86_64 => THIN_X86_64,
+        Arch::Aarch64 => THIN_AARCH64,
+    }
+}
+
+/// The thin stub a thin bundle for `arch` starts with.
+pub fn load_thin(arch: Arch) -> Result<Vec<u8>> {
+    let bytes = embedded_thin(arch);
+    if bytes.is_empty() {
+        bail!("this tote was built without the {arch} thin stub, so it cannot make thin bundles for {arch}");
+    }
+    let found = check(bytes).context("the embedded thin stub")?;
+    if found != arch {
+        bail!("the embedded thin stub for {arch} is an {found} program");
+    }
+    Ok(bytes.to_vec())
 }
 
 /// The stub a bundle for `arch` starts with: `path`, or the embedded one.
@@ -61,7 +85,7 @@ pub fn check(bytes: &[u8]) -> Result<Arch> {
             elf.libraries.join(", ")
         );
     }
-    let tail = &bytes[bytes.len().saturating_sub(tote_format::TRAILER_LEN)..];
+    let tail = &bytes[bytes.len().saturating_sub(tote_format::MAX_TAIL)..];
     if tote_format::Trailer::decode(tail, bytes.len() as u64).is_ok() {
         bail!("is already a bundle, not a bare stub");
     }
@@ -104,9 +128,25 @@ mod tests {
     #[test]
     fn embedded_stubs_are_static_and_of_their_architecture() {
         for arch in Arch::ALL {
-            if !super::embedded(arch).is_empty() {
-                assert_eq!(super::check(super::embedded(arch)).unwrap(), arch);
+            for stub in [super::embedded(arch), super::embedded_thin(arch)] {
+                if !stub.is_empty() {
+                    assert_eq!(super::check(stub).unwrap(), arch);
+                }
             }
+        }
+    }
+
+    /// Each wanted architecture has its thin flavour too, within its
+    /// budget (2 MiB), and ordinary bundles do not carry its code.
+    #[test]
+    fn every_wanted_thin_stub_is_embedded_within_its_budget() {
+        for name in env!("TOTE_STUB_ARCHES_WANTED").split(',') {
+            let arch = Arch::parse(name.trim()).expect("an architecture");
+            let (plain, thin) = (super::embedded(arch), super::embedded_thin(arch));
+            assert!(!thin.is_empty(), "no {arch} thin stub was built");
+            assert!(thin.len() <= 2 << 20, "{arch} thin stub: {} bytes", thin.len());
+            let has = |s: &[u8], what: &[u8]| s.windows(what.len()).any(|w| w == what);
+            assert!(has(thin, b"AWS4-HMAC-SHA256") && !has(plain, b"AWS4-HMAC-SHA256"));
         }
     }
 

@@ -17,6 +17,8 @@ pub enum FormatError {
     Meta(String),
     #[error("corrupt index: {0}")]
     Index(String),
+    #[error("remote record: {0}")]
+    Remote(String),
     #[error("corrupt block {block}: {reason}")]
     Block { block: u32, reason: String },
 }

@@ -14,7 +14,7 @@ pub const OLDEST_READABLE: u32 = 3;
 /// Size of the trailer in bytes.
 pub const TRAILER_LEN: usize = 144;
 
-const CHECK_AT: usize = 112;
+pub(crate) const CHECK_AT: usize = 112;
 
 /// The decoded trailer. Offsets are absolute file offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub struct Layout {
     pub file_len: u64,
     /// The bundle's format version.
     pub version: u32,
+    /// A thin bundle's (version 7) full bundle and where it lies; then
+    /// `trailer` describes this file, whose data section is empty.
+    pub remote: Option<Box<crate::thin::Remote>>,
 }
 
 impl Trailer {
@@ -81,11 +84,14 @@ impl Trailer {
             return Err(FormatError::NotABundle);
         }
         let version = u32::from_le_bytes([end[4], end[5], end[6], end[7]]);
+        if version == crate::thin::THIN_VERSION {
+            return crate::thin::decode_thin(tail, file_len);
+        }
         if !(OLDEST_READABLE..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 found: version,
                 oldest: OLDEST_READABLE,
-                newest: VERSION,
+                newest: crate::thin::THIN_VERSION,
             });
         }
         let trailer_len = u32::from_le_bytes([end[0], end[1], end[2], end[3]]);
@@ -119,12 +125,24 @@ impl Trailer {
             trailer: t,
             file_len,
             version,
+            remote: None,
         })
     }
 
     fn check_layout(&self, file_len: u64) -> Result<(), FormatError> {
+        check_layout_in(self, file_len - TRAILER_LEN as u64)
+    }
+}
+
+/// The section rules, with the index ending at `trailer_at` (where the
+/// trailer starts; in a thin bundle, where the remote record starts).
+pub(crate) fn check_layout_in(t: &Trailer, trailer_at: u64) -> Result<(), FormatError> {
+    t.check_sections(trailer_at)
+}
+
+impl Trailer {
+    fn check_sections(&self, trailer_at: u64) -> Result<(), FormatError> {
         let bad = |m: &str| Err(FormatError::Trailer(m.into()));
-        let trailer_at = file_len - TRAILER_LEN as u64;
         if self.data_offset > self.meta_offset {
             return bad("data section ends before it starts");
         }
@@ -162,8 +180,29 @@ fn check_of(raw: &[u8]) -> [u8; 16] {
 }
 
 impl Layout {
-    /// The data section of `file` (the whole bundle's bytes).
+    /// The version the metadata and index are in: a thin bundle's are its
+    /// full bundle's.
+    pub fn content_version(&self) -> u32 {
+        self.remote.as_ref().map_or(self.version, |r| r.full_version)
+    }
+
+    /// The data section's length: in a thin bundle, the full bundle's.
+    pub fn data_len(&self) -> u64 {
+        match &self.remote {
+            Some(r) => r.full.meta_offset - r.full.data_offset,
+            None => self.trailer.meta_offset - self.trailer.data_offset,
+        }
+    }
+
+    /// The data section of `file` (the whole bundle's bytes). A thin
+    /// bundle has none: its blocks are in the full bundle.
     pub fn data<'a>(&self, file: &'a [u8]) -> Result<&'a [u8], FormatError> {
+        if let Some(r) = &self.remote {
+            return Err(FormatError::Remote(format!(
+                "a thin bundle: its blocks are at {}",
+                r.location.url
+            )));
+        }
         self.slice(
             file,
             self.trailer.data_offset,
@@ -186,7 +225,7 @@ impl Layout {
                 what: "metadata".into(),
             });
         }
-        crate::Meta::decode(bytes, self.version)
+        crate::Meta::decode(bytes, self.content_version())
     }
 
     /// Verify, decompress and decode the index of `file` (the whole bundle).
@@ -211,7 +250,7 @@ impl Layout {
                 raw.len()
             )));
         }
-        crate::Index::decode(&raw, t.meta_offset - t.data_offset, self.version)
+        crate::Index::decode(&raw, self.data_len(), self.content_version())
     }
 
     fn slice<'a>(&self, file: &'a [u8], off: u64, len: u64, what: &'static str) -> Result<&'a [u8], FormatError> {
@@ -296,20 +335,20 @@ mod tests {
         let err = Trailer::decode(&enc, 1000).unwrap_err().to_string();
         assert_eq!(
             err,
-            "bundle format version 2 is not supported (this build reads versions 3 to 6)"
+            "bundle format version 2 is not supported (this build reads versions 3 to 7)"
         );
     }
 
     #[test]
     fn future_version_is_named() {
         let mut enc = sample(1000).encode();
-        enc[132..136].copy_from_slice(&7u32.to_le_bytes());
+        enc[132..136].copy_from_slice(&8u32.to_le_bytes());
         assert_eq!(
             Trailer::decode(&enc, 1000),
             Err(FormatError::UnsupportedVersion {
-                found: 7,
+                found: 8,
                 oldest: OLDEST_READABLE,
-                newest: VERSION
+                newest: crate::THIN_VERSION
             })
         );
     }

@@ -21,6 +21,10 @@ pub enum Code {
     Namespace = 116,
     /// The entry point could not be executed.
     Exec = 117,
+    /// A thin bundle's blocks could not be fetched, or what came was not
+    /// the bundle's.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    Remote = 118,
 }
 
 #[derive(Debug)]

@@ -22,6 +22,8 @@ mod fuse;
 mod info;
 mod launch;
 mod payload;
+#[cfg(feature = "remote")]
+mod remote;
 mod sys;
 mod tree;
 

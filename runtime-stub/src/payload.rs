@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use tote_format::{BlockRef, BundleId, Index, Layout, Meta, Trailer, TRAILER_LEN};
+use tote_format::{BlockRef, BundleId, Index, Layout, Meta, Trailer, MAX_TAIL, TRAILER_LEN};
 
 use crate::error::{Code, Failure, Result};
 
@@ -29,9 +29,26 @@ impl Payload {
             .metadata()
             .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?
             .len();
-        let tail_len = len.min(TRAILER_LEN as u64);
+        let tail_len = len.min(MAX_TAIL as u64);
         let tail = read_at(&file, path, len - tail_len, tail_len)?;
         let layout = Trailer::decode(&tail, len).map_err(|e| Failure::bundle(path, e))?;
+        // What a cache entry keeps: the full bundle's trailer (a thin
+        // bundle's entry is the very entry its full bundle makes).
+        let trailer_bytes = match &layout.remote {
+            Some(r) if cfg!(feature = "remote") => r.full_trailer.to_vec(),
+            Some(r) => {
+                return Err(Failure::new(
+                    Code::Bundle,
+                    format!(
+                        "bundle {}: a thin bundle (its blocks are at {}), but its stub cannot fetch them: it was put \
+                         together wrongly (tote thin adds the thin stub)",
+                        path.display(),
+                        r.location.url
+                    ),
+                ))
+            }
+            None => tail[tail.len() - TRAILER_LEN..].to_vec(),
+        };
         let t = &layout.trailer;
         let meta_bytes = read_at(&file, path, t.meta_offset, t.meta_len)?;
         let meta = layout.decode_meta(&meta_bytes).map_err(|e| Failure::bundle(path, e))?;
@@ -54,7 +71,7 @@ impl Payload {
             layout,
             meta,
             meta_bytes,
-            trailer_bytes: tail,
+            trailer_bytes,
         })
     }
 
@@ -81,8 +98,28 @@ impl Payload {
         Ok((index, bytes))
     }
 
+    /// Where the blocks `order` names (in the order they will be read)
+    /// come from: this file, or, for a thin bundle, its full bundle,
+    /// fetched into an unnamed file in `dir` as they are needed.
+    pub fn blocks(&self, index: &Index, order: &[usize], dir: &Path) -> Result<Blocks<'_>> {
+        #[cfg(feature = "remote")]
+        if let Some(r) = &self.layout.remote {
+            let fetch = crate::remote::Fetch::start(r, index, order, dir)?;
+            return Ok(Blocks {
+                payload: self,
+                fetch: Some(fetch),
+            });
+        }
+        let _ = (index, order, dir);
+        Ok(Blocks {
+            payload: self,
+            #[cfg(feature = "remote")]
+            fetch: None,
+        })
+    }
+
     /// Read one block's compressed bytes into `buf`.
-    pub fn read_block(&self, block: &BlockRef, buf: &mut Vec<u8>) -> Result<()> {
+    fn read_block(&self, block: &BlockRef, buf: &mut Vec<u8>) -> Result<()> {
         buf.resize(block.clen as usize, 0);
         let at = self.layout.trailer.data_offset + block.offset;
         self.file
@@ -96,4 +133,32 @@ fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     file.read_exact_at(&mut buf, offset)
         .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?;
     Ok(buf)
+}
+
+/// The source of an extraction's blocks (see [`Payload::blocks`]); a
+/// thin bundle's fetching stops, and its threads end, when it is dropped.
+pub struct Blocks<'a> {
+    payload: &'a Payload,
+    #[cfg(feature = "remote")]
+    fetch: Option<crate::remote::Fetch>,
+}
+
+impl Blocks<'_> {
+    /// One block's stored bytes into `buf`.
+    pub fn read(&self, block: &BlockRef, buf: &mut Vec<u8>) -> Result<()> {
+        #[cfg(feature = "remote")]
+        if let Some(f) = &self.fetch {
+            return f.read(block, buf);
+        }
+        self.payload.read_block(block, buf)
+    }
+
+    /// Bytes fetched so far (0 for a full bundle).
+    pub fn fetched(&self) -> u64 {
+        #[cfg(feature = "remote")]
+        if let Some(f) = &self.fetch {
+            return f.fetched();
+        }
+        0
+    }
 }

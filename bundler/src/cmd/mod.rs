@@ -9,6 +9,7 @@ pub mod image;
 pub mod inspect;
 pub mod ls;
 pub mod nomad;
+pub mod thin;
 pub mod verify;
 
 #[cfg(test)]

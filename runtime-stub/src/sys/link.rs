@@ -29,3 +29,19 @@ extern "C" fn dlsym(_handle: *mut c_void, _symbol: *const c_char) -> *mut c_void
 extern "C" fn pthread_setname_np(_thread: usize, _name: *const c_char) -> c_int {
     0
 }
+
+/// std's networking (the thin flavour only) asks glibc for its version to
+/// decide whether a failed name lookup calls for `__res_init` (before
+/// glibc 2.26, resolv.conf was read once). musl rereads it itself: a
+/// version past that, so std never calls the shim below.
+#[cfg(feature = "remote")]
+#[no_mangle]
+extern "C" fn gnu_get_libc_version() -> *const c_char {
+    c"2.36".as_ptr()
+}
+
+#[cfg(feature = "remote")]
+#[no_mangle]
+extern "C" fn __res_init() -> c_int {
+    0
+}

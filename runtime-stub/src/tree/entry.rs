@@ -172,11 +172,12 @@ impl Cache<'_> {
             .map_err(|f| name_bundle(f, &payload.path))?;
             dbg.step(|| {
                 format!(
-                    "extracted: {} files ({} bytes) written from {} of {} blocks, {} files linked from the object store",
+                    "extracted: {} files ({} bytes) written from {} of {} blocks ({} bytes fetched), {} files linked from the object store",
                     r.written,
                     r.bytes,
                     r.blocks,
                     index.blocks.len(),
+                    r.fetched,
                     r.linked
                 )
             });

@@ -50,7 +50,7 @@ use tote_format::{decode_block, sha256, Entry, EntryKind, Index};
 
 use super::objects::Objects;
 use crate::error::{describe, Code, Failure, Result};
-use crate::payload::Payload;
+use crate::payload::{Blocks, Payload};
 
 /// What an extraction did.
 #[derive(Debug, Default)]
@@ -63,6 +63,8 @@ pub struct Report {
     pub bytes: u64,
     /// Blocks read and decompressed.
     pub blocks: usize,
+    /// A thin bundle's: bytes fetched from its full bundle.
+    pub fetched: u64,
 }
 
 /// One piece of a file that lives in one block.
@@ -266,12 +268,16 @@ fn extract_into(
     let needed: Vec<bool> = work.pieces.iter().map(|p| !p.is_empty()).collect();
     let todo = tote_format::units(index, &needed);
     report.blocks = tote_format::decoded_blocks(&todo);
+    let order: Vec<usize> = todo.iter().flat_map(|u| u.decodes()).collect();
+    let blocks = payload.blocks(index, &order, dest)?;
     tote_cache::par::for_each(
         todo.len(),
         decode_threads(index, threads),
         Buffers::default,
-        |n, bufs| run_unit(index, payload, &todo[n], &work, &t, bufs),
+        |n, bufs| run_unit(index, &blocks, &todo[n], &work, &t, bufs),
     )?;
+    report.fetched = blocks.fetched();
+    drop(blocks);
 
     finish(index, &t, &work, threads)?;
     Ok(report)
@@ -460,7 +466,7 @@ struct Buffers {
 /// against them.
 fn run_unit(
     index: &Index,
-    payload: &Payload,
+    blocks: &Blocks<'_>,
     unit: &tote_format::Unit,
     work: &Work,
     t: &Target<'_>,
@@ -475,7 +481,7 @@ fn run_unit(
     span.clear();
     let span_start = index.blocks.get(unit.base.start).map_or(0, |b| b.raw_offset);
     for b in unit.base.clone() {
-        decode(index, payload, b, None, packed, buf)?;
+        decode(index, blocks, b, None, packed, buf)?;
         // The base as compressed against: before any relocation rewrite.
         span.extend_from_slice(buf);
         if unit.write.contains(&b) {
@@ -487,7 +493,7 @@ fn run_unit(
             let from = (base.offset - span_start) as usize;
             &span[from..from + base.len as usize]
         });
-        decode(index, payload, b, base, packed, buf)?;
+        decode(index, blocks, b, base, packed, buf)?;
         write_block(index, b, work, t, buf, parents)?;
     }
     Ok(())
@@ -496,14 +502,14 @@ fn run_unit(
 /// Read block `b` and decode it (against `base`) into `buf`.
 fn decode(
     index: &Index,
-    payload: &Payload,
+    blocks: &Blocks<'_>,
     b: usize,
     base: Option<&[u8]>,
     packed: &mut Vec<u8>,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
     let block = &index.blocks[b];
-    payload.read_block(block, packed)?;
+    blocks.read(block, packed)?;
     buf.resize(block.rlen as usize, 0);
     decode_block(packed, block, b as u32, base, buf).map_err(|e| Failure::new(Code::Bundle, e.to_string()))
 }

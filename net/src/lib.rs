@@ -1,0 +1,294 @@
+//! Range requests for thin bundles: the bytes `start .. start + len` of a
+//! full bundle at an `http://` or `s3://` location, with one single-range
+//! `GET` each (never a multi-range one: S3 and Garage answer those with the
+//! whole object, MinIO refuses them), a `206` required, the object's total
+//! size checked against what the caller expects, timeouts and retries.
+//!
+//! No dependencies but sha2 (SigV4), so that the runtime stub's thin
+//! flavour stays small. HTTP/1.1 without keep-alive: each request is a
+//! whole block range (megabytes), so a connection per request costs little.
+
+mod http;
+pub mod sigv4;
+
+use std::time::Duration;
+
+pub use http::Response;
+pub use sigv4::Credentials;
+
+/// Where a full bundle is, resolved to what a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The URL as the user gave it (for messages).
+    pub url: String,
+    pub tls: bool,
+    /// `host` or `host:port`, as the Host header carries it.
+    pub host: String,
+    /// Where to connect.
+    pub addr: String,
+    /// The request path, percent-encoded.
+    pub path: String,
+    /// For `s3://`: the signing region.
+    pub region: Option<String>,
+}
+
+/// How a fetch failed, for one line: what happened and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError {
+    pub url: String,
+    pub what: String,
+    /// Worth another attempt (a dropped connection, a timeout, a 5xx).
+    pub transient: bool,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.url, self.what)
+    }
+}
+
+impl Target {
+    /// Resolve `url` (`http://HOST[:PORT]/PATH`, `https://…`, or
+    /// `s3://BUCKET/KEY` with `endpoint` and `region`). `s3://` without an
+    /// endpoint is AWS's own, `https://BUCKET.s3.REGION.amazonaws.com`.
+    pub fn parse(url: &str, endpoint: &str, region: &str) -> Result<Target, String> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, key) = rest
+                .split_once('/')
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .ok_or_else(|| format!("{url}: expected s3://BUCKET/KEY"))?;
+            let region = if region.is_empty() { "us-east-1" } else { region };
+            let (base, path) = if endpoint.is_empty() {
+                (format!("https://{bucket}.s3.{region}.amazonaws.com"), format!("/{key}"))
+            } else {
+                // Path-style, as MinIO and Garage serve by default.
+                (endpoint.trim_end_matches('/').to_owned(), format!("/{bucket}/{key}"))
+            };
+            let mut t = Target::parse(&format!("{base}{path}"), "", "")?;
+            t.url = url.to_owned();
+            t.region = Some(region.to_owned());
+            return Ok(t);
+        }
+        let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("{url}: not an http://, https:// or s3:// URL"));
+        };
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if host.is_empty() || host.contains('@') {
+            return Err(format!("{url}: no host (or a user name, which is not supported)"));
+        }
+        let has_port = if host.starts_with('[') {
+            host.contains("]:")
+        } else {
+            host.contains(':')
+        };
+        let addr = if has_port {
+            host.to_owned()
+        } else {
+            format!("{host}:{}", if tls { 443 } else { 80 })
+        };
+        Ok(Target {
+            url: url.to_owned(),
+            tls,
+            host: host.to_owned(),
+            addr,
+            path: sigv4::encode_path(path),
+            region: None,
+        })
+    }
+}
+
+/// Settings of a fetcher.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub target: Target,
+    pub credentials: Option<Credentials>,
+    /// Per request: connecting, and any wait for bytes.
+    pub timeout: Duration,
+    /// Attempts per range (transient failures only).
+    pub attempts: u32,
+    /// The first wait between attempts; doubled after each.
+    pub backoff: Duration,
+}
+
+impl Client {
+    pub fn new(target: Target) -> Client {
+        Client {
+            credentials: if target.region.is_some() {
+                Credentials::from_env()
+            } else {
+                None
+            },
+            target,
+            timeout: Duration::from_secs(30),
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+        }
+    }
+
+    /// Bytes `start .. start + len` of an object of `total` bytes, retried
+    /// while failures are transient. `len` ≥ 1.
+    pub fn range(&self, start: u64, len: u64, total: u64) -> Result<Vec<u8>, FetchError> {
+        let mut wait = self.backoff;
+        let mut n = 1;
+        loop {
+            match self.range_once(start, len, Some(total)) {
+                Ok(b) => return Ok(b),
+                Err(e) if e.transient && n < self.attempts => {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                    n += 1;
+                }
+                Err(mut e) => {
+                    if e.transient && n > 1 {
+                        e.what = format!("{} (after {n} attempts)", e.what);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The object's last `len` bytes and its total size (a suffix range).
+    pub fn tail(&self, len: u64) -> Result<(Vec<u8>, u64), FetchError> {
+        let mut wait = self.backoff;
+        let mut n = 1;
+        loop {
+            match self.request(&format!("bytes=-{len}")) {
+                Ok(r) => {
+                    let (_, _, total) = r.content_range.ok_or_else(|| self.error("a 206 without a Content-Range", false))?;
+                    return Ok((r.body, total));
+                }
+                Err(e) if e.transient && n < self.attempts => {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                    n += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt at bytes `start .. start + len`.
+    pub fn range_once(&self, start: u64, len: u64, total: Option<u64>) -> Result<Vec<u8>, FetchError> {
+        let end = start + len - 1;
+        let r = self.request(&format!("bytes={start}-{end}"))?;
+        match r.content_range {
+            Some((s, e, t)) if s == start && e == end => {
+                if let Some(want) = total.filter(|w| *w != t) {
+                    return Err(self.error(
+                        &format!(
+                            "the object is {t} bytes, not the {want} of the bundle this thin file was made from: \
+                             it was replaced (by another build under the same name?); make the thin file again \
+                             from the bundle that is there, or point TOTE_REMOTE_URL at the right one"
+                        ),
+                        false,
+                    ));
+                }
+            }
+            other => {
+                return Err(self.error(
+                    &format!("asked for bytes {start}-{end}, the server sent {other:?}"),
+                    false,
+                ))
+            }
+        }
+        if r.body.len() as u64 != len {
+            return Err(self.error(&format!("a range of {} bytes, not {len}", r.body.len()), true));
+        }
+        Ok(r.body)
+    }
+
+    /// One `GET` with `range`; an error unless the answer is a `206`.
+    fn request(&self, range: &str) -> Result<Response, FetchError> {
+        let t = &self.target;
+        if t.tls {
+            return Err(self.error(
+                "https:// is not supported by this build of tote's thin stub yet: use http:// (on a \
+                 trusted network) or an s3:// URL with an http:// endpoint",
+                false,
+            ));
+        }
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        match (&self.credentials, &t.region) {
+            (Some(c), Some(region)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                headers = sigv4::sign_get(c, region, &t.host, &t.path, range, &sigv4::amz_date(now));
+            }
+            _ => {
+                headers.push(("host", t.host.clone()));
+                headers.push(("range", range.to_owned()));
+            }
+        }
+        let r = http::get(&t.addr, &t.path, &headers, self.timeout).map_err(|(what, transient)| self.error(&what, transient))?;
+        match r.status {
+            206 => Ok(r),
+            200 => Err(self.error(
+                "the server sent the whole object (200) for a range request: it does not serve ranges, \
+                 and a thin bundle needs them (nginx, S3, MinIO and Garage do)",
+                false,
+            )),
+            403 | 401 => Err(self.error(
+                &format!(
+                    "HTTP {}: access denied{}",
+                    r.status,
+                    if t.region.is_some() {
+                        " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key that may read it)"
+                    } else {
+                        ""
+                    }
+                ),
+                false,
+            )),
+            404 => Err(self.error("HTTP 404: no such object (uploaded under another name?)", false)),
+            416 => Err(self.error(
+                "HTTP 416: the object is shorter than the bundle this thin file was made from (replaced?)",
+                false,
+            )),
+            s @ (408 | 429 | 500..=599) => Err(self.error(&format!("HTTP {s}"), true)),
+            s => Err(self.error(&format!("HTTP {s}"), false)),
+        }
+    }
+
+    fn error(&self, what: &str, transient: bool) -> FetchError {
+        FetchError {
+            url: self.target.url.clone(),
+            what: what.to_owned(),
+            transient,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("http://127.0.0.1:8080/apps/app 1", "", "").unwrap();
+        assert_eq!((t.host.as_str(), t.addr.as_str(), t.path.as_str()), ("127.0.0.1:8080", "127.0.0.1:8080", "/apps/app%201"));
+        let t = Target::parse("http://example.com/a", "", "").unwrap();
+        assert_eq!(t.addr, "example.com:80");
+        let t = Target::parse("http://[::1]/a", "", "").unwrap();
+        assert_eq!(t.addr, "[::1]:80");
+        let t = Target::parse("http://[::1]:81/a", "", "").unwrap();
+        assert_eq!(t.addr, "[::1]:81");
+        let t = Target::parse("s3://tote/apps/app", "http://127.0.0.1:3900/", "garage").unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.host.as_str(), t.path.as_str(), t.region.as_deref()),
+            ("s3://tote/apps/app", "127.0.0.1:3900", "/tote/apps/app", Some("garage"))
+        );
+        let t = Target::parse("s3://tote/app", "", "").unwrap();
+        assert_eq!((t.host.as_str(), t.tls), ("tote.s3.us-east-1.amazonaws.com", true));
+        assert!(Target::parse("s3://tote", "", "").is_err());
+        assert!(Target::parse("http://user@host/a", "", "").is_err());
+    }
+}
