@@ -135,6 +135,8 @@ fn main() {
         "format/Cargo.toml",
         "cache/src",
         "cache/Cargo.toml",
+        "net/src",
+        "net/Cargo.toml",
         "Cargo.toml",
         "Cargo.lock",
     ] {

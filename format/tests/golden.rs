@@ -1,4 +1,5 @@
-//! Golden tests: `tests/golden/v6.hex` is a complete version 6 payload
+//! Golden tests: `tests/golden/v6.hex` is a complete version 6 payload, and
+//! `tests/golden/v7-thin.hex` a thin bundle (version 7) of it
 //! (data blocks, metadata, index, trailer; no stub, so the data section
 //! starts at offset 0). docs/FORMAT.md describes these exact bytes.
 //! `tests/golden/v3.hex`, `v4.hex` and `v5.hex`, the golden files of
@@ -16,6 +17,7 @@ const GOLDEN: &str = "tests/golden/v6.hex";
 const GOLDEN_V5: &str = "tests/golden/v5.hex";
 const GOLDEN_V4: &str = "tests/golden/v4.hex";
 const GOLDEN_V3: &str = "tests/golden/v3.hex";
+const GOLDEN_THIN: &str = "tests/golden/v7-thin.hex";
 
 /// The hash part of the store path in the golden bundle.
 const H: &str = "00000000000000000000000000000000";
@@ -425,6 +427,7 @@ fn limits_table_matches_the_decoders() {
             amplify.clone(),
         ),
         ("files (Σ file `size`, shared contents counted per file)", amplify),
+        ("remote record (thin bundles)", format!("{} KiB", MAX_REMOTE_LEN >> 10)),
     ];
     for (what, ceiling) in want {
         assert_eq!(row(what), ceiling, "FORMAT.md's Limits row {what:?}");
@@ -434,6 +437,83 @@ fn limits_table_matches_the_decoders() {
             .lines()
             .filter(|l| l.starts_with("| ") && !l.starts_with("| what"))
             .count(),
-        14
+        15
     );
+}
+
+/// The thin example: the version 6 golden's metadata and index, no stub,
+/// and where the full bundle (the golden itself) is.
+fn thin_location() -> Location {
+    Location {
+        url: "s3://tote/apps/golden".into(),
+        endpoint: "http://127.0.0.1:3900".into(),
+        region: "garage".into(),
+    }
+}
+
+fn build_thin() -> Vec<u8> {
+    let g = golden();
+    let l = Trailer::decode(tail(&g), g.len() as u64).unwrap();
+    let t = &l.trailer;
+    let meta = &g[t.meta_offset as usize..(t.meta_offset + t.meta_len) as usize];
+    let index = &g[t.index_offset as usize..(t.index_offset + t.index_len) as usize];
+    let full: [u8; TRAILER_LEN] = tail(&g).try_into().unwrap();
+    encode_thin(b"", meta, index, &full, g.len() as u64, &thin_location()).unwrap()
+}
+
+fn golden_thin() -> Vec<u8> {
+    if std::env::var_os("TOTE_UPDATE_GOLDEN").is_some() {
+        let hex: String = build_thin()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .chunks(32)
+            .map(|c| c.concat() + "\n")
+            .collect();
+        std::fs::write(GOLDEN_THIN, hex).unwrap();
+    }
+    read_hex(GOLDEN_THIN)
+}
+
+/// Trailer, remote record, metadata and index of a thin file, each checked.
+fn decode_thin(b: &[u8]) -> Result<(Layout, Meta, Index), FormatError> {
+    let l = Trailer::decode(&b[b.len().saturating_sub(MAX_TAIL)..], b.len() as u64)?;
+    let meta = l.meta(b)?;
+    let index = l.index(b)?;
+    meta.check_stats(&index)?;
+    Ok((l, meta, index))
+}
+
+#[test]
+fn thin_golden_decodes_to_its_full_bundles_values() {
+    let (g, full) = (golden_thin(), golden());
+    assert!(build_thin() == g, "the encoder no longer writes the thin golden bytes");
+    let (l, meta, index) = decode_thin(&g).unwrap();
+    let (full_meta, full_index, _) = decode_all(&full).unwrap();
+    assert_eq!(l.version, 7);
+    assert_eq!(&g[g.len() - 8..], b"TOTEBNDL");
+    let ft = Trailer::decode(tail(&full), full.len() as u64).unwrap();
+    // Metadata, index, the remote record (three blobs: 4 + 21, 4 + 21,
+    // 4 + 6 bytes) and the trailer; the data section is empty.
+    let (m, i) = (ft.trailer.meta_len, ft.trailer.index_len);
+    assert_eq!(g.len() as u64, m + i + 60 + 248);
+    assert_eq!((l.trailer.data_offset, l.trailer.meta_offset, l.trailer.index_offset), (0, 0, m));
+    assert_eq!(l.trailer.bundle_id(), ft.trailer.bundle_id());
+    assert_eq!((meta, index), (full_meta, full_index));
+    let r = l.remote.as_ref().unwrap();
+    assert_eq!(r.location, thin_location());
+    assert_eq!((r.full_len, r.full_version, r.full.clone()), (full.len() as u64, 6, ft.trailer.clone()));
+    assert_eq!(l.data_len(), ft.trailer.meta_offset - ft.trailer.data_offset);
+    assert!(matches!(l.data(&g), Err(FormatError::Remote(_))));
+}
+
+#[test]
+fn every_truncation_and_byte_flip_of_the_thin_golden_is_an_error() {
+    let g = golden_thin();
+    for n in 0..g.len() {
+        assert!(decode_thin(&g[..n]).is_err(), "prefix of {n} bytes accepted");
+        let mut b = g.clone();
+        b[n] ^= 0x01;
+        assert!(decode_thin(&b).is_err(), "flip at byte {n} went unnoticed");
+    }
 }

@@ -193,10 +193,10 @@ impl Client {
                 }
             }
             other => {
-                return Err(self.error(
-                    &format!("asked for bytes {start}-{end}, the server sent {other:?}"),
-                    false,
-                ))
+                // Another range than asked for (a cache or proxy in the
+                // way): worth asking again.
+                let sent = other.map_or("no Content-Range".into(), |(s, e, t)| format!("bytes {s}-{e}/{t}"));
+                return Err(self.error(&format!("asked for bytes {start}-{end}, the server sent {sent}"), true));
             }
         }
         if r.body.len() as u64 != len {

@@ -20,3 +20,4 @@ mod mount;
 mod nomad;
 mod oci;
 mod relocate;
+mod thin;

@@ -56,6 +56,8 @@ struct Report {
     based_blocks: u64,
     stored_blocks: u64,
     items: Vec<Item>,
+    /// A thin bundle's full bundle: where, its size, its blocks' bytes.
+    remote: Option<(tote_format::Location, u64, u64)>,
 }
 
 struct Sizes {
@@ -68,10 +70,11 @@ struct Sizes {
 }
 
 impl Sizes {
-    /// Uncompressed bytes per compressed byte (dedup included); None for a
-    /// bundle without file content.
-    fn ratio(&self) -> Option<f64> {
-        (self.compressed > 0).then(|| self.uncompressed as f64 / self.compressed as f64)
+    /// Uncompressed bytes per compressed byte (dedup included; a thin
+    /// bundle's blocks are its full bundle's); None without file content.
+    fn ratio(&self, remote_blocks: Option<u64>) -> Option<f64> {
+        let compressed = remote_blocks.unwrap_or(self.compressed);
+        (compressed > 0).then(|| self.uncompressed as f64 / compressed as f64)
     }
 }
 
@@ -80,6 +83,11 @@ fn report(path: &Path) -> Result<Report> {
     let t = &o.layout.trailer;
     let compressed = t.meta_offset - t.data_offset;
     let items = by_size(items::items(&meta, &index).into_values());
+    let remote = o
+        .layout
+        .remote
+        .as_ref()
+        .map(|r| (r.location.clone(), r.full_len, o.layout.data_len()));
     Ok(Report {
         file: path.display().to_string(),
         version: o.layout.version,
@@ -104,6 +112,7 @@ fn report(path: &Path) -> Result<Report> {
             .count() as u64,
         items,
         meta,
+        remote,
     })
 }
 
@@ -172,8 +181,15 @@ fn inspect_json(r: &Report) -> serde_json::Value {
             "uncompressed": s.uncompressed,
             "after_dedup": s.after_dedup,
             "dedup_saved": s.uncompressed - s.after_dedup,
-            "ratio": s.ratio(),
+            "ratio": s.ratio(r.remote.as_ref().map(|x| x.2)),
         },
+        "remote": r.remote.as_ref().map(|(l, full, blocks)| serde_json::json!({
+            "url": l.url,
+            "endpoint": (!l.endpoint.is_empty()).then(|| l.endpoint.clone()),
+            "region": (!l.region.is_empty()).then(|| l.region.clone()),
+            "full_size": full,
+            "compressed": blocks,
+        })),
         "counts": {
             "entries": r.entries,
             "files": m.stats.files,
@@ -288,6 +304,16 @@ fn header_text(r: &Report, out: &mut String) {
             labelled(out, "  unrewritable", &format!("/{}", lossy(p)));
         }
     }
+    if let Some((l, full, _)) = &r.remote {
+        labelled(out, "blocks at", &l.url);
+        if !l.endpoint.is_empty() {
+            labelled(out, "  endpoint", &l.endpoint);
+        }
+        if !l.region.is_empty() {
+            labelled(out, "  region", &l.region);
+        }
+        labelled(out, "  full bundle", &format!("{} ({full} bytes)", human(*full)));
+    }
     labelled(out, "format version", &r.version.to_string());
     labelled(out, "creator", &m.creator);
 }
@@ -307,6 +333,9 @@ fn sizes_text(r: &Report, paint: Paint, out: &mut String) {
     if !kinds.is_empty() {
         compressed.push_str(&format!(" ({})", kinds.join(", ")));
     }
+    if let Some((_, _, blocks)) = &r.remote {
+        compressed = format!("{} in {}, fetched as needed", human(*blocks), plural(r.blocks, "block"));
+    }
     labelled(out, "compressed", &compressed);
     labelled(out, "metadata+index", &human(s.metadata_and_index));
     let uncompressed = format!(
@@ -317,7 +346,7 @@ fn sizes_text(r: &Report, paint: Paint, out: &mut String) {
     );
     labelled(out, "uncompressed", &uncompressed);
     let ratio = s
-        .ratio()
+        .ratio(r.remote.as_ref().map(|x| x.2))
         .map_or("-".into(), |x| format!("{x:.2} (uncompressed / compressed)"));
     labelled(out, "ratio", &ratio);
     let saved = s.uncompressed - s.after_dedup;

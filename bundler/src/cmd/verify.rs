@@ -12,12 +12,17 @@ use tote_format::{Decoded, Digest32, EntryKind, Index};
 
 use crate::reader::open;
 
-pub const HELP: &str = "Example:\n  tote verify ./app && echo intact";
+pub const HELP: &str = "Examples:\n  tote verify ./app && echo intact\n  tote verify --remote ./app-thin";
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The bundle.
     file: PathBuf,
+    /// A thin bundle: also fetch every block from its full bundle's URL
+    /// (TOTE_REMOTE_URL overrides it; S3 credentials as at launch) and
+    /// check it.
+    #[arg(long)]
+    remote: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -36,7 +41,29 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let index = o.layout.index(&o.map).with_context(ctx)?;
     meta.check_stats(&index).with_context(ctx)?;
-    let data = o.layout.data(&o.map).with_context(ctx)?;
+    let fetched;
+    let data = match &o.layout.remote {
+        None if args.remote => bail!("{}: --remote is for thin bundles, and this one is full", path.display()),
+        None => o.layout.data(&o.map).with_context(ctx)?,
+        Some(r) if !args.remote => {
+            if !crate::ui::progress::quiet() {
+                println!(
+                    "{}: ok ({}, thin: {} blocks at {} not checked (--remote checks them), {} entries, bundle id {})",
+                    path.display(),
+                    meta.arch,
+                    index.blocks.len(),
+                    r.location.url,
+                    index.entries.len(),
+                    o.layout.trailer.bundle_id()
+                );
+            }
+            return Ok(());
+        }
+        Some(r) => {
+            fetched = fetch_data(r, o.layout.data_len()).with_context(ctx)?;
+            &fetched[..]
+        }
+    };
 
     // Every block once: its hash, its decompression, and the hash of every
     // file whose bytes it holds.
@@ -67,6 +94,48 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A thin bundle's whole data section, fetched from its full bundle in
+/// 16 MiB ranges, several at a time, after checking that the object there
+/// is that bundle (its size and trailer).
+#[allow(unsafe_code)]
+fn fetch_data(r: &tote_format::Remote, len: u64) -> Result<memmap2::Mmap> {
+    use std::os::unix::fs::FileExt;
+    let l = &r.location;
+    let url = std::env::var("TOTE_REMOTE_URL").ok().filter(|u| !u.is_empty());
+    let region = Some(l.region.clone())
+        .filter(|x| !x.is_empty())
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|x| !x.is_empty()))
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok().filter(|x| !x.is_empty()))
+        .unwrap_or_default();
+    let target = tote_net::Target::parse(url.as_deref().unwrap_or(&l.url), &l.endpoint, &region)
+        .map_err(anyhow::Error::msg)?;
+    let client = tote_net::Client::new(target);
+    let (tail, total) = client
+        .tail(tote_format::TRAILER_LEN as u64)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if total != r.full_len || tail != r.full_trailer {
+        bail!(
+            "{}: the object there ({total} bytes) is not the bundle this thin file was made from ({} bytes): it \
+             was replaced",
+            client.target.url,
+            r.full_len
+        );
+    }
+    let file = tempfile::tempfile().context("a temporary file for the fetched blocks")?;
+    file.set_len(len).context("sizing the temporary file")?;
+    const CHUNK: u64 = 16 << 20;
+    let chunks: Vec<u64> = (0..len.div_ceil(CHUNK)).map(|i| i * CHUNK).collect();
+    chunks.par_iter().try_for_each(|&at| -> Result<()> {
+        let n = CHUNK.min(len - at);
+        let bytes = client
+            .range(r.data_offset() + at, n, r.full_len)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.write_all_at(&bytes, at).context("writing fetched blocks")
+    })?;
+    // SAFETY: a private temporary file nobody else holds.
+    unsafe { memmap2::Mmap::map(&file) }.context("mapping the fetched blocks")
 }
 
 /// Decode every block (in parallel batches) and hash every file's bytes as

@@ -1,0 +1,571 @@
+//! Thin bundles against real servers on loopback: Debian's nginx (ranges
+//! over plain HTTP, bytes counted in its access log), Garage (S3 with
+//! SigV4), and a fault-injecting proxy of our own between the stub and
+//! nginx.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// The exit code of a launch whose blocks could not be fetched.
+const REMOTE: i32 = 118;
+
+/// nginx serving `www` on a free loopback port; its access log has one
+/// line per request: status and body bytes sent.
+struct Nginx {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    www: PathBuf,
+}
+
+impl Nginx {
+    fn start(t: &TestDir) -> Nginx {
+        let dir = t.join("nginx");
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let port = crate::nomad::free_port();
+        let conf = format!(
+            "daemon off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 2;\n\
+             events {{ worker_connections 512; }}\n\
+             http {{\n  log_format counted '$status $body_bytes_sent';\n  access_log {d}/access.log counted;\n  \
+             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n  \
+             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n  \
+             server {{ listen 127.0.0.1:{port}; root {w}; }}\n}}\n",
+            d = dir.display(),
+            w = www.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/setup installs nginx-light)");
+        let end = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "nginx did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            child,
+            port,
+            log: dir.join("access.log"),
+            www,
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Put `file` on the server as `name`.
+    fn upload(&self, file: &Path, name: &str) {
+        std::fs::copy(file, self.www.join(name)).unwrap();
+    }
+
+    /// Requests served so far: (status, body bytes).
+    fn served(&self) -> Vec<(u16, u64)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (s, b) = l.split_once(' ')?;
+                Some((s.parse().ok()?, b.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Body bytes of the requests after the first `since`.
+    fn bytes_since(&self, since: usize) -> u64 {
+        self.served().iter().skip(since).map(|(_, b)| b).sum()
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM, so that the master takes its workers with it.
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// What the proxy does to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Pass it through.
+    None,
+    /// Close the connection halfway through the body.
+    Drop,
+    /// Answer with this status and no body.
+    Status(u16),
+    /// Send nothing, for longer than the client waits.
+    Stall,
+    /// Drop the Range header: the server answers 200 with the whole file.
+    WholeFile,
+    /// Flip one byte of the body.
+    Flip,
+    /// Answer with a shorter range than asked for.
+    Short,
+}
+
+/// A proxy to nginx that applies `faults` to requests in turn (then
+/// `always`), counting the requests it saw.
+struct Proxy {
+    port: u16,
+    plan: Arc<Mutex<(VecDeque<Fault>, Fault, usize)>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let plan = Arc::new(Mutex::new((VecDeque::new(), Fault::None, 0)));
+        let p = Arc::clone(&plan);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                let fault = {
+                    let mut p = p.lock().unwrap();
+                    p.2 += 1;
+                    let always = p.1;
+                    p.0.pop_front().unwrap_or(always)
+                };
+                std::thread::spawn(move || {
+                    let _ = serve(conn, upstream, fault);
+                });
+            }
+        });
+        Proxy { port, plan }
+    }
+
+    /// The next requests get `once`, in order, then all get `always`.
+    fn plan(&self, once: &[Fault], always: Fault) {
+        let mut p = self.plan.lock().unwrap();
+        p.0 = once.iter().copied().collect();
+        p.1 = always;
+    }
+
+    fn requests(&self) -> usize {
+        self.plan.lock().unwrap().2
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+fn serve(mut client: TcpStream, upstream: u16, fault: Fault) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    match fault {
+        Fault::Status(code) => {
+            return client.write_all(
+                format!("HTTP/1.1 {code} Injected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
+        }
+        Fault::Stall => {
+            std::thread::sleep(Duration::from_secs(4));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let mut text = String::from_utf8_lossy(&head).into_owned();
+    if fault == Fault::WholeFile {
+        text = text
+            .split("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("range:"))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+    }
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    up.write_all(text.as_bytes())?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+    let (h, body) = resp.split_at(split);
+    let mut body = body.to_vec();
+    let mut h = String::from_utf8_lossy(h).into_owned();
+    match fault {
+        Fault::Drop => {
+            client.write_all(h.as_bytes())?;
+            client.write_all(&body[..body.len() / 2])?;
+            return Ok(());
+        }
+        Fault::Flip if !body.is_empty() => {
+            let mid = body.len() / 2;
+            body[mid] ^= 0x01;
+        }
+        Fault::Short if body.len() > 1 => {
+            // `Content-Range: bytes A-B/T` becomes A-(B-1), one byte less.
+            let lines: Vec<String> = h
+                .split("\r\n")
+                .map(|l| {
+                    let lower = l.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-range: bytes ") {
+                        let (span, total) = v.split_once('/').unwrap();
+                        let (a, b) = span.split_once('-').unwrap();
+                        format!("content-range: bytes {a}-{}/{total}", b.parse::<u64>().unwrap() - 1)
+                    } else if lower.starts_with("content-length:") {
+                        format!("content-length: {}", body.len() - 1)
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            h = lines.join("\r\n");
+            body.pop();
+        }
+        _ => {}
+    }
+    client.write_all(h.as_bytes())?;
+    client.write_all(&body)
+}
+
+/// The demo app (examples/hello-python) with `greeting`, bundled: the full
+/// file. Versions built with the same `nonce` differ in the app's own
+/// store path only.
+fn demo(t: &TestDir, name: &str, greeting: &str, nonce: &str) -> PathBuf {
+    let out = Command::new("nix-build")
+        .arg(repo().join("examples/hello-python"))
+        .args(["--argstr", "greeting", greeting, "--argstr", "nonce", nonce])
+        .args(["--no-out-link", "--quiet", "--option", "sandbox", "false"])
+        .args(["--option", "build-users-group", "", "--option", "substituters", ""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nix-build: {}", stderr(&out));
+    let app = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let file = t.join(name);
+    let o = bundle(&app, &file, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    file
+}
+
+/// `tote thin FULL --url URL [extra] -o OUT`.
+fn thin(full: &Path, url: &str, out: &Path, extra: &[&str]) {
+    let o = tote()
+        .arg("thin")
+        .arg(full)
+        .args(["--url", url])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "tote thin: {}", stderr(&o));
+}
+
+/// Run `app` as root with the cache root `cache` and `env`.
+fn launch(app: &Path, cache: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(app);
+    c.args(args).env("TOTE_CACHE_DIR", cache).env_remove("TOTE_REMOTE_URL");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Exit 118 with one `tote:` line holding every one of `wants`, and no
+/// entry (nor any staging) left in the cache.
+fn refused(o: &Output, cache: &Path, wants: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(REMOTE), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.starts_with("tote: "), "{e}");
+    for w in wants {
+        assert!(e.contains(w), "no {w:?} in: {e}");
+    }
+    assert!(o.stdout.is_empty(), "the program ran");
+    let left: Vec<String> = std::fs::read_dir(cache)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "objects")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
+/// A fresh host fetches the blocks once (then nothing: warm), as uid 65534
+/// in a busybox root; v2 after v1 fetches what `tote diff` says must be
+/// extracted; the thin and full files share their cache entry; inspect and
+/// verify know the file for what it is.
+#[test]
+fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let n = nonce();
+    let v1 = demo(&t, "v1", "hello from v1", &n);
+    nginx.upload(&v1, "app-v1");
+    let thin1 = t.join("thin1");
+    thin(&v1, &nginx.url("app-v1"), &thin1, &[]);
+    let (full_len, thin_len) = (std::fs::metadata(&v1).unwrap().len(), std::fs::metadata(&thin1).unwrap().len());
+    assert!(thin_len < 2 << 20 && thin_len * 10 < full_len, "{thin_len} of {full_len}");
+    let j = inspect_json(&thin1);
+    assert_eq!(j["format_version"], 7);
+    assert_eq!(j["bundle_id"], inspect_json(&v1)["bundle_id"], "the thin file's entry is the full one's");
+    assert_eq!(j["remote"]["url"], nginx.url("app-v1").as_str());
+    assert_eq!(j["remote"]["full_size"], full_len);
+    let data_len = j["remote"]["compressed"].as_u64().unwrap();
+
+    // A fresh host: a busybox root (no /nix, /usr or glibc), uid 65534.
+    let user: &[&str] = &["--unshare-user", "--uid", "65534", "--gid", "65534"];
+    let o = in_busybox_root(&t, &thin1, &["one"], user);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.starts_with("hello from v1\n") && out.contains("arguments: ['one']"), "{out}");
+    assert!(out.contains("running as uid 65534"), "{out}");
+    let served = nginx.served();
+    assert!(served.iter().all(|(s, _)| *s == 206), "{served:?}");
+    // Every block once, and the full bundle's trailer (checked first).
+    assert_eq!(nginx.bytes_since(0), data_len + 144, "{served:?}");
+    // Warm: nothing fetched.
+    let o = in_busybox_root(&t, &thin1, &["two"], user);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(nginx.served().len(), served.len(), "a warm start fetched");
+
+    // v2 after v1, as root with a cache of its own: what `tote diff` says
+    // must be extracted, and the trailer.
+    let cache = t.join("cache");
+    assert!(launch(&thin1, &cache, &[], &[]).status.success());
+    let v2 = demo(&t, "v2", "hello from v2", &n);
+    nginx.upload(&v2, "app-v2");
+    let thin2 = t.join("thin2");
+    thin(&v2, &nginx.url("app-v2"), &thin2, &[]);
+    let d = tote().args(["diff", "--json"]).arg(&v1).arg(&v2).output().unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    let want = d["extract"]["compressed_bytes"].as_u64().unwrap();
+    assert!(want * 10 < data_len, "v2 shares most blocks with v1: {want} of {data_len}");
+    let before = nginx.served().len();
+    let o = launch(&thin2, &cache, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello from v2\n"));
+    assert_eq!(nginx.bytes_since(before), want + 144, "v2 after v1: {:?}", &nginx.served()[before..]);
+    // The full v2 finds the entry the thin one made: nothing extracted.
+    let o = launch(&v2, &cache, &[("TOTE_DEBUG", "1")], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("extracted:"), "{}", stderr(&o));
+    // TOTE_MODE=mount: thin bundles extract for now (lazy mounting is to come).
+    let o = launch(&thin2, &t.join("cache-mount"), &[("TOTE_MODE", "mount")], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // tote verify: the thin file alone, then with every remote block.
+    let v = tote().arg("verify").arg(&thin2).output().unwrap();
+    assert!(v.status.success(), "{}", stderr(&v));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("not checked (--remote checks them)"));
+    let v = tote().args(["verify", "--remote"]).arg(&thin2).output().unwrap();
+    assert!(v.status.success(), "{}", stderr(&v));
+    // Commands that need the blocks themselves say where they are.
+    let x = tote().arg("extract").arg(&thin2).arg(t.join("x")).output().unwrap();
+    assert_eq!(x.status.code(), Some(1));
+    assert!(stderr(&x).contains("a thin bundle: its blocks are at http://"), "{}", stderr(&x));
+}
+
+/// Every fault of the proxy: the transient ones, once, are retried past;
+/// the lasting ones end the launch with its line, nothing half-published.
+#[test]
+fn fetch_faults_are_retried_or_end_the_launch_with_one_line() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let full = demo(&t, "full", "hello through faults", &nonce());
+    nginx.upload(&full, "app");
+    let proxy = Proxy::start(nginx.port);
+    let app = t.join("thin");
+    thin(&full, &proxy.url("app"), &app, &[]);
+    let fast = [("TOTE_REMOTE_TIMEOUT", "1")];
+    for (n, fault) in [
+        Fault::Drop,
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Stall,
+        Fault::Flip,
+        Fault::Short,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // The trailer check, then the first block range: faulty once.
+        proxy.plan(&[Fault::None, fault], Fault::None);
+        let cache = t.join(format!("cache-once-{n}"));
+        let o = launch(&app, &cache, &fast, &[]);
+        assert!(o.status.success(), "{fault:?} once: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello through faults\n"));
+    }
+    let url = proxy.url("app");
+    for (n, (fault, wants)) in [
+        (Fault::Status(503), vec![url.as_str(), "HTTP 503 (after 4 attempts)"]),
+        (Fault::Status(403), vec![url.as_str(), "HTTP 403: access denied"]),
+        (Fault::Status(404), vec![url.as_str(), "HTTP 404: no such object"]),
+        (Fault::WholeFile, vec![url.as_str(), "the server sent the whole object (200)"]),
+        (Fault::Flip, vec![url.as_str(), "does not match its SHA-256 in the index, twice"]),
+        (Fault::Drop, vec![url.as_str(), "the connection closed after", "(after 4 attempts)"]),
+        (Fault::Stall, vec![url.as_str(), "timed out", "(after 4 attempts)"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // The trailer check passes; every block range fails.
+        proxy.plan(&[Fault::None], fault);
+        let cache = t.join(format!("cache-always-{n}"));
+        let o = launch(&app, &cache, &fast, &[]);
+        refused(&o, &cache, &wants);
+    }
+    // Nothing listening.
+    let cache = t.join("cache-closed");
+    let o = launch(&app, &cache, &[("TOTE_REMOTE_URL", "http://127.0.0.1:1/app")], &[]);
+    refused(&o, &cache, &["http://127.0.0.1:1/app", "connecting to 127.0.0.1:1", "Connection refused"]);
+    // The name now holds another build: refused before any block.
+    proxy.plan(&[], Fault::None);
+    let other = demo(&t, "other", "another build", &nonce());
+    nginx.upload(&other, "app");
+    let before = proxy.requests();
+    let cache = t.join("cache-replaced");
+    let o = launch(&app, &cache, &[], &[]);
+    refused(&o, &cache, &["is not the bundle this thin file was made from", "it was replaced"]);
+    assert_eq!(proxy.requests() - before, 1, "only the trailer was asked for");
+    // A bad TOTE_REMOTE_TIMEOUT is the caller's mistake (113).
+    let o = launch(&app, &cache, &[("TOTE_REMOTE_TIMEOUT", "soon")], &[]);
+    assert_eq!(o.status.code(), Some(113), "{}", stderr(&o));
+}
+
+/// Eight cold launches at once fetch each block once; a launch killed in
+/// the middle of its fetch leaves a cache the next one completes.
+#[test]
+fn concurrent_and_killed_cold_launches() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let full = demo(&t, "full", "hello eight times", &nonce());
+    nginx.upload(&full, "app");
+    let app = t.join("thin");
+    thin(&full, &nginx.url("app"), &app, &[]);
+    let data_len = inspect_json(&app)["remote"]["compressed"].as_u64().unwrap();
+    let cache = t.join("cache");
+    let children: Vec<Child> = (0..8)
+        .map(|_| {
+            Command::new(&app)
+                .env("TOTE_CACHE_DIR", &cache)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello eight times\n"));
+    }
+    assert_eq!(nginx.bytes_since(0), data_len + 144, "each block once: {:?}", nginx.served());
+
+    // Killed mid-fetch (every range stalls past the timeout), then again.
+    let proxy = Proxy::start(nginx.port);
+    let cache = t.join("cache-killed");
+    for delay_ms in [300, 1500] {
+        proxy.plan(&[Fault::None], Fault::Stall);
+        let mut c = Command::new(&app)
+            .env("TOTE_CACHE_DIR", &cache)
+            .env("TOTE_REMOTE_URL", proxy.url("app"))
+            .env("TOTE_REMOTE_TIMEOUT", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    proxy.plan(&[], Fault::None);
+    let o = launch(&app, &cache, &[("TOTE_REMOTE_URL", &proxy.url("app"))], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello eight times\n"));
+    let v = tote().args(["cache", "verify", "--json", "--root"]).arg(&cache).output().unwrap();
+    assert!(v.status.success(), "{}", stderr(&v));
+}
+
+/// S3 with SigV4 (Garage): signed with the read key; refused without it,
+/// naming the fix; a mirror through TOTE_REMOTE_URL.
+#[test]
+fn a_thin_bundle_fetches_from_s3_with_sigv4() {
+    let t = TestDir::new();
+    let full = demo(&t, "full", "hello from s3", &nonce());
+    let garage = crate::nomad::Garage::start(&t);
+    garage.upload(&full, "apps/app");
+    let app = t.join("thin");
+    let url = format!("s3://{}/apps/app", garage.var("TOTE_BUCKET"));
+    thin(&full, &url, &app, &["--endpoint", &garage.var("AWS_ENDPOINT_URL"), "--region", "garage"]);
+    let j = inspect_json(&app);
+    assert_eq!(j["remote"]["endpoint"], garage.var("AWS_ENDPOINT_URL").as_str());
+    let read = [
+        ("AWS_ACCESS_KEY_ID", garage.var("TOTE_READ_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY", garage.var("TOTE_READ_SECRET")),
+    ];
+    let read: Vec<(&str, &str)> = read.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cache = t.join("cache");
+    let o = launch(&app, &cache, &read, &["s3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello from s3\n"));
+    // Anonymous: Garage refuses, and the line says what to set.
+    let cache = t.join("cache-anonymous");
+    let mut c = Command::new(&app);
+    c.env("TOTE_CACHE_DIR", &cache)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("TOTE_REMOTE_URL");
+    let o = c.output().unwrap();
+    refused(&o, &cache, &[&url, "HTTP 403", "AWS_ACCESS_KEY_ID"]);
+    // A wrong secret: the signature does not match.
+    let cache = t.join("cache-wrong");
+    let o = launch(&app, &cache, &[read[0], ("AWS_SECRET_ACCESS_KEY", "wrong")], &[]);
+    refused(&o, &cache, &[&url, "HTTP 403"]);
+    // A mirror over plain HTTP.
+    let nginx = Nginx::start(&t);
+    nginx.upload(&full, "mirror");
+    let cache = t.join("cache-mirror");
+    let o = launch(&app, &cache, &[("TOTE_REMOTE_URL", &nginx.url("mirror"))], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!nginx.served().is_empty());
+}
+
+/// `tote thin` refuses what it cannot make, with one line and nothing
+/// written.
+#[test]
+fn tote_thin_refuses_bad_input_with_one_line() {
+    let f = fixture();
+    let t = TestDir::new();
+    let out = t.join("out");
+    let thin_file = t.join("thin");
+    thin(&f.probe, "http://127.0.0.1:9/probe", &thin_file, &[]);
+    for (args, want) in [
+        (vec![f.probe.to_str().unwrap(), "--url", "ftp://x/y"], "not an http://, https:// or s3:// URL"),
+        (vec![f.probe.to_str().unwrap(), "--url", "http://x"], "names no host (or bucket) and object"),
+        (
+            vec![f.probe.to_str().unwrap(), "--url", "http://x/y", "--endpoint", "http://e"],
+            "for s3:// URLs only",
+        ),
+        (vec![thin_file.to_str().unwrap(), "--url", "http://x/y"], "already a thin bundle"),
+        (vec!["/etc/hostname", "--url", "http://x/y"], "not a tote bundle"),
+    ] {
+        let o = tote().arg("thin").args(&args).arg("-o").arg(&out).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(!out.exists());
+    }
+}
