@@ -81,9 +81,9 @@ impl Location {
         if s3.is_none() && !(self.endpoint.is_empty() && self.region.is_empty()) {
             return bad("an endpoint and a region are for s3:// URLs only".into());
         }
-        if !self.endpoint.is_empty()
-            && !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://"))
-        {
+        let endpoint_ok =
+            self.endpoint.is_empty() || self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://");
+        if !endpoint_ok {
             return bad(format!("endpoint {}: not an http:// or https:// URL", self.endpoint));
         }
         Ok(())
@@ -125,11 +125,15 @@ pub fn encode_thin(
 ) -> Result<Vec<u8>, FormatError> {
     let full = Trailer::decode(full_trailer, full_len)?;
     if full.remote.is_some() {
-        return Err(FormatError::Remote("a thin bundle cannot point at another thin bundle".into()));
+        return Err(FormatError::Remote(
+            "a thin bundle cannot point at another thin bundle".into(),
+        ));
     }
     let t = &full.trailer;
     if meta.len() as u64 != t.meta_len || index.len() as u64 != t.index_len {
-        return Err(FormatError::Remote("the metadata or index is not the full bundle's".into()));
+        return Err(FormatError::Remote(
+            "the metadata or index is not the full bundle's".into(),
+        ));
     }
     location.check()?;
     let record = location.encode();
@@ -273,15 +277,7 @@ mod tests {
             meta_hash: Digest32([1; 32]),
             index_hash: Digest32([2; 32]),
         };
-        let thin = encode_thin(
-            b"#!stub\n",
-            &[b'm'; 50],
-            &[b'i'; 106],
-            &full.encode(),
-            1000,
-            location,
-        )
-        .unwrap();
+        let thin = encode_thin(b"#!stub\n", &[b'm'; 50], &[b'i'; 106], &full.encode(), 1000, location).unwrap();
         (full, thin)
     }
 
@@ -304,13 +300,23 @@ mod tests {
         let l = decode(&thin).unwrap();
         assert_eq!(l.version, THIN_VERSION);
         assert_eq!(l.trailer.bundle_id(), full.bundle_id());
-        assert_eq!((l.trailer.data_offset, l.trailer.meta_offset, l.trailer.index_offset), (7, 7, 57));
+        assert_eq!(
+            (l.trailer.data_offset, l.trailer.meta_offset, l.trailer.index_offset),
+            (7, 7, 57)
+        );
         assert_eq!(l.data_len(), 600);
         let r = l.remote.as_ref().unwrap();
-        assert_eq!((r.full.clone(), r.full_len, r.full_version), (full.clone(), 1000, crate::VERSION));
+        assert_eq!(
+            (r.full.clone(), r.full_len, r.full_version),
+            (full.clone(), 1000, crate::VERSION)
+        );
         assert_eq!(r.full_trailer, full.encode());
         assert_eq!(r.location, http());
-        assert!(l.data(&thin).unwrap_err().to_string().contains("its blocks are at http://127.0.0.1:8080/"));
+        assert!(l
+            .data(&thin)
+            .unwrap_err()
+            .to_string()
+            .contains("its blocks are at http://127.0.0.1:8080/"));
     }
 
     #[test]

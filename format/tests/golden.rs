@@ -497,12 +497,18 @@ fn thin_golden_decodes_to_its_full_bundles_values() {
     // 4 + 6 bytes) and the trailer; the data section is empty.
     let (m, i) = (ft.trailer.meta_len, ft.trailer.index_len);
     assert_eq!(g.len() as u64, m + i + 60 + 248);
-    assert_eq!((l.trailer.data_offset, l.trailer.meta_offset, l.trailer.index_offset), (0, 0, m));
+    assert_eq!(
+        (l.trailer.data_offset, l.trailer.meta_offset, l.trailer.index_offset),
+        (0, 0, m)
+    );
     assert_eq!(l.trailer.bundle_id(), ft.trailer.bundle_id());
     assert_eq!((meta, index), (full_meta, full_index));
     let r = l.remote.as_ref().unwrap();
     assert_eq!(r.location, thin_location());
-    assert_eq!((r.full_len, r.full_version, r.full.clone()), (full.len() as u64, 6, ft.trailer.clone()));
+    assert_eq!(
+        (r.full_len, r.full_version, r.full.clone()),
+        (full.len() as u64, 6, ft.trailer.clone())
+    );
     assert_eq!(l.data_len(), ft.trailer.meta_offset - ft.trailer.data_offset);
     assert!(matches!(l.data(&g), Err(FormatError::Remote(_))));
 }

@@ -19,8 +19,16 @@ pub struct Response {
 type Fail = (String, bool);
 
 /// `GET path` at `addr` with `headers` (the first is Host); every connect
-/// and every wait for bytes bounded by `timeout`.
-pub fn get(addr: &str, path: &str, headers: &[(&str, String)], timeout: Duration) -> Result<Response, Fail> {
+/// and every wait for bytes bounded by `timeout`, and a body of more than
+/// `max_body` bytes refused before it is read (the server is not trusted
+/// with the client's memory).
+pub fn get(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    timeout: Duration,
+    max_body: u64,
+) -> Result<Response, Fail> {
     let addrs: Vec<_> = addr
         .to_socket_addrs()
         .map_err(|e| (format!("resolving {addr}: {e}"), true))?
@@ -40,7 +48,10 @@ pub fn get(addr: &str, path: &str, headers: &[(&str, String)], timeout: Duration
     let io = |what: &str, e: std::io::Error| -> Fail {
         let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
         if timed_out {
-            (format!("{what}: no bytes for {} s (timed out)", timeout.as_secs_f32()), true)
+            (
+                format!("{what}: no bytes for {} s (timed out)", timeout.as_secs_f32()),
+                true,
+            )
         } else {
             (format!("{what}: {e}"), true)
         }
@@ -79,7 +90,15 @@ pub fn get(addr: &str, path: &str, headers: &[(&str, String)], timeout: Duration
         .nth(1)
         .and_then(|c| c.parse().ok())
         .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| (format!("not an HTTP/1.x response: {:?}", status_line.chars().take(40).collect::<String>()), false))?;
+        .ok_or_else(|| {
+            (
+                format!(
+                    "not an HTTP/1.x response: {:?}",
+                    status_line.chars().take(40).collect::<String>()
+                ),
+                false,
+            )
+        })?;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut content_range = None;
@@ -103,12 +122,20 @@ pub fn get(addr: &str, path: &str, headers: &[(&str, String)], timeout: Duration
         });
     }
     if chunked {
-        s.read_to_end(&mut body).map_err(|e| io("reading the body", e))?;
+        // The chunk framing adds a few bytes per chunk: allow 1/8 more.
+        let limit = max_body + max_body / 8 + 4096;
+        (&mut s)
+            .take(limit.saturating_sub(body.len() as u64))
+            .read_to_end(&mut body)
+            .map_err(|e| io("reading the body", e))?;
         body = dechunk(&body).ok_or_else(|| ("a malformed chunked body".to_string(), true))?;
+        if body.len() as u64 > max_body {
+            return Err((format!("a body of more than the {max_body} bytes asked for"), false));
+        }
     } else {
         let want = length.ok_or_else(|| ("a 206 without a Content-Length".to_string(), false))?;
-        if want > 1 << 32 {
-            return Err((format!("a range of {want} bytes"), false));
+        if want > max_body {
+            return Err((format!("a body of {want} bytes, for {max_body} asked"), true));
         }
         body.reserve(want as usize - body.len().min(want as usize));
         while (body.len() as u64) < want {
@@ -136,7 +163,11 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let r = v.strip_prefix("bytes ")?;
     let (span, total) = r.split_once('/')?;
     let (a, b) = span.split_once('-')?;
-    let (a, b, t) = (a.trim().parse().ok()?, b.trim().parse().ok()?, total.trim().parse().ok()?);
+    let (a, b, t) = (
+        a.trim().parse().ok()?,
+        b.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
     (a <= b && b < t).then_some((a, b, t))
 }
 
@@ -168,7 +199,10 @@ mod tests {
         assert_eq!(parse_content_range("bytes 9-0/100"), None);
         assert_eq!(parse_content_range("bytes 0-100/100"), None);
         assert_eq!(parse_content_range("bytes */100"), None);
-        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").as_deref(), Some(&b"abcde"[..]));
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").as_deref(),
+            Some(&b"abcde"[..])
+        );
         assert_eq!(dechunk(b"5\r\nabc\r\n"), None);
     }
 }

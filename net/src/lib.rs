@@ -160,9 +160,11 @@ impl Client {
         let mut wait = self.backoff;
         let mut n = 1;
         loop {
-            match self.request(&format!("bytes=-{len}")) {
+            match self.request(&format!("bytes=-{len}"), len) {
                 Ok(r) => {
-                    let (_, _, total) = r.content_range.ok_or_else(|| self.error("a 206 without a Content-Range", false))?;
+                    let (_, _, total) = r
+                        .content_range
+                        .ok_or_else(|| self.error("a 206 without a Content-Range", false))?;
                     return Ok((r.body, total));
                 }
                 Err(e) if e.transient && n < self.attempts => {
@@ -178,7 +180,7 @@ impl Client {
     /// One attempt at bytes `start .. start + len`.
     pub fn range_once(&self, start: u64, len: u64, total: Option<u64>) -> Result<Vec<u8>, FetchError> {
         let end = start + len - 1;
-        let r = self.request(&format!("bytes={start}-{end}"))?;
+        let r = self.request(&format!("bytes={start}-{end}"), len)?;
         match r.content_range {
             Some((s, e, t)) if s == start && e == end => {
                 if let Some(want) = total.filter(|w| *w != t) {
@@ -205,8 +207,9 @@ impl Client {
         Ok(r.body)
     }
 
-    /// One `GET` with `range`; an error unless the answer is a `206`.
-    fn request(&self, range: &str) -> Result<Response, FetchError> {
+    /// One `GET` with `range` (of `len` bytes); an error unless the answer
+    /// is a `206` of at most `len` bytes.
+    fn request(&self, range: &str, len: u64) -> Result<Response, FetchError> {
         let t = &self.target;
         if t.tls {
             return Err(self.error(
@@ -228,7 +231,8 @@ impl Client {
                 headers.push(("range", range.to_owned()));
             }
         }
-        let r = http::get(&t.addr, &t.path, &headers, self.timeout).map_err(|(what, transient)| self.error(&what, transient))?;
+        let r = http::get(&t.addr, &t.path, &headers, self.timeout, len)
+            .map_err(|(what, transient)| self.error(&what, transient))?;
         match r.status {
             206 => Ok(r),
             200 => Err(self.error(
@@ -270,11 +274,70 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A server that answers every request with `response`; the requests
+    /// it saw are counted.
+    fn serve(response: &'static [u8]) -> (Client, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let n = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&n);
+        std::thread::spawn(move || {
+            for mut c in l.incoming().map_while(Result::ok) {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(response);
+            }
+        });
+        let mut c = Client::new(Target::parse(&format!("http://127.0.0.1:{port}/x"), "", "").unwrap());
+        c.backoff = Duration::from_millis(1);
+        c.timeout = Duration::from_secs(5);
+        (c, n)
+    }
+
+    #[test]
+    fn a_range_comes_back_checked() {
+        let (c, _) = serve(b"HTTP/1.1 206 Partial\r\ncontent-range: bytes 2-4/10\r\ncontent-length: 3\r\n\r\nabc");
+        assert_eq!(c.range(2, 3, 10).unwrap(), b"abc");
+        // Another total: the object was replaced.
+        let e = c.range(2, 3, 11).unwrap_err();
+        assert!(!e.transient && e.what.contains("it was replaced"), "{e}");
+    }
+
+    #[test]
+    fn a_body_larger_than_asked_is_refused_unread() {
+        let (c, _) =
+            serve(b"HTTP/1.1 206 Partial\r\ncontent-range: bytes 0-2/10\r\ncontent-length: 4000000000\r\n\r\nabc");
+        let e = c.range_once(0, 3, Some(10)).unwrap_err();
+        assert!(e.what.contains("a body of 4000000000 bytes, for 3 asked"), "{e}");
+    }
+
+    #[test]
+    fn transient_failures_are_retried_and_lasting_ones_are_not() {
+        let (c, n) = serve(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n");
+        let e = c.range(0, 3, 10).unwrap_err();
+        assert_eq!(n.load(Ordering::SeqCst), 4);
+        assert!(e.what.ends_with("HTTP 503 (after 4 attempts)"), "{e}");
+        let (c, n) = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789");
+        let e = c.range(0, 3, 10).unwrap_err();
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert!(e.what.contains("(200)"), "{e}");
+        let (c, _) = serve(b"SSH-2.0-OpenSSH\r\n\r\n");
+        assert!(c.range(0, 3, 10).unwrap_err().what.contains("not an HTTP/1.x response"));
+    }
 
     #[test]
     fn targets() {
         let t = Target::parse("http://127.0.0.1:8080/apps/app 1", "", "").unwrap();
-        assert_eq!((t.host.as_str(), t.addr.as_str(), t.path.as_str()), ("127.0.0.1:8080", "127.0.0.1:8080", "/apps/app%201"));
+        assert_eq!(
+            (t.host.as_str(), t.addr.as_str(), t.path.as_str()),
+            ("127.0.0.1:8080", "127.0.0.1:8080", "/apps/app%201")
+        );
         let t = Target::parse("http://example.com/a", "", "").unwrap();
         assert_eq!(t.addr, "example.com:80");
         let t = Target::parse("http://[::1]/a", "", "").unwrap();

@@ -46,8 +46,8 @@ pub fn client(remote: &Remote) -> Result<Client> {
         .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok().filter(|r| !r.is_empty()))
         .unwrap_or_default();
-    let target = Target::parse(url, &l.endpoint, &region)
-        .map_err(|e| Failure::new(Code::Usage, format!("{from}: {e}")))?;
+    let target =
+        Target::parse(url, &l.endpoint, &region).map_err(|e| Failure::new(Code::Usage, format!("{from}: {e}")))?;
     let mut c = Client::new(target);
     if let Some(t) = crate::controls::remote_timeout()? {
         c.timeout = t;
@@ -287,7 +287,11 @@ impl Shared {
 /// An unnamed file in `dir` (`O_TMPFILE`), else one created and unlinked.
 fn unnamed_file(dir: &Path) -> Result<File> {
     let fail = |e| Failure::sys(Code::Cache, "creating a file for fetched blocks in", dir, e);
-    match nix::fcntl::open(dir, OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o600)) {
+    match nix::fcntl::open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
         Ok(fd) => Ok(File::from(fd)),
         Err(_) => {
             let p = dir.join(format!(".tote-fetch-{}", std::process::id()));

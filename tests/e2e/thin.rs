@@ -198,7 +198,10 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault) -> std::io::Result<
     up.write_all(text.as_bytes())?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |i| i + 4);
     let (h, body) = resp.split_at(split);
     let mut body = body.to_vec();
     let mut h = String::from_utf8_lossy(h).into_owned();
@@ -239,9 +242,11 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault) -> std::io::Result<
 }
 
 /// The demo app (examples/hello-python) with `greeting`, bundled: the full
-/// file. Versions built with the same `nonce` differ in the app's own
-/// store path only.
-fn demo(t: &TestDir, name: &str, greeting: &str, nonce: &str) -> PathBuf {
+/// file. Every version shares its CPython store paths with the others
+/// (one nonce for this run): they differ in the app's own store path only.
+fn demo(t: &TestDir, name: &str, greeting: &str) -> PathBuf {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let nonce = NONCE.get_or_init(nonce);
     let out = Command::new("nix-build")
         .arg(repo().join("examples/hello-python"))
         .args(["--argstr", "greeting", greeting, "--argstr", "nonce", nonce])
@@ -311,16 +316,25 @@ fn refused(o: &Output, cache: &Path, wants: &[&str]) {
 fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
     let t = TestDir::new();
     let nginx = Nginx::start(&t);
-    let n = nonce();
-    let v1 = demo(&t, "v1", "hello from v1", &n);
+    let v1 = demo(&t, "v1", "hello from v1");
     nginx.upload(&v1, "app-v1");
     let thin1 = t.join("thin1");
     thin(&v1, &nginx.url("app-v1"), &thin1, &[]);
-    let (full_len, thin_len) = (std::fs::metadata(&v1).unwrap().len(), std::fs::metadata(&thin1).unwrap().len());
-    assert!(thin_len < 2 << 20 && thin_len * 10 < full_len, "{thin_len} of {full_len}");
+    let (full_len, thin_len) = (
+        std::fs::metadata(&v1).unwrap().len(),
+        std::fs::metadata(&thin1).unwrap().len(),
+    );
+    assert!(
+        thin_len < 2 << 20 && thin_len * 10 < full_len,
+        "{thin_len} of {full_len}"
+    );
     let j = inspect_json(&thin1);
     assert_eq!(j["format_version"], 7);
-    assert_eq!(j["bundle_id"], inspect_json(&v1)["bundle_id"], "the thin file's entry is the full one's");
+    assert_eq!(
+        j["bundle_id"],
+        inspect_json(&v1)["bundle_id"],
+        "the thin file's entry is the full one's"
+    );
     assert_eq!(j["remote"]["url"], nginx.url("app-v1").as_str());
     assert_eq!(j["remote"]["full_size"], full_len);
     let data_len = j["remote"]["compressed"].as_u64().unwrap();
@@ -330,7 +344,10 @@ fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
     let o = in_busybox_root(&t, &thin1, &["one"], user);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(out.starts_with("hello from v1\n") && out.contains("arguments: ['one']"), "{out}");
+    assert!(
+        out.starts_with("hello from v1\n") && out.contains("arguments: ['one']"),
+        "{out}"
+    );
     assert!(out.contains("running as uid 65534"), "{out}");
     let served = nginx.served();
     assert!(served.iter().all(|(s, _)| *s == 206), "{served:?}");
@@ -345,19 +362,27 @@ fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
     // must be extracted, and the trailer.
     let cache = t.join("cache");
     assert!(launch(&thin1, &cache, &[], &[]).status.success());
-    let v2 = demo(&t, "v2", "hello from v2", &n);
+    let v2 = demo(&t, "v2", "hello from v2");
     nginx.upload(&v2, "app-v2");
     let thin2 = t.join("thin2");
     thin(&v2, &nginx.url("app-v2"), &thin2, &[]);
     let d = tote().args(["diff", "--json"]).arg(&v1).arg(&v2).output().unwrap();
     let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
     let want = d["extract"]["compressed_bytes"].as_u64().unwrap();
-    assert!(want * 10 < data_len, "v2 shares most blocks with v1: {want} of {data_len}");
+    assert!(
+        want * 10 < data_len,
+        "v2 shares most blocks with v1: {want} of {data_len}"
+    );
     let before = nginx.served().len();
     let o = launch(&thin2, &cache, &[], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello from v2\n"));
-    assert_eq!(nginx.bytes_since(before), want + 144, "v2 after v1: {:?}", &nginx.served()[before..]);
+    assert_eq!(
+        nginx.bytes_since(before),
+        want + 144,
+        "v2 after v1: {:?}",
+        &nginx.served()[before..]
+    );
     // The full v2 finds the entry the thin one made: nothing extracted.
     let o = launch(&v2, &cache, &[("TOTE_DEBUG", "1")], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -375,7 +400,11 @@ fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
     // Commands that need the blocks themselves say where they are.
     let x = tote().arg("extract").arg(&thin2).arg(t.join("x")).output().unwrap();
     assert_eq!(x.status.code(), Some(1));
-    assert!(stderr(&x).contains("a thin bundle: its blocks are at http://"), "{}", stderr(&x));
+    assert!(
+        stderr(&x).contains("a thin bundle: its blocks are at http://"),
+        "{}",
+        stderr(&x)
+    );
 }
 
 /// Every fault of the proxy: the transient ones, once, are retried past;
@@ -384,7 +413,7 @@ fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
 fn fetch_faults_are_retried_or_end_the_launch_with_one_line() {
     let t = TestDir::new();
     let nginx = Nginx::start(&t);
-    let full = demo(&t, "full", "hello through faults", &nonce());
+    let full = demo(&t, "full", "hello through faults");
     nginx.upload(&full, "app");
     let proxy = Proxy::start(nginx.port);
     let app = t.join("thin");
@@ -413,9 +442,18 @@ fn fetch_faults_are_retried_or_end_the_launch_with_one_line() {
         (Fault::Status(503), vec![url.as_str(), "HTTP 503 (after 4 attempts)"]),
         (Fault::Status(403), vec![url.as_str(), "HTTP 403: access denied"]),
         (Fault::Status(404), vec![url.as_str(), "HTTP 404: no such object"]),
-        (Fault::WholeFile, vec![url.as_str(), "the server sent the whole object (200)"]),
-        (Fault::Flip, vec![url.as_str(), "does not match its SHA-256 in the index, twice"]),
-        (Fault::Drop, vec![url.as_str(), "the connection closed after", "(after 4 attempts)"]),
+        (
+            Fault::WholeFile,
+            vec![url.as_str(), "the server sent the whole object (200)"],
+        ),
+        (
+            Fault::Flip,
+            vec![url.as_str(), "does not match its SHA-256 in the index, twice"],
+        ),
+        (
+            Fault::Drop,
+            vec![url.as_str(), "the connection closed after", "(after 4 attempts)"],
+        ),
         (Fault::Stall, vec![url.as_str(), "timed out", "(after 4 attempts)"]),
     ]
     .into_iter()
@@ -430,15 +468,27 @@ fn fetch_faults_are_retried_or_end_the_launch_with_one_line() {
     // Nothing listening.
     let cache = t.join("cache-closed");
     let o = launch(&app, &cache, &[("TOTE_REMOTE_URL", "http://127.0.0.1:1/app")], &[]);
-    refused(&o, &cache, &["http://127.0.0.1:1/app", "connecting to 127.0.0.1:1", "Connection refused"]);
+    refused(
+        &o,
+        &cache,
+        &[
+            "http://127.0.0.1:1/app",
+            "connecting to 127.0.0.1:1",
+            "Connection refused",
+        ],
+    );
     // The name now holds another build: refused before any block.
     proxy.plan(&[], Fault::None);
-    let other = demo(&t, "other", "another build", &nonce());
+    let other = demo(&t, "other", "another build");
     nginx.upload(&other, "app");
     let before = proxy.requests();
     let cache = t.join("cache-replaced");
     let o = launch(&app, &cache, &[], &[]);
-    refused(&o, &cache, &["is not the bundle this thin file was made from", "it was replaced"]);
+    refused(
+        &o,
+        &cache,
+        &["is not the bundle this thin file was made from", "it was replaced"],
+    );
     assert_eq!(proxy.requests() - before, 1, "only the trailer was asked for");
     // A bad TOTE_REMOTE_TIMEOUT is the caller's mistake (113).
     let o = launch(&app, &cache, &[("TOTE_REMOTE_TIMEOUT", "soon")], &[]);
@@ -451,7 +501,7 @@ fn fetch_faults_are_retried_or_end_the_launch_with_one_line() {
 fn concurrent_and_killed_cold_launches() {
     let t = TestDir::new();
     let nginx = Nginx::start(&t);
-    let full = demo(&t, "full", "hello eight times", &nonce());
+    let full = demo(&t, "full", "hello eight times");
     nginx.upload(&full, "app");
     let app = t.join("thin");
     thin(&full, &nginx.url("app"), &app, &[]);
@@ -472,7 +522,12 @@ fn concurrent_and_killed_cold_launches() {
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello eight times\n"));
     }
-    assert_eq!(nginx.bytes_since(0), data_len + 144, "each block once: {:?}", nginx.served());
+    assert_eq!(
+        nginx.bytes_since(0),
+        data_len + 144,
+        "each block once: {:?}",
+        nginx.served()
+    );
 
     // Killed mid-fetch (every range stalls past the timeout), then again.
     let proxy = Proxy::start(nginx.port);
@@ -495,7 +550,11 @@ fn concurrent_and_killed_cold_launches() {
     let o = launch(&app, &cache, &[("TOTE_REMOTE_URL", &proxy.url("app"))], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello eight times\n"));
-    let v = tote().args(["cache", "verify", "--json", "--root"]).arg(&cache).output().unwrap();
+    let v = tote()
+        .args(["cache", "verify", "--json", "--root"])
+        .arg(&cache)
+        .output()
+        .unwrap();
     assert!(v.status.success(), "{}", stderr(&v));
 }
 
@@ -504,12 +563,17 @@ fn concurrent_and_killed_cold_launches() {
 #[test]
 fn a_thin_bundle_fetches_from_s3_with_sigv4() {
     let t = TestDir::new();
-    let full = demo(&t, "full", "hello from s3", &nonce());
+    let full = demo(&t, "full", "hello from s3");
     let garage = crate::nomad::Garage::start(&t);
     garage.upload(&full, "apps/app");
     let app = t.join("thin");
     let url = format!("s3://{}/apps/app", garage.var("TOTE_BUCKET"));
-    thin(&full, &url, &app, &["--endpoint", &garage.var("AWS_ENDPOINT_URL"), "--region", "garage"]);
+    thin(
+        &full,
+        &url,
+        &app,
+        &["--endpoint", &garage.var("AWS_ENDPOINT_URL"), "--region", "garage"],
+    );
     let j = inspect_json(&app);
     assert_eq!(j["remote"]["endpoint"], garage.var("AWS_ENDPOINT_URL").as_str());
     let read = [
@@ -553,13 +617,28 @@ fn tote_thin_refuses_bad_input_with_one_line() {
     let thin_file = t.join("thin");
     thin(&f.probe, "http://127.0.0.1:9/probe", &thin_file, &[]);
     for (args, want) in [
-        (vec![f.probe.to_str().unwrap(), "--url", "ftp://x/y"], "not an http://, https:// or s3:// URL"),
-        (vec![f.probe.to_str().unwrap(), "--url", "http://x"], "names no host (or bucket) and object"),
         (
-            vec![f.probe.to_str().unwrap(), "--url", "http://x/y", "--endpoint", "http://e"],
+            vec![f.probe.to_str().unwrap(), "--url", "ftp://x/y"],
+            "not an http://, https:// or s3:// URL",
+        ),
+        (
+            vec![f.probe.to_str().unwrap(), "--url", "http://x"],
+            "names no host (or bucket) and object",
+        ),
+        (
+            vec![
+                f.probe.to_str().unwrap(),
+                "--url",
+                "http://x/y",
+                "--endpoint",
+                "http://e",
+            ],
             "for s3:// URLs only",
         ),
-        (vec![thin_file.to_str().unwrap(), "--url", "http://x/y"], "already a thin bundle"),
+        (
+            vec![thin_file.to_str().unwrap(), "--url", "http://x/y"],
+            "already a thin bundle",
+        ),
         (vec!["/etc/hostname", "--url", "http://x/y"], "not a tote bundle"),
     ] {
         let o = tote().arg("thin").args(&args).arg("-o").arg(&out).output().unwrap();

@@ -65,8 +65,15 @@ pub fn run(args: &Args) -> Result<()> {
     let full_trailer: [u8; TRAILER_LEN] = o.map[o.map.len() - TRAILER_LEN..]
         .try_into()
         .expect("a full bundle ends with its trailer");
-    let thin = tote_format::encode_thin(&stub, meta_bytes, index_bytes, &full_trailer, o.layout.file_len, &location)
-        .with_context(|| format!("{}", path.display()))?;
+    let thin = tote_format::encode_thin(
+        &stub,
+        meta_bytes,
+        index_bytes,
+        &full_trailer,
+        o.layout.file_len,
+        &location,
+    )
+    .with_context(|| format!("{}", path.display()))?;
     let w = write_bundle(&args.output, &thin, |_| Ok(()))?;
     if !crate::ui::progress::quiet() {
         println!(

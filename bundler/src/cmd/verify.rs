@@ -109,8 +109,8 @@ fn fetch_data(r: &tote_format::Remote, len: u64) -> Result<memmap2::Mmap> {
         .or_else(|| std::env::var("AWS_REGION").ok().filter(|x| !x.is_empty()))
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok().filter(|x| !x.is_empty()))
         .unwrap_or_default();
-    let target = tote_net::Target::parse(url.as_deref().unwrap_or(&l.url), &l.endpoint, &region)
-        .map_err(anyhow::Error::msg)?;
+    let target =
+        tote_net::Target::parse(url.as_deref().unwrap_or(&l.url), &l.endpoint, &region).map_err(anyhow::Error::msg)?;
     let client = tote_net::Client::new(target);
     let (tail, total) = client
         .tail(tote_format::TRAILER_LEN as u64)
