@@ -648,3 +648,96 @@ fn tote_thin_refuses_bad_input_with_one_line() {
         assert!(!out.exists());
     }
 }
+
+/// The deploy path of a thin bundle: the thin file is the job's artifact
+/// (through S3, checksum pinned); its blocks come from S3 too, signed with
+/// a key the task reads from Nomad variables (a template, not the job);
+/// the cache is on a host volume, so a second allocation on the client
+/// fetches nothing.
+#[test]
+fn allocations_of_a_thin_bundle_share_its_blocks_through_the_cache_volume() {
+    let t = TestDir::new();
+    let full = demo(&t, "full", "hello from a thin bundle under Nomad");
+    let garage = crate::nomad::Garage::start(&t);
+    let bucket = garage.var("TOTE_BUCKET");
+    garage.upload(&full, "apps/app");
+    // Blocks through a proxy, to count the requests.
+    let endpoint = garage.var("AWS_ENDPOINT_URL");
+    let garage_port: u16 = endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(garage_port);
+    let app = t.join("hello-python");
+    let s3_url = format!("s3://{bucket}/apps/app");
+    let proxied = format!("http://127.0.0.1:{}", proxy.port);
+    thin(&full, &s3_url, &app, &["--endpoint", &proxied, "--region", "garage"]);
+    garage.upload(&app, "apps/app-thin");
+    let text = garage.job(&app, "apps/app-thin", &["--cache-volume", "tote-cache"]);
+    // The task's key comes from a template over Nomad variables.
+    let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let task = ["job", "group", "task"].iter().fold(&body, |b, id| {
+        b.blocks()
+            .find(|x| x.identifier() == *id)
+            .unwrap_or_else(|| panic!("no {id}"))
+            .body()
+    });
+    let template = task
+        .blocks()
+        .find(|b| b.identifier() == "template")
+        .expect("a template block");
+    let template = hcl::to_string(template.body()).unwrap();
+    assert!(
+        template.contains("nomadVar \\\"nomad/jobs/hello-python\\\"")
+            || template.contains("nomadVar \"nomad/jobs/hello-python\""),
+        "{template}"
+    );
+    assert!(template.contains("env = true"), "{template}");
+    let env = task
+        .blocks()
+        .find(|b| b.identifier() == "env")
+        .map(|b| hcl::to_string(b.body()).unwrap());
+    assert!(!env.unwrap_or_default().contains("AWS_SECRET"), "{text}");
+    let job = t.join("app.nomad.hcl");
+    std::fs::write(&job, &text).unwrap();
+    let volume = t.join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    std::os::unix::fs::chown(&volume, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&volume, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let var = |k: &str, v: &str| format!("nomad/jobs/hello-python:{k}={v}");
+    let mut requests = Vec::new();
+    for alloc in ["a1", "a2"] {
+        let before = proxy.requests();
+        let o = Command::new(crate::nomad::sim_binary())
+            .arg(&job)
+            .arg("--alloc-dir")
+            .arg(t.join(alloc))
+            .arg("--host-volume")
+            .arg(format!("tote-cache={}", volume.display()))
+            .args(["--var", &var("AWS_ACCESS_KEY_ID", &garage.var("TOTE_READ_KEY_ID"))])
+            .args(["--var", &var("AWS_SECRET_ACCESS_KEY", &garage.var("TOTE_READ_SECRET"))])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let logs = t.join(alloc).join("alloc/logs");
+        let out = std::fs::read_to_string(logs.join("hello-python.stdout.0")).unwrap_or_default();
+        let err = std::fs::read_to_string(logs.join("hello-python.stderr.0")).unwrap_or_default();
+        assert!(o.status.success(), "{alloc}: {}\n{out}\n{err}", stderr(&o));
+        assert!(stderr(&o).contains("template -> secrets/tote-s3.env"), "{}", stderr(&o));
+        assert!(
+            out.starts_with("hello from a thin bundle under Nomad\n"),
+            "{alloc}: {out}\n{err}"
+        );
+        assert!(out.contains("running as uid 65534"), "{out}");
+        requests.push(proxy.requests() - before);
+    }
+    assert!(
+        requests[0] >= 2,
+        "the first allocation fetched its blocks: {requests:?}"
+    );
+    assert_eq!(requests[1], 0, "the second found them in the cache volume");
+}

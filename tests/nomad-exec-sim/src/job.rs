@@ -25,6 +25,54 @@ pub struct Task {
     pub memory: u64,
     /// The task's `volume_mount`s of the group's host volumes.
     pub volumes: Vec<VolumeMount>,
+    /// `template` blocks: what they render, where, and whether it is env.
+    pub templates: Vec<Template>,
+}
+
+/// A task's `template` block (inline `data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub data: String,
+    pub destination: String,
+    pub env: bool,
+}
+
+/// Render a template's data the way Nomad's consul-template would, for the
+/// one form the stand-in knows: `{{ with nomadVar "PATH" }}` … `{{ .KEY }}`
+/// … `{{ end }}`, reading `vars` (PATH, KEY, value). Anything else is
+/// refused rather than misrendered.
+pub fn render(data: &str, vars: &[(String, String, String)]) -> Result<String> {
+    let mut out = String::new();
+    let mut path: Option<String> = None;
+    let mut rest = data;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let j = rest[i..].find("}}").context("template: an unclosed {{")? + i;
+        let action = rest[i + 2..j]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
+        rest = &rest[j + 2..];
+        if let Some(p) = action.strip_prefix("with nomadVar ") {
+            path = Some(p.trim().trim_matches('"').to_owned());
+        } else if action == "end" {
+            path = None;
+        } else if let Some(key) = action.strip_prefix('.') {
+            let p = path
+                .as_deref()
+                .context("template: {{ .KEY }} outside {{ with nomadVar }}")?;
+            let v = vars
+                .iter()
+                .find(|(vp, k, _)| vp == p && k == key)
+                .with_context(|| format!("template: no Nomad variable {p} with key {key} (--var)"))?;
+            out.push_str(&v.2);
+        } else {
+            bail!("template: {{{{ {action} }}}} is not something this stand-in renders");
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// A group `volume` of type "host", mounted by the task's `volume_mount`.
@@ -63,9 +111,32 @@ fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
 fn string(e: &Expression, what: &str) -> Result<String> {
     match e {
         Expression::String(s) => Ok(s.clone()),
-        Expression::TemplateExpr(_) => bail!("{what}: interpolation (${{...}}) is not simulated"),
+        // A heredoc without interpolation (a `template`'s data): its text,
+        // `<<-` ones with their common indentation removed.
+        Expression::TemplateExpr(t) => match t.as_ref() {
+            hcl::expr::TemplateExpr::Heredoc(h) if !h.template.contains("${") && !h.template.contains("%{") => {
+                Ok(match h.strip {
+                    hcl::expr::HeredocStripMode::Indent => dedent(&h.template),
+                    hcl::expr::HeredocStripMode::None => h.template.clone(),
+                })
+            }
+            _ => bail!("{what}: interpolation (${{...}}) is not simulated"),
+        },
         other => bail!("{what}: expected a string, found {other}"),
     }
+}
+
+/// Remove the indentation every non-empty line shares.
+fn dedent(text: &str) -> String {
+    let indent = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    text.lines()
+        .map(|l| l.get(indent..).unwrap_or("").to_owned() + "\n")
+        .collect()
 }
 
 fn opt_string(body: &Body, key: &str) -> Result<Option<String>> {
@@ -245,6 +316,16 @@ fn read_task(job: String, group: String, name: String, group_body: &Body, t: &Bo
         cpu: resource("cpu", 100)?,
         memory: resource("memory", 300)?,
         volumes: volumes(group_body, t)?,
+        templates: blocks(t, "template")
+            .map(|b| {
+                let b = b.body();
+                Ok(Template {
+                    data: opt_string(b, "data")?.context("template: no data")?,
+                    destination: opt_string(b, "destination")?.context("template: no destination")?,
+                    env: boolean(b, "env")?,
+                })
+            })
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -369,5 +450,16 @@ mod tests {
         assert_eq!(on("amd64").unwrap(), ("j-amd64".into(), "local/app-x86_64".into()));
         assert_eq!(on("arm64").unwrap(), ("j-arm64".into(), "local/app-aarch64".into()));
         assert!(on("riscv64").is_err());
+    }
+
+    #[test]
+    fn templates_render_nomad_variables_and_refuse_the_rest() {
+        let vars = vec![("nomad/jobs/app".to_owned(), "K".to_owned(), "v=1".to_owned())];
+        let t = "{{ with nomadVar \"nomad/jobs/app\" }}\nK={{ .K }}\n{{ end }}\n";
+        assert_eq!(render(t, &vars).unwrap(), "\nK=v=1\n\n");
+        assert!(render("{{ .K }}", &vars).is_err());
+        assert!(render("{{ with nomadVar \"other\" }}{{ .K }}{{ end }}", &vars).is_err());
+        assert!(render("{{ env \"HOME\" }}", &vars).is_err());
+        assert_eq!(dedent("  a\n    b\n"), "a\n  b\n");
     }
 }

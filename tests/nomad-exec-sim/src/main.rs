@@ -48,12 +48,14 @@ struct Args {
     seccomp: Option<PathBuf>,
     host_volumes: Vec<(String, PathBuf)>,
     cpu_arch: String,
+    /// Nomad variables: (path, key, value).
+    vars: Vec<(String, String, String)>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: nomad-exec-sim JOB.hcl --alloc-dir DIR [--task NAME] [--attach] [--seccomp FILE] \
-         [--host-volume NAME=PATH]... [--cpu-arch amd64|arm64]"
+         [--host-volume NAME=PATH]... [--cpu-arch amd64|arm64] [--var PATH:KEY=VALUE]..."
     );
     std::process::exit(2)
 }
@@ -62,6 +64,7 @@ fn args() -> Args {
     let mut it = std::env::args().skip(1);
     let (mut job, mut alloc_dir, mut task, mut attach, mut seccomp) = (None, None, None, false, None);
     let mut host_volumes = Vec::new();
+    let mut vars = Vec::new();
     let mut cpu_arch = if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {
@@ -79,6 +82,14 @@ fn args() -> Args {
                 Some((name, path)) => host_volumes.push((name.to_owned(), PathBuf::from(path))),
                 None => usage(),
             },
+            "--var" => match it.next().as_deref().and_then(|v| {
+                let (path, kv) = v.split_once(':')?;
+                let (k, val) = kv.split_once('=')?;
+                Some((path.to_owned(), k.to_owned(), val.to_owned()))
+            }) {
+                Some(v) => vars.push(v),
+                None => usage(),
+            },
             "-h" | "--help" => usage(),
             _ if job.is_none() && !a.starts_with('-') => job = Some(PathBuf::from(a)),
             _ => usage(),
@@ -93,6 +104,7 @@ fn args() -> Args {
             seccomp,
             host_volumes,
             cpu_arch,
+            vars,
         },
         _ => usage(),
     }
@@ -210,7 +222,32 @@ fn run(a: &Args) -> Result<u8> {
     );
 
     let alloc_id = format!("{:08x}-sim", std::process::id());
-    let env = environment(&t, &alloc_id)?;
+    let mut env = environment(&t, &alloc_id)?;
+    // Templates, rendered into the task directory; `env = true` ones also
+    // into the environment (KEY=VALUE lines), as Nomad does.
+    for tpl in &t.templates {
+        let text = job::render(&tpl.data, &a.vars)?;
+        let dest = task_dir.join(tpl.destination.trim_start_matches('/'));
+        if !dest.starts_with(&task_dir) || tpl.destination.contains("..") {
+            bail!("template destination {:?}: outside the task directory", tpl.destination);
+        }
+        fs::create_dir_all(dest.parent().context("a destination")?)?;
+        fs::write(&dest, &text)?;
+        if tpl.env {
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                let (k, v) = line
+                    .split_once('=')
+                    .with_context(|| format!("template {}: {line:?} is not KEY=VALUE", tpl.destination))?;
+                env.retain(|(ek, _)| ek != k);
+                env.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        say(format!("template -> {}", tpl.destination));
+    }
     let logs = a.alloc_dir.join("alloc/logs");
     let (stdout, stderr): (OwnedFd, OwnedFd) = if a.attach {
         (

@@ -156,6 +156,26 @@ fn group_text(o: &mut String, job: &Job, build: &Build, group: &str, task: &str)
     }
     attributes(o, 8, &config);
     o.push_str("      }\n\n");
+    if let Some(r) = build.remote.as_ref().filter(|r| r.url.starts_with("s3://")) {
+        let path = variables_path(job);
+        o.push_str(&format!(
+            "      # A thin bundle: at launch it fetches the blocks its cache lacks from\n      # {}. The S3 key reaches the task from Nomad variables, never the\n      # job: nomad var put {path} AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...\n",
+            r.url
+        ));
+        o.push_str("      template {\n");
+        o.push_str("        data        = <<-EOT\n");
+        o.push_str(&format!("          {{{{ with nomadVar \"{path}\" }}}}\n"));
+        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            o.push_str(&format!("          {k}={{{{ .{k} }}}}\n"));
+        }
+        o.push_str("          {{ end }}\n        EOT\n");
+        attributes(
+            o,
+            8,
+            &[("destination", quote("secrets/tote-s3.env")), ("env", "true".into())],
+        );
+        o.push_str("      }\n\n");
+    }
     if !job.env.is_empty() {
         o.push_str("      env {\n");
         let env: Vec<(&str, String)> = job.env.iter().map(|(k, v)| (k.as_str(), quote(v))).collect();
@@ -180,6 +200,12 @@ fn group_text(o: &mut String, job: &Job, build: &Build, group: &str, task: &str)
         &[("cpu", job.cpu.to_string()), ("memory", job.memory.to_string())],
     );
     o.push_str("      }\n    }\n  }\n");
+}
+
+/// Where the job's Nomad variables are: `nomad/jobs/<job>`, which every
+/// task of the job may read without a policy.
+pub fn variables_path(job: &Job) -> String {
+    format!("nomad/jobs/{}", job.name)
 }
 
 #[cfg(test)]

@@ -116,6 +116,8 @@ pub struct Build {
     pub checksum: String,
     /// The artifact's file name in `local/`.
     pub file_name: String,
+    /// A thin bundle: where its blocks are fetched from at launch.
+    pub remote: Option<tote_format::Location>,
 }
 
 /// Where `--cache-volume` mounts the host volume in the task.
@@ -149,6 +151,7 @@ pub fn run(args: &Args) -> Result<()> {
             .meta(&opened.map)
             .with_context(|| format!("{}", file.display()))?;
         let checksum = format!("sha256:{}", reader::sha256_hex(&opened.map));
+        let remote = opened.layout.remote.as_ref().map(|r| r.location.clone());
         drop(opened);
         if let Some(other) = builds.iter().find(|b| b.arch == meta.arch) {
             bail!(
@@ -167,6 +170,7 @@ pub fn run(args: &Args) -> Result<()> {
             options,
             checksum,
             file_name: file_name(file),
+            remote,
         });
     }
     let name = name.unwrap_or_default();
@@ -186,6 +190,26 @@ pub fn run(args: &Args) -> Result<()> {
         memory: args.memory,
         cache_volume: args.cache_volume.clone(),
     };
+    if job.builds.iter().any(|b| b.remote.is_some()) {
+        if job.cache_volume.is_none() {
+            eprintln!(
+                "tote: note: a thin bundle without --cache-volume fetches its blocks anew in every \
+                 allocation (Nomad gives each a fresh task directory)"
+            );
+        }
+        if job
+            .builds
+            .iter()
+            .any(|b| b.remote.as_ref().is_some_and(|r| r.url.starts_with("s3://")))
+        {
+            eprintln!(
+                "tote: note: the task reads the S3 key for the thin bundle's blocks from Nomad variables, \
+                 not from the job: nomad var put {} AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
+                 (a read-only key)",
+                hcl::variables_path(&job)
+            );
+        }
+    }
     print!("{}", render(&job));
     Ok(())
 }
