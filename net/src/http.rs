@@ -18,12 +18,14 @@ pub struct Response {
 /// Failures carry whether another attempt may do better.
 type Fail = (String, bool);
 
-/// `GET path` at `addr` with `headers` (the first is Host); every connect
+/// `GET path` at `addr` (over TLS when `tls` names the server) with
+/// `headers` (the first is Host); every connect
 /// and every wait for bytes bounded by `timeout`, and a body of more than
 /// `max_body` bytes refused before it is read (the server is not trusted
 /// with the client's memory).
 pub fn get(
     addr: &str,
+    tls: Option<&str>,
     path: &str,
     headers: &[(&str, String)],
     timeout: Duration,
@@ -44,7 +46,7 @@ pub fn get(
             Err(e) => last = (format!("connecting to {a}: {e}"), true),
         }
     }
-    let mut s = stream.ok_or(last)?;
+    let tcp = stream.ok_or(last)?;
     let io = |what: &str, e: std::io::Error| -> Fail {
         let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
         if timed_out {
@@ -56,9 +58,23 @@ pub fn get(
             (format!("{what}: {e}"), true)
         }
     };
-    s.set_read_timeout(Some(timeout)).map_err(|e| io("connection", e))?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| io("connection", e))?;
-    let _ = s.set_nodelay(true);
+    tcp.set_read_timeout(Some(timeout)).map_err(|e| io("connection", e))?;
+    tcp.set_write_timeout(Some(timeout)).map_err(|e| io("connection", e))?;
+    let _ = tcp.set_nodelay(true);
+    let mut s: Box<dyn crate::ReadWrite> = match tls {
+        None => Box::new(tcp),
+        #[cfg(feature = "tls")]
+        Some(host) => crate::tls::connect(tcp, host)?,
+        #[cfg(not(feature = "tls"))]
+        Some(_) => {
+            return Err((
+                "https:// needs TLS, which this build leaves out: use http:// (on a trusted network) \
+                 or an S3 endpoint over http://"
+                    .into(),
+                false,
+            ))
+        }
+    };
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -124,10 +140,17 @@ pub fn get(
     if chunked {
         // The chunk framing adds a few bytes per chunk: allow 1/8 more.
         let limit = max_body + max_body / 8 + 4096;
-        (&mut s)
+        match (&mut s)
             .take(limit.saturating_sub(body.len() as u64))
             .read_to_end(&mut body)
-            .map_err(|e| io("reading the body", e))?;
+        {
+            // A TLS peer that closes without close_notify: the chunk
+            // framing says whether the body is whole.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            r => {
+                r.map_err(|e| io("reading the body", e))?;
+            }
+        }
         body = dechunk(&body).ok_or_else(|| ("a malformed chunked body".to_string(), true))?;
         if body.len() as u64 > max_body {
             return Err((format!("a body of more than the {max_body} bytes asked for"), false));

@@ -10,10 +10,16 @@
 
 mod http;
 pub mod sigv4;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::time::Duration;
 
 pub use http::Response;
+
+/// A byte stream both ways: a TCP connection, or TLS over one.
+pub trait ReadWrite: std::io::Read + std::io::Write + Send {}
+impl<T: std::io::Read + std::io::Write + Send> ReadWrite for T {}
 pub use sigv4::Credentials;
 
 /// Where a full bundle is, resolved to what a request needs.
@@ -48,6 +54,20 @@ impl std::fmt::Display for FetchError {
 }
 
 impl Target {
+    /// The host without its port: what TLS checks the certificate against.
+    pub fn host_name(&self) -> &str {
+        if self.host.starts_with('[') {
+            let h: &str = &self.host;
+            h.split("]:")
+                .next()
+                .unwrap_or(h)
+                .trim_end_matches(']')
+                .trim_start_matches('[')
+        } else {
+            self.host.split(':').next().unwrap_or(&self.host)
+        }
+    }
+
     /// Resolve `url` (`http://HOST[:PORT]/PATH`, `https://…`, or
     /// `s3://BUCKET/KEY` with `endpoint` and `region`). `s3://` without an
     /// endpoint is AWS's own, `https://BUCKET.s3.REGION.amazonaws.com`.
@@ -211,13 +231,6 @@ impl Client {
     /// is a `206` of at most `len` bytes.
     fn request(&self, range: &str, len: u64) -> Result<Response, FetchError> {
         let t = &self.target;
-        if t.tls {
-            return Err(self.error(
-                "https:// is not supported by this build of tote's thin stub yet: use http:// (on a \
-                 trusted network) or an s3:// URL with an http:// endpoint",
-                false,
-            ));
-        }
         let mut headers: Vec<(&str, String)> = Vec::new();
         match (&self.credentials, &t.region) {
             (Some(c), Some(region)) => {
@@ -231,8 +244,15 @@ impl Client {
                 headers.push(("range", range.to_owned()));
             }
         }
-        let r = http::get(&t.addr, &t.path, &headers, self.timeout, len)
-            .map_err(|(what, transient)| self.error(&what, transient))?;
+        let r = http::get(
+            &t.addr,
+            t.tls.then_some(t.host_name()),
+            &t.path,
+            &headers,
+            self.timeout,
+            len,
+        )
+        .map_err(|(what, transient)| self.error(&what, transient))?;
         match r.status {
             206 => Ok(r),
             200 => Err(self.error(
@@ -343,7 +363,12 @@ mod tests {
         let t = Target::parse("http://[::1]/a", "", "").unwrap();
         assert_eq!(t.addr, "[::1]:80");
         let t = Target::parse("http://[::1]:81/a", "", "").unwrap();
-        assert_eq!(t.addr, "[::1]:81");
+        assert_eq!((t.addr.as_str(), t.host_name()), ("[::1]:81", "::1"));
+        let t = Target::parse("https://minio.example:9000/b/k", "", "").unwrap();
+        assert_eq!(
+            (t.addr.as_str(), t.host_name(), t.tls),
+            ("minio.example:9000", "minio.example", true)
+        );
         let t = Target::parse("s3://tote/apps/app", "http://127.0.0.1:3900/", "garage").unwrap();
         assert_eq!(
             (t.url.as_str(), t.host.as_str(), t.path.as_str(), t.region.as_deref()),

@@ -21,8 +21,72 @@ const REMOTE: i32 = 118;
 struct Nginx {
     child: Child,
     port: u16,
+    /// The same files over HTTPS, with a certificate for 127.0.0.1 from a
+    /// test CA (`ca`, PEM).
+    tls_port: u16,
+    ca: PathBuf,
     log: PathBuf,
     www: PathBuf,
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1 and localhost
+/// (openssl): the CA's PEM, the server's certificate and key.
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(f);
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    std::fs::write(p("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tote test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
 }
 
 impl Nginx {
@@ -30,16 +94,21 @@ impl Nginx {
         let dir = t.join("nginx");
         let www = dir.join("www");
         std::fs::create_dir_all(&www).unwrap();
+        let (ca, cert, key) = test_ca(&dir);
         let port = crate::nomad::free_port();
+        let tls_port = crate::nomad::free_port();
         let conf = format!(
             "daemon off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 2;\n\
              events {{ worker_connections 512; }}\n\
              http {{\n  log_format counted '$status $body_bytes_sent';\n  access_log {d}/access.log counted;\n  \
              client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n  \
              uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n  \
-             server {{ listen 127.0.0.1:{port}; root {w}; }}\n}}\n",
+             server {{ listen 127.0.0.1:{port}; root {w}; }}\n  \
+             server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {c}; ssl_certificate_key {k}; root {w}; }}\n}}\n",
             d = dir.display(),
-            w = www.display()
+            w = www.display(),
+            c = cert.display(),
+            k = key.display(),
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
         let child = Command::new("nginx")
@@ -58,6 +127,8 @@ impl Nginx {
         Nginx {
             child,
             port,
+            tls_port,
+            ca,
             log: dir.join("access.log"),
             www,
         }
@@ -65,6 +136,10 @@ impl Nginx {
 
     fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn https_url(&self, name: &str) -> String {
+        format!("https://127.0.0.1:{}/{name}", self.tls_port)
     }
 
     /// Put `file` on the server as `name`.
@@ -740,4 +815,50 @@ fn allocations_of_a_thin_bundle_share_its_blocks_through_the_cache_volume() {
         "the first allocation fetched its blocks: {requests:?}"
     );
     assert_eq!(requests[1], 0, "the second found them in the cache volume");
+}
+
+/// HTTPS with the host's CA certificates: a server whose CA is named by
+/// SSL_CERT_FILE (or found in SSL_CERT_DIR) is trusted; without it the
+/// system's bundle does not know the test CA, and the launch says so.
+#[test]
+fn a_thin_bundle_fetches_over_https_trusting_the_hosts_certificates() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let full = demo(&t, "full", "hello over https");
+    nginx.upload(&full, "app");
+    let app = t.join("thin");
+    thin(&full, &nginx.https_url("app"), &app, &[]);
+    let ca = nginx.ca.to_str().unwrap();
+    let o = launch(
+        &app,
+        &t.join("cache-file"),
+        &[("SSL_CERT_FILE", ca), ("SSL_CERT_DIR", "")],
+        &["tls"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello over https\n"));
+    let certs = t.join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(&nginx.ca, certs.join("test-ca.pem")).unwrap();
+    let mut c = Command::new(&app);
+    c.env("TOTE_CACHE_DIR", t.join("cache-dir"))
+        .env("SSL_CERT_DIR", &certs)
+        .env_remove("SSL_CERT_FILE");
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Not trusted: the host's bundle has no test CA.
+    let cache = t.join("cache-untrusted");
+    let mut c = Command::new(&app);
+    c.env("TOTE_CACHE_DIR", &cache)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    let o = c.output().unwrap();
+    refused(&o, &cache, &[&nginx.https_url("app"), "UnknownIssuer"]);
+    let v = tote()
+        .args(["verify", "--remote"])
+        .arg(&app)
+        .env("SSL_CERT_FILE", ca)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", stderr(&v));
 }
