@@ -960,3 +960,23 @@ fn a_damaged_aarch64_bundle_never_runs() {
         crate::bad_bundles::refused(&t, &app, what);
     }
 }
+
+/// A thin aarch64 bundle: the aarch64 thin stub fetches its blocks from
+/// nginx and runs the program, under qemu.
+#[test]
+fn an_aarch64_thin_bundle_fetches_its_blocks_and_runs() {
+    let a = arm();
+    let t = TestDir::new();
+    let nginx = crate::thin::Nginx::start(&t);
+    nginx.upload(&a.greet, "greet");
+    let thin = t.join("greet-thin");
+    crate::thin::thin(&a.greet, &nginx.url("greet"), &thin, &[]);
+    assert_eq!(elf_machine(&thin), 183, "the aarch64 thin stub");
+    assert_eq!(inspect_json(&thin)["arch"], "aarch64");
+    let o = Launch::nobody(&t).run(&thin, &["via", "nginx"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("arch=aarch64"), "{out}");
+    assert_eq!(field(&report(&o), "argc"), "3");
+    assert!(nginx.served().iter().all(|(s, _)| *s == 206) && !nginx.served().is_empty());
+}

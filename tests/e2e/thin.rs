@@ -18,7 +18,7 @@ const REMOTE: i32 = 118;
 
 /// nginx serving `www` on a free loopback port; its access log has one
 /// line per request: status and body bytes sent.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     port: u16,
     /// The same files over HTTPS, with a certificate for 127.0.0.1 from a
@@ -90,7 +90,7 @@ fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 impl Nginx {
-    fn start(t: &TestDir) -> Nginx {
+    pub(crate) fn start(t: &TestDir) -> Nginx {
         let dir = t.join("nginx");
         let www = dir.join("www");
         std::fs::create_dir_all(&www).unwrap();
@@ -134,7 +134,7 @@ impl Nginx {
         }
     }
 
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
     }
 
@@ -143,12 +143,12 @@ impl Nginx {
     }
 
     /// Put `file` on the server as `name`.
-    fn upload(&self, file: &Path, name: &str) {
+    pub(crate) fn upload(&self, file: &Path, name: &str) {
         std::fs::copy(file, self.www.join(name)).unwrap();
     }
 
     /// Requests served so far: (status, body bytes).
-    fn served(&self) -> Vec<(u16, u64)> {
+    pub(crate) fn served(&self) -> Vec<(u16, u64)> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -235,7 +235,7 @@ impl Proxy {
         self.plan.lock().unwrap().2
     }
 
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
     }
 }
@@ -338,7 +338,7 @@ fn demo(t: &TestDir, name: &str, greeting: &str) -> PathBuf {
 }
 
 /// `tote thin FULL --url URL [extra] -o OUT`.
-fn thin(full: &Path, url: &str, out: &Path, extra: &[&str]) {
+pub(crate) fn thin(full: &Path, url: &str, out: &Path, extra: &[&str]) {
     let o = tote()
         .arg("thin")
         .arg(full)
@@ -691,6 +691,34 @@ fn tote_thin_refuses_bad_input_with_one_line() {
     let out = t.join("out");
     let thin_file = t.join("thin");
     thin(&f.probe, "http://127.0.0.1:9/probe", &thin_file, &[]);
+    // `tote bundle --thin URL` writes both, the thin one as OUTPUT-thin;
+    // a bad URL is refused before anything is written.
+    let store = build("probe", &nonce());
+    let both = t.join("both");
+    let o = bundle(
+        &store,
+        &both,
+        &["--thin", "s3://b/k", "--endpoint", "http://127.0.0.1:9", "--level", "3"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = inspect_json(&t.join("both-thin"));
+    assert_eq!(j["bundle_id"], inspect_json(&both)["bundle_id"]);
+    assert_eq!(
+        (j["remote"]["url"].as_str(), j["remote"]["endpoint"].as_str()),
+        (Some("s3://b/k"), Some("http://127.0.0.1:9"))
+    );
+    let o = tote()
+        .args(["bundle", &store, "--thin", "ftp://x/y", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--thin: remote record: \"ftp://x/y\": not an http://"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists() && !t.join("out-thin").exists());
     for (args, want) in [
         (
             vec![f.probe.to_str().unwrap(), "--url", "ftp://x/y"],

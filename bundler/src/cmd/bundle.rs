@@ -1,9 +1,9 @@
 //! `tote bundle INPUT`: resolve the input, pack it after the stub into the
 //! output file (atomically), and print its size and `sha256:` checksum.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::input::{self, ItemKind};
 use crate::pack::{self, output};
@@ -57,6 +57,17 @@ pub struct Args {
     /// bundle may be mounted, else 8192].
     #[arg(long, value_name = "KIB", hide = true, value_parser = clap::value_parser!(u32).range(16..=16384))]
     pub block_kib: Option<u32>,
+    /// Also write a thin bundle of it, OUTPUT-thin, whose launch fetches the
+    /// blocks it lacks from URL: where OUTPUT will be uploaded (http://…,
+    /// https://… or s3://BUCKET/KEY; see `tote thin`).
+    #[arg(long, value_name = "URL")]
+    pub thin: Option<String>,
+    /// With --thin s3://…: the S3 endpoint (MinIO, Garage, …).
+    #[arg(long, value_name = "URL", requires = "thin")]
+    pub endpoint: Option<String>,
+    /// With --thin s3://…: the region to sign for.
+    #[arg(long, value_name = "NAME", requires = "thin")]
+    pub region: Option<String>,
 }
 
 /// The options that shape an input (`tote bundle` and `tote image`).
@@ -122,6 +133,13 @@ impl InputArgs {
 
 pub fn run(args: &Args) -> Result<()> {
     crate::ui::interrupt::watch();
+    // A bad --thin location is refused before anything is bundled.
+    let thin = args
+        .thin
+        .as_deref()
+        .map(|url| super::thin::location(url, args.endpoint.as_deref(), args.region.as_deref()))
+        .transpose()
+        .context("--thin")?;
     let phase = progress::Phase::start("scanning", progress::Counting::Files);
     let resolved = input::resolve(&args.input.request(&args.path));
     let took = phase.done();
@@ -183,6 +201,12 @@ pub fn run(args: &Args) -> Result<()> {
         note_unrewritable(&written.packed.unrewritable);
     }
     drop(input.staging); // an image's unpacked layers
+    if let Some(location) = &thin {
+        let mut name = output.clone().into_os_string();
+        name.push("-thin");
+        super::thin::write_thin(&output, location, Path::new(&name), None)
+            .with_context(|| format!("{} is written; its thin bundle is not", output.display()))?;
+    }
     Ok(())
 }
 

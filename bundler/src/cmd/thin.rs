@@ -1,7 +1,7 @@
 //! `tote thin`: a thin bundle made from a full one, whose blocks its stub
 //! fetches from where the full bundle is uploaded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tote_format::{Location, TRAILER_LEN};
@@ -44,19 +44,30 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     crate::ui::interrupt::watch();
+    let location = location(&args.url, args.endpoint.as_deref(), args.region.as_deref()).context("--url")?;
+    write_thin(&args.bundle, &location, &args.output, args.stub.as_deref())
+}
+
+/// The remote location the options describe, checked.
+pub fn location(url: &str, endpoint: Option<&str>, region: Option<&str>) -> Result<Location> {
     let location = Location {
-        url: args.url.clone(),
-        endpoint: args.endpoint.clone().unwrap_or_default(),
-        region: args.region.clone().unwrap_or_default(),
+        url: url.to_owned(),
+        endpoint: endpoint.unwrap_or_default().to_owned(),
+        region: region.unwrap_or_default().to_owned(),
     };
-    location.check().context("--url")?;
-    let path = &args.bundle;
+    location.check()?;
+    Ok(location)
+}
+
+/// Write `out`, the thin bundle of the full bundle `path` at `location`
+/// (with `stub`, else the embedded thin stub), and say so.
+pub fn write_thin(path: &Path, location: &Location, out: &Path, stub: Option<&Path>) -> Result<()> {
     let (o, meta, _index) = load(path)?;
     if o.layout.remote.is_some() {
         bail!("{}: already a thin bundle; give the full bundle", path.display());
     }
     let t = &o.layout.trailer;
-    let stub = match &args.stub {
+    let stub = match stub {
         Some(p) => crate::stub::load(Some(p), meta.arch)?,
         None => crate::stub::load_thin(meta.arch)?,
     };
@@ -71,14 +82,14 @@ pub fn run(args: &Args) -> Result<()> {
         index_bytes,
         &full_trailer,
         o.layout.file_len,
-        &location,
+        location,
     )
     .with_context(|| format!("{}", path.display()))?;
-    let w = write_bundle(&args.output, &thin, |_| Ok(()))?;
+    let w = write_bundle(out, &thin, |_| Ok(()))?;
     if !crate::ui::progress::quiet() {
         println!(
             "{}: {} bytes, a thin bundle of {} ({} bytes) at {}",
-            args.output.display(),
+            out.display(),
             w.len,
             path.display(),
             o.layout.file_len,
