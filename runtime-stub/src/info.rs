@@ -55,11 +55,11 @@ pub fn print_info(p: &Payload) {
         "content size: {} bytes ({} after deduplication)",
         m.stats.total_size, m.stats.unique_size
     );
-    println!(
-        "payload: {} bytes in {} blocks",
-        t.meta_offset - t.data_offset,
-        m.stats.blocks
-    );
+    println!("payload: {} bytes in {} blocks", p.layout.data_len(), m.stats.blocks);
+    if let Some(r) = &p.layout.remote {
+        println!("blocks at: {}", lossy(r.location.url.as_bytes()));
+        println!("full bundle: {} bytes", r.full_len);
+    }
     println!("stub: {} bytes", t.data_offset);
     println!("file: {} bytes", p.layout.file_len);
 }
