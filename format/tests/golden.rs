@@ -151,18 +151,24 @@ fn build() -> Vec<u8> {
     .concat()
 }
 
-fn golden() -> Vec<u8> {
+/// `path`'s bytes; with TOTE_UPDATE_GOLDEN set, `bytes` written there
+/// first (hex, 32 bytes a line).
+fn golden_file(path: &str, bytes: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
     if std::env::var_os("TOTE_UPDATE_GOLDEN").is_some() {
-        let hex: String = build()
+        let hex: String = bytes()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .chunks(32)
             .map(|c| c.concat() + "\n")
             .collect();
-        std::fs::write(GOLDEN, hex).unwrap();
+        std::fs::write(path, hex).unwrap();
     }
-    read_hex(GOLDEN)
+    read_hex(path)
+}
+
+fn golden() -> Vec<u8> {
+    golden_file(GOLDEN, build)
 }
 
 fn read_hex(path: &str) -> Vec<u8> {
@@ -462,17 +468,7 @@ fn build_thin() -> Vec<u8> {
 }
 
 fn golden_thin() -> Vec<u8> {
-    if std::env::var_os("TOTE_UPDATE_GOLDEN").is_some() {
-        let hex: String = build_thin()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .chunks(32)
-            .map(|c| c.concat() + "\n")
-            .collect();
-        std::fs::write(GOLDEN_THIN, hex).unwrap();
-    }
-    read_hex(GOLDEN_THIN)
+    golden_file(GOLDEN_THIN, build_thin)
 }
 
 /// Trailer, remote record, metadata and index of a thin file, each checked.

@@ -138,6 +138,25 @@ pub struct Client {
 }
 
 impl Client {
+    /// The client for a thin bundle's recorded location: `TOTE_REMOTE_URL`
+    /// overrides its URL (a mirror); for `s3://`, the recorded region wins,
+    /// then `AWS_REGION`, then `AWS_DEFAULT_REGION`, then `us-east-1`. An
+    /// error names where the bad URL came from.
+    pub fn for_location(url: &str, endpoint: &str, region: &str) -> Result<Client, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (url, from) = match var("TOTE_REMOTE_URL") {
+            Some(u) => (u, "TOTE_REMOTE_URL"),
+            None => (url.to_owned(), "the bundle's remote location"),
+        };
+        let region = Some(region.to_owned())
+            .filter(|r| !r.is_empty())
+            .or_else(|| var("AWS_REGION"))
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .unwrap_or_default();
+        let target = Target::parse(&url, endpoint, &region).map_err(|e| format!("{from}: {e}"))?;
+        Ok(Client::new(target))
+    }
+
     pub fn new(target: Target) -> Client {
         Client {
             credentials: if target.region.is_some() {

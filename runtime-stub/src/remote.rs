@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use tote_format::{sha256, BlockRef, Index, Remote, TRAILER_LEN};
-use tote_net::{Client, Target};
+use tote_net::Client;
 
 use crate::error::{Code, Failure, Result};
 
@@ -31,24 +31,10 @@ const COALESCE: u64 = 8 << 20;
 const IN_FLIGHT: usize = 8;
 
 /// Where the blocks come from, as the launch resolves it: the recorded
-/// location, or `TOTE_REMOTE_URL`'s.
+/// location, or `TOTE_REMOTE_URL`'s (see `Client::for_location`).
 pub fn client(remote: &Remote) -> Result<Client> {
     let l = &remote.location;
-    let url = std::env::var("TOTE_REMOTE_URL").ok().filter(|u| !u.is_empty());
-    let (url, from) = match &url {
-        Some(u) => (u.as_str(), "TOTE_REMOTE_URL"),
-        None => (l.url.as_str(), "the bundle's remote location"),
-    };
-    // The recorded region wins; AWS_REGION and AWS_DEFAULT_REGION serve
-    // a bundle that recorded none.
-    let region = Some(l.region.clone())
-        .filter(|r| !r.is_empty())
-        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok().filter(|r| !r.is_empty()))
-        .unwrap_or_default();
-    let target =
-        Target::parse(url, &l.endpoint, &region).map_err(|e| Failure::new(Code::Usage, format!("{from}: {e}")))?;
-    let mut c = Client::new(target);
+    let mut c = Client::for_location(&l.url, &l.endpoint, &l.region).map_err(|e| Failure::new(Code::Usage, e))?;
     if let Some(t) = crate::controls::remote_timeout()? {
         c.timeout = t;
     }

@@ -103,15 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
 fn fetch_data(r: &tote_format::Remote, len: u64) -> Result<memmap2::Mmap> {
     use std::os::unix::fs::FileExt;
     let l = &r.location;
-    let url = std::env::var("TOTE_REMOTE_URL").ok().filter(|u| !u.is_empty());
-    let region = Some(l.region.clone())
-        .filter(|x| !x.is_empty())
-        .or_else(|| std::env::var("AWS_REGION").ok().filter(|x| !x.is_empty()))
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok().filter(|x| !x.is_empty()))
-        .unwrap_or_default();
-    let target =
-        tote_net::Target::parse(url.as_deref().unwrap_or(&l.url), &l.endpoint, &region).map_err(anyhow::Error::msg)?;
-    let client = tote_net::Client::new(target);
+    let client = tote_net::Client::for_location(&l.url, &l.endpoint, &l.region).map_err(anyhow::Error::msg)?;
     let (tail, total) = client
         .tail(tote_format::TRAILER_LEN as u64)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -172,15 +172,17 @@ impl Cache<'_> {
             .map_err(|f| name_bundle(f, &payload.path))?;
             dbg.step(|| {
                 format!(
-                    "extracted: {} files ({} bytes) written from {} of {} blocks ({} bytes fetched), {} files linked from the object store",
+                    "extracted: {} files ({} bytes) written from {} of {} blocks, {} files linked from the object store",
                     r.written,
                     r.bytes,
                     r.blocks,
                     index.blocks.len(),
-                    r.fetched,
                     r.linked
                 )
             });
+            if r.fetched > 0 {
+                dbg.step(|| format!("fetched {} bytes of blocks (a thin bundle)", r.fetched));
+            }
             Ok::<(), Failure>(())
         })
         .map_err(|f| no_space(f, root, bytes))?;
