@@ -42,29 +42,6 @@ pub fn mode(meta: &Meta) -> Result<Mode> {
     }
 }
 
-/// `TOTE_REMOTE_TIMEOUT`: seconds a thin bundle's fetch waits to connect
-/// or for bytes before it tries again (default 30).
-#[cfg(feature = "remote")]
-pub fn remote_timeout() -> Result<Option<std::time::Duration>> {
-    match var("TOTE_REMOTE_TIMEOUT") {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
-            .ok_or_else(|| {
-                Failure::new(
-                    Code::Usage,
-                    format!(
-                        "TOTE_REMOTE_TIMEOUT={}: expected seconds, more than 0 and at most 3600",
-                        v.to_string_lossy()
-                    ),
-                )
-            }),
-    }
-}
-
 /// `TOTE_NAMESPACE`: `auto` unless set.
 pub fn namespace_policy() -> Result<Policy> {
     match var("TOTE_NAMESPACE") {

@@ -35,10 +35,32 @@ const IN_FLIGHT: usize = 8;
 pub fn client(remote: &Remote) -> Result<Client> {
     let l = &remote.location;
     let mut c = Client::for_location(&l.url, &l.endpoint, &l.region).map_err(|e| Failure::new(Code::Usage, e))?;
-    if let Some(t) = crate::controls::remote_timeout()? {
+    if let Some(t) = timeout()? {
         c.timeout = t;
     }
     Ok(c)
+}
+
+/// `TOTE_REMOTE_TIMEOUT`: seconds one request waits to connect or for
+/// bytes before it is tried again (default 30). Read here rather than in
+/// `controls`, which the launch imports: this module sits below it.
+fn timeout() -> Result<Option<std::time::Duration>> {
+    let Some(v) = std::env::var_os("TOTE_REMOTE_TIMEOUT").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+        .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+        .ok_or_else(|| {
+            Failure::new(
+                Code::Usage,
+                format!(
+                    "TOTE_REMOTE_TIMEOUT={}: expected seconds, more than 0 and at most 3600",
+                    v.to_string_lossy()
+                ),
+            )
+        })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

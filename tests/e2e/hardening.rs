@@ -18,7 +18,7 @@ const BUNDLE_ERROR: i32 = 114;
 const CACHE_ERROR: i32 = 115;
 const NAMESPACE_ERROR: i32 = 116;
 
-fn scale(n: usize) -> usize {
+pub(crate) fn scale(n: usize) -> usize {
     n * std::env::var("TOTE_TRIALS_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -26,10 +26,10 @@ fn scale(n: usize) -> usize {
 }
 
 /// A small reproducible random number generator (the seed is printed on failure).
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new() -> Rng {
+    pub(crate) fn new() -> Rng {
         let seed = std::env::var("TOTE_TEST_SEED")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -42,7 +42,7 @@ impl Rng {
         eprintln!("random seed (TOTE_TEST_SEED): {seed}");
         Rng(seed | 1)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -52,7 +52,7 @@ impl Rng {
 }
 
 /// Temp dirs in a cache root (staging and trash of killed launches).
-fn leftovers(root: &Path) -> Vec<String> {
+pub(crate) fn leftovers(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(root)
         .map(|rd| {
             rd.flatten()
@@ -76,7 +76,7 @@ fn holds_nothing(root: &Path) -> bool {
     })
 }
 
-fn entries(root: &Path) -> Vec<String> {
+pub(crate) fn entries(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(root)
         .map(|rd| {
             rd.flatten()

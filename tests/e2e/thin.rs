@@ -193,6 +193,8 @@ enum Fault {
     Flip,
     /// Answer with a shorter range than asked for.
     Short,
+    /// Pass it through at 4 MiB/s.
+    Slow,
 }
 
 /// A proxy to nginx that applies `faults` to requests in turn (then
@@ -309,6 +311,14 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault) -> std::io::Result<
                 .collect();
             h = lines.join("\r\n");
             body.pop();
+        }
+        Fault::Slow => {
+            client.write_all(h.as_bytes())?;
+            for chunk in body.chunks(64 << 10) {
+                std::thread::sleep(Duration::from_millis(16));
+                client.write_all(chunk)?;
+            }
+            return Ok(());
         }
         _ => {}
     }
@@ -889,4 +899,58 @@ fn a_thin_bundle_fetches_over_https_trusting_the_hosts_certificates() {
         .output()
         .unwrap();
     assert!(v.status.success(), "{}", stderr(&v));
+}
+
+/// SIGKILL at random moments of a thin bundle's fetch (each range at
+/// 4 MiB/s), then a launch: it completes the cache, and nothing half-done
+/// is left. 10 trials; `scripts/soak` runs TOTE_TRIALS_SCALE times more.
+#[test]
+fn sigkill_at_random_moments_of_a_fetch_never_breaks_the_next_launch() {
+    use crate::hardening::{entries, leftovers, scale, Rng};
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let full = demo(&t, "full", "hello after a kill");
+    nginx.upload(&full, "app");
+    let proxy = Proxy::start(nginx.port);
+    proxy.plan(&[], Fault::Slow);
+    let app = t.join("thin");
+    thin(&full, &proxy.url("app"), &app, &[]);
+    let root = t.join("cache");
+    // How long a cold start takes through the slow proxy: kill within it.
+    let start = Instant::now();
+    let o = launch(&app, &root, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cold_us = start.elapsed().as_micros() as u64;
+    let mut rng = Rng::new();
+    let trials = scale(10);
+    let mut killed = 0;
+    for trial in 0..trials {
+        let _ = std::process::Command::new("rm").arg("-rf").arg(&root).status();
+        let mut child = Command::new(&app)
+            .env("TOTE_CACHE_DIR", &root)
+            .env_remove("TOTE_REMOTE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.below(cold_us)));
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_none() {
+            killed += 1;
+        }
+        let o = launch(&app, &root, &[], &[]);
+        assert!(o.status.success(), "trial {trial}: {}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).starts_with("hello after a kill\n"),
+            "trial {trial}"
+        );
+        assert!(
+            leftovers(&root).is_empty(),
+            "trial {trial}: left {:?}",
+            leftovers(&root)
+        );
+        assert_eq!(entries(&root).len(), 1, "trial {trial}");
+    }
+    eprintln!("{trials} trials, {killed} killed mid-way");
+    assert!(killed > trials / 4, "the kills came too late to test anything");
 }
