@@ -7,6 +7,8 @@
 //! - `<bundle-id>/`: an entry, the bundle's tree as extracted;
 //! - `<bundle-id>-<name>/`: the same bundle relocated for `/tmp/<name>`
 //!   (the short path, a directory of links into it: `short_path`);
+//! - `<bundle-id>.blocks/`: a thin bundle's fetched blocks (`blocks`),
+//!   listed, pinned and trimmed as an entry is;
 //! - `objects/`: files by content, hard-linked into entries;
 //! - `mnt/`: mount mode's mount point;
 //! - `.new-*`, `.tmp-*`, `.lock-*`: work in progress, and its locks.
@@ -21,6 +23,7 @@
 //! entry whose directory it cannot lock exclusively.
 
 pub mod beneath;
+mod blocks;
 mod build;
 mod entry;
 mod error;
@@ -36,6 +39,7 @@ mod trim;
 pub mod unpack;
 mod verify;
 
+pub use blocks::{blocks_name, check_blocks, open_blocks, parse_blocks_name, BlockStore, Sections};
 pub use build::{check_space, create, discard, human, lock_entry, remove_tree, sweep, ExtractLock, Staging};
 pub use entry::{boot_id, entry_name, last_used, lookup, mark, parse_entry_name, pin, Entry, Lookup, Pin, Use, MARKER};
 pub use error::{describe, Error, Result};

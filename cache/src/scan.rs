@@ -26,6 +26,8 @@ pub struct Listed {
     pub id: String,
     /// The short name of a relocated entry (`/tmp/<short>`).
     pub short: Option<String>,
+    /// A thin bundle's fetched blocks (`<id>.blocks`), not a tree.
+    pub blocks: bool,
     /// The bundle's name, from the metadata the entry keeps.
     pub bundle: Option<String>,
     /// Has its completion marker.
@@ -81,7 +83,7 @@ pub fn scan(root: &Path) -> Result<Listing> {
     // Entries first: then an inode an entry links is the entry's, however
     // many other names it has (objects, a staging tree).
     for name in &names {
-        let Some((id, short)) = parse_entry_name(name) else {
+        let Some((id, short, blocks)) = parse_listed(name) else {
             continue;
         };
         let path = root.join(name);
@@ -104,6 +106,7 @@ pub fn scan(root: &Path) -> Result<Listing> {
             name: name.clone(),
             id: id.to_string(),
             short: short.map(str::to_string),
+            blocks,
             bundle: bundle_name(&path),
             complete: path.join(MARKER).exists(),
             last_used: last_used(&path),
@@ -117,7 +120,7 @@ pub fn scan(root: &Path) -> Result<Listing> {
             files,
         });
     }
-    for name in names.iter().filter(|n| parse_entry_name(n).is_none()) {
+    for name in names.iter().filter(|n| parse_listed(n).is_none()) {
         walk(&root.join(name), dev, &mut |m: &Inode| {
             let key = (m.dev, m.ino);
             let counted = m.file && (index.contains_key(&key) || seen_other.contains_key(&key));
@@ -164,6 +167,14 @@ pub fn scan(root: &Path) -> Result<Listing> {
         free,
         inodes,
     })
+}
+
+/// An entry's or a block store's name: its id, short name, and whether
+/// it is a block store.
+fn parse_listed(name: &str) -> Option<(&str, Option<&str>, bool)> {
+    parse_entry_name(name)
+        .map(|(id, short)| (id, short, false))
+        .or_else(|| crate::parse_blocks_name(name).map(|id| (id, None, true)))
 }
 
 type Inodes<T> = HashMap<(u64, u64), T, BuildHasherDefault<DefaultHasher>>;

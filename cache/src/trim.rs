@@ -359,6 +359,7 @@ mod tests {
             name: name.into(),
             id: name.into(),
             short: None,
+            blocks: false,
             bundle: None,
             complete: days_ago.is_some(),
             last_used: days_ago.map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(1000 * DAY - d * DAY)),

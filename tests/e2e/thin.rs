@@ -472,9 +472,14 @@ fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
     let o = launch(&v2, &cache, &[("TOTE_DEBUG", "1")], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("extracted:"), "{}", stderr(&o));
-    // TOTE_MODE=mount: thin bundles extract for now (lazy mounting is to come).
-    let o = launch(&thin2, &t.join("cache-mount"), &[("TOTE_MODE", "mount")], &[]);
+    // TOTE_MODE=mount: the Python demo runs from blocks fetched as it
+    // reads them, kept in the cache root's block store.
+    let mounted = t.join("cache-mount");
+    let o = launch(&thin2, &mounted, &[("TOTE_MODE", "mount")], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello from v2\n"));
+    let id2 = inspect_json(&thin2)["bundle_id"].as_str().unwrap().to_string();
+    assert_eq!(t.entries(&mounted), [format!("{id2}.blocks"), "mnt".to_string()]);
 
     // tote verify: the thin file alone, then with every remote block.
     let v = tote().arg("verify").arg(&thin2).output().unwrap();
@@ -953,4 +958,228 @@ fn sigkill_at_random_moments_of_a_fetch_never_breaks_the_next_launch() {
     }
     eprintln!("{trials} trials, {killed} killed mid-way");
     assert!(killed > trials / 4, "the kills came too late to test anything");
+}
+
+/// A bundle of `bin/run`, a script (host sh and sha256sum) that touches
+/// `$STARTED`, waits for `$GO`, then prints the SHA-256 of `data/blob`
+/// (`len` bytes, incompressible) or `read failed` (exit 3); in 64 KiB
+/// blocks, as for mount mode. The full file, and the blob's SHA-256.
+fn waiting_reader(t: &TestDir, len: usize) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = t.join("reader");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let run = dir.join("bin/run");
+    std::fs::write(
+        &run,
+        "#!/bin/sh\n: > \"$STARTED\"\nwhile [ ! -e \"$GO\" ]; do sleep 0.05; done\n\
+         sum=$(sha256sum \"$(dirname \"$0\")/../data/blob\") || { echo read failed; exit 3; }\n\
+         echo \"${sum%% *}\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let blob = random_bytes(len);
+    std::fs::write(dir.join("data/blob"), &blob).unwrap();
+    let full = t.join("reader-full");
+    bundle(
+        dir.to_str().unwrap(),
+        &full,
+        &["--mode", "mount", "--entrypoint", "bin/run"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let sum = hex(&tote_format::sha256(&blob).0);
+    (full, sum)
+}
+
+/// `len` bytes that do not compress.
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut x = 0x9e3779b97f4a7c15u64 ^ len as u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Wait up to `secs` for `done`.
+fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Start the waiting reader `app` mounted, with cache root `cache`; the
+/// path of its `$GO`, once it has started.
+fn start_reader(t: &TestDir, app: &Path, cache: &Path, env: &[(&str, &str)], tag: &str) -> (Child, PathBuf) {
+    let (started, go) = (t.join(format!("started-{tag}")), t.join(format!("go-{tag}")));
+    let mut c = Command::new(app);
+    c.env("TOTE_CACHE_DIR", cache)
+        .env("TOTE_MODE", "mount")
+        .env("STARTED", &started)
+        .env("GO", &go)
+        .env_remove("TOTE_REMOTE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().unwrap();
+    wait_for("the program to start", 60, || started.exists());
+    (child, go)
+}
+
+/// The block store's `have` file: one byte per block, 1 once fetched.
+fn have(cache: &Path, id: &str) -> Vec<u8> {
+    std::fs::read(cache.join(format!("{id}.blocks/have"))).unwrap_or_default()
+}
+
+/// Mount mode: a cold launch fetches blocks as the program reads them and
+/// prefetches the rest, each block once; once prefetched, the object can
+/// go away and the program still reads every byte; the next launch makes
+/// no request; a damaged block in the store is fetched again, alone; the
+/// store is listed, verified and trimmed like an entry.
+#[test]
+fn a_mounted_thin_bundle_fetches_as_it_reads_and_outlives_its_storage() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let proxy = Proxy::start(nginx.port);
+    let (full, sum) = waiting_reader(&t, 6 << 20);
+    nginx.upload(&full, "reader");
+    let app = t.join("reader-thin");
+    thin(&full, &proxy.url("reader"), &app, &[]);
+    let j = inspect_json(&full);
+    let id = j["bundle_id"].as_str().unwrap().to_string();
+    let index = bundle_index(&full);
+    let data_len: u64 = index.blocks.iter().map(|b| u64::from(b.clen)).sum();
+    let cache = t.join("cache");
+
+    let (child, go) = start_reader(&t, &app, &cache, &[("TOTE_DEBUG", "1")], "a");
+    wait_for("the prefetch", 60, || {
+        let h = have(&cache, &id);
+        h.len() == index.blocks.len() && h.iter().all(|&b| b == 1)
+    });
+    // The storage goes away: the program still reads everything.
+    std::fs::remove_file(nginx.www.join("reader")).unwrap();
+    proxy.plan(&[], Fault::Status(503));
+    let requests = proxy.requests();
+    std::fs::write(&go, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{sum}\n"));
+    assert_eq!(proxy.requests(), requests, "requests after the prefetch");
+    // Each block once: the data section and the trailer's check.
+    assert_eq!(nginx.bytes_since(0), data_len + 144, "{:?}", nginx.served());
+    assert!(
+        stderr(&o).contains(&format!("fetched {data_len} bytes from")),
+        "{}",
+        stderr(&o)
+    );
+
+    // Warm: nothing fetched (the storage is still gone).
+    let (child, go) = start_reader(&t, &app, &cache, &[], "b");
+    std::fs::write(&go, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{sum}\n"));
+    assert_eq!(proxy.requests(), requests);
+
+    // A damaged block in the store: the reader's check fails, the block
+    // (alone) is fetched again, and the program gets the right bytes.
+    nginx.upload(&full, "reader");
+    proxy.plan(&[], Fault::None);
+    let victim = index.blocks.len() / 2;
+    let b = index.blocks[victim];
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cache.join(format!("{id}.blocks/data")))
+            .unwrap();
+        f.write_all_at(&[0x55; 16], b.offset + u64::from(b.clen) / 2).unwrap();
+    }
+    let v = tote().args(["cache", "verify", "--root"]).arg(&cache).output().unwrap();
+    assert!(!v.status.success());
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains(&format!("block {victim} does not match")),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    let before = nginx.served().len();
+    let (child, go) = start_reader(&t, &app, &cache, &[], "c");
+    std::fs::write(&go, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{sum}\n"));
+    assert_eq!(
+        nginx.bytes_since(before),
+        u64::from(b.clen),
+        "{:?}",
+        &nginx.served()[before..]
+    );
+    let v = tote().args(["cache", "verify", "--root"]).arg(&cache).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+
+    // Listed, counted, and trimmed like an entry.
+    let ls = tote()
+        .args(["cache", "ls", "--json", "--root"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let e = &ls["entries"][0];
+    assert_eq!(e["name"], format!("{id}.blocks"));
+    assert_eq!(e["fetched_blocks"], true);
+    assert!(e["own_bytes"].as_u64().unwrap() >= data_len, "{e}");
+    let p = tote()
+        .args(["cache", "prune", "--max-size", "0", "--root"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", stderr(&p));
+    assert_eq!(t.entries(&cache), ["mnt"]);
+}
+
+/// Mount mode with `TOTE_PREFETCH=off` fetches only what the program
+/// reads; when the storage then goes away, the read of a block not yet
+/// fetched fails with EIO and one line, after the retries: no hang.
+#[test]
+fn a_mounted_thin_bundle_whose_storage_goes_away_gives_eio_not_a_hang() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let proxy = Proxy::start(nginx.port);
+    let (full, _) = waiting_reader(&t, 4 << 20);
+    nginx.upload(&full, "reader");
+    let app = t.join("reader-thin");
+    thin(&full, &proxy.url("reader"), &app, &[]);
+    let index = bundle_index(&full);
+    let data_len: u64 = index.blocks.iter().map(|b| u64::from(b.clen)).sum();
+    let cache = t.join("cache");
+    let (child, go) = start_reader(&t, &app, &cache, &[("TOTE_PREFETCH", "off")], "a");
+    // Started: only the script's blocks (and the trailer) were fetched.
+    std::thread::sleep(Duration::from_millis(300));
+    let fetched = nginx.bytes_since(0);
+    assert!(
+        fetched < data_len / 4,
+        "{fetched} of {data_len} before the blob was read"
+    );
+    proxy.plan(&[], Fault::Drop);
+    let started = Instant::now();
+    std::fs::write(&go, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "read failed\n");
+    let e = stderr(&o);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("tote: ")).collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(lines[0].contains("fails with EIO"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // A bad value of the control is refused before anything runs.
+    let o = launch(&app, &cache, &[("TOTE_MODE", "mount"), ("TOTE_PREFETCH", "maybe")], &[]);
+    assert_eq!(o.status.code(), Some(113), "{}", stderr(&o));
+    assert!(stderr(&o).contains("TOTE_PREFETCH=maybe: expected on or off"));
 }

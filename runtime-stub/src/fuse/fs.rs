@@ -1,9 +1,11 @@
 //! The bundle's tree as a read-only file system, for mount mode: inode
 //! numbers, lookups, attributes, directory listings and file reads, answered
-//! from the verified index and the mapped data section. No system calls here
+//! from the verified index and the blocks' frames (the mapped data section,
+//! or a thin bundle's fetched blocks: [`Frames`]). No system calls here
 //! (`fuse` speaks the protocol); every read decodes whole blocks, checking
 //! each block's SHA-256 before zstd sees it, through a bounded cache.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,41 @@ pub enum FsError {
     Io,
 }
 
+/// Where the blocks' compressed frames come from.
+pub trait Frames: Send + Sync {
+    /// Block `number`'s stored bytes (`r`, as the index lists it),
+    /// unchecked: the reader checks them. An error (the block could not be
+    /// fetched) is the reader's EIO; the source says why itself.
+    fn frame(&self, number: usize, r: &BlockRef) -> Result<Cow<'_, [u8]>, FsError>;
+    /// Called with each frame once it is decoded.
+    fn done(&self, _frame: &[u8]) {}
+    /// Block `number`'s bytes did not check out: forget them. True if
+    /// asking again may give other bytes (they are fetched again).
+    fn reject(&self, _number: usize) -> bool {
+        false
+    }
+}
+
+/// Frames in a data section at hand: the mapped bundle's. `done` is called
+/// with each frame once decoded (mount mode unmaps its pages, so the
+/// server's memory is its cache, not the file).
+pub struct Mapped<'a> {
+    pub data: &'a [u8],
+    pub done: fn(&[u8]),
+}
+
+impl Frames for Mapped<'_> {
+    fn frame(&self, _number: usize, r: &BlockRef) -> Result<Cow<'_, [u8]>, FsError> {
+        // The index has been verified against the trailer, so every block
+        // lies inside the section.
+        Ok(Cow::Borrowed(r.frame(self.data)))
+    }
+
+    fn done(&self, frame: &[u8]) {
+        (self.done)(frame)
+    }
+}
+
 /// Counters for TOTE_DEBUG.
 #[derive(Default)]
 pub struct Stats {
@@ -83,11 +120,9 @@ fn name_of(path: &[u8]) -> &[u8] {
 }
 
 impl<'a> Fs<'a> {
-    /// `data` is the bundle's data section; the index has been verified
-    /// against the trailer, so every block lies inside it. `done` is called
-    /// with each compressed frame once it is decoded (mount mode unmaps its
-    /// pages, so the server's memory is its cache, not the file).
-    pub fn new(index: Index, data: &'a [u8], cache_bytes: usize, done: fn(&[u8])) -> Fs<'a> {
+    /// The tree of `index` (verified), its blocks' frames from `frames`,
+    /// with up to `cache_bytes` of decoded blocks kept.
+    pub fn new(index: Index, frames: Box<dyn Frames + 'a>, cache_bytes: usize) -> Fs<'a> {
         let n = index.entries.len();
         let mut parent = vec![ROOT; n];
         let mut count = vec![0u32; n + 2];
@@ -125,7 +160,7 @@ impl<'a> Fs<'a> {
             children[fill[p as usize] as usize] = i as u32;
             fill[p as usize] += 1;
         }
-        let blocks = Blocks::new(data, cache_bytes, index.blocks.len(), done);
+        let blocks = Blocks::new(frames, cache_bytes, index.blocks.len());
         Fs {
             index,
             parent,
@@ -291,7 +326,7 @@ impl<'a> Fs<'a> {
 /// being decoded is locked, so concurrent readers of it wait for the one
 /// decoding instead of decoding it again; readers of other blocks do not.
 struct Blocks<'a> {
-    data: &'a [u8],
+    frames: Box<dyn Frames + 'a>,
     slots: Vec<Mutex<Option<Arc<Vec<u8>>>>>,
     /// Cached blocks, oldest first: evicted in this order.
     queue: Mutex<VecDeque<usize>>,
@@ -300,13 +335,12 @@ struct Blocks<'a> {
     stats: Stats,
     bad: Mutex<VecDeque<u32>>,
     failed: Vec<std::sync::atomic::AtomicBool>,
-    done: fn(&[u8]),
 }
 
 impl<'a> Blocks<'a> {
-    fn new(data: &'a [u8], cap: usize, n: usize, done: fn(&[u8])) -> Blocks<'a> {
+    fn new(frames: Box<dyn Frames + 'a>, cap: usize, n: usize) -> Blocks<'a> {
         Blocks {
-            data,
+            frames,
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
             queue: Mutex::new(VecDeque::new()),
             bytes: AtomicUsize::new(0),
@@ -314,7 +348,6 @@ impl<'a> Blocks<'a> {
             stats: Stats::default(),
             bad: Mutex::new(VecDeque::new()),
             failed: (0..n).map(|_| Default::default()).collect(),
-            done,
         }
     }
 
@@ -340,11 +373,17 @@ impl<'a> Blocks<'a> {
                 Some(bytes)
             }
         };
-        let frame = r.frame(self.data);
         let mut raw = vec![0u8; r.rlen as usize];
-        let decoded = decode_block(frame, r, number as u32, base.as_deref(), &mut raw);
-        (self.done)(frame);
-        if decoded.is_err() {
+        let mut decoded = false;
+        for again in [false, true] {
+            let frame = self.frames.frame(number, r)?;
+            decoded = decode_block(&frame, r, number as u32, base.as_deref(), &mut raw).is_ok();
+            self.frames.done(&frame);
+            if decoded || again || !self.frames.reject(number) {
+                break;
+            }
+        }
+        if !decoded {
             if !self.failed[number].swap(true, Ordering::Relaxed) {
                 if let Ok(mut bad) = self.bad.lock() {
                     bad.push_back(number as u32);
@@ -448,6 +487,10 @@ mod tests {
         )
     }
 
+    fn mapped(data: &[u8]) -> Box<dyn Frames + '_> {
+        Box::new(Mapped { data, done: |_| {} })
+    }
+
     fn path(fs: &Fs<'_>, p: &str) -> Result<u64, FsError> {
         p.split('/').try_fold(ROOT, |dir, name| fs.lookup(dir, name.as_bytes()))
     }
@@ -466,7 +509,7 @@ mod tests {
     #[test]
     fn lookups_follow_the_tree() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 1 << 20, |_| {});
+        let fs = Fs::new(index, mapped(&data), 1 << 20);
         let b = path(&fs, "a/b").unwrap();
         assert_eq!(fs.attr(b).unwrap().mode, S_IFDIR | 0o555);
         assert_eq!(path(&fs, "a/b/run").unwrap(), fs.lookup(b, b"run").unwrap());
@@ -484,7 +527,7 @@ mod tests {
     #[test]
     fn attributes_and_links() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 1 << 20, |_| {});
+        let fs = Fs::new(index, mapped(&data), 1 << 20);
         let run = fs.attr(path(&fs, "a/b/run").unwrap()).unwrap();
         assert_eq!((run.mode, run.size), (S_IFREG | 0o555, 6));
         let big = fs.attr(path(&fs, "a/b/big").unwrap()).unwrap();
@@ -500,7 +543,7 @@ mod tests {
     #[test]
     fn listings_resume_at_any_offset() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 1 << 20, |_| {});
+        let fs = Fs::new(index, mapped(&data), 1 << 20);
         let a = path(&fs, "a").unwrap();
         let names = |from| -> Vec<String> {
             fs.readdir(a, from)
@@ -520,7 +563,7 @@ mod tests {
     fn reads_cross_blocks_and_stop_at_the_end() {
         for cache in [0, 1 << 20] {
             let (index, data, stream) = sample(16);
-            let fs = Fs::new(index, &data, cache, |_| {});
+            let fs = Fs::new(index, mapped(&data), cache);
             let big = path(&fs, "a/b/big").unwrap();
             for chunk in [1, 7, 16, 100] {
                 assert_eq!(read_all(&fs, big, chunk).unwrap(), &stream[..40], "chunk {chunk}");
@@ -537,7 +580,7 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_bound() {
         let (index, data, _) = sample(16);
-        let fs = Fs::new(index, &data, 20, |_| {});
+        let fs = Fs::new(index, mapped(&data), 20);
         read_all(&fs, path(&fs, "a/b/big").unwrap(), 100).unwrap();
         assert!(fs.blocks.bytes.load(Ordering::Relaxed) <= 20);
         assert_eq!(fs.stats().decoded.load(Ordering::Relaxed), 3);
@@ -548,7 +591,7 @@ mod tests {
         let (index, mut data, _) = sample(16);
         let second = index.blocks[1];
         data[second.offset as usize + second.clen as usize / 2] ^= 0x40;
-        let fs = Fs::new(index, &data, 1 << 20, |_| {});
+        let fs = Fs::new(index, mapped(&data), 1 << 20);
         let big = path(&fs, "a/b/big").unwrap();
         let mut out = Vec::new();
         fs.read(big, 0, 16, &mut out).unwrap();
@@ -557,5 +600,52 @@ mod tests {
         assert_eq!(fs.read(big, 16, 1, &mut Vec::new()), Err(FsError::Io));
         assert_eq!(fs.take_bad_block(), Some(1));
         assert_eq!(fs.take_bad_block(), None, "reported once");
+    }
+
+    /// A source whose first answer for a block is damaged (a store written
+    /// by a launch that died mid-write) and whose second is good: the
+    /// reader rejects the first, asks again, and gets the right bytes.
+    struct Flaky<'a> {
+        data: &'a [u8],
+        rejected: Mutex<Vec<usize>>,
+    }
+
+    impl Frames for Flaky<'_> {
+        fn frame(&self, number: usize, r: &BlockRef) -> Result<Cow<'_, [u8]>, FsError> {
+            let mut f = r.frame(self.data).to_vec();
+            if number == 1 && !self.rejected.lock().unwrap().contains(&1) {
+                f[0] ^= 1;
+            }
+            Ok(Cow::Owned(f))
+        }
+
+        fn reject(&self, number: usize) -> bool {
+            self.rejected.lock().unwrap().push(number);
+            number == 1
+        }
+    }
+
+    #[test]
+    fn a_rejected_frame_is_asked_for_again_once() {
+        let (index, data, stream) = sample(16);
+        let flaky = Flaky {
+            data: &data,
+            rejected: Mutex::new(Vec::new()),
+        };
+        let fs = Fs::new(index, Box::new(flaky), 1 << 20);
+        let big = path(&fs, "a/b/big").unwrap();
+        assert_eq!(read_all(&fs, big, 100).unwrap(), &stream[..40]);
+        assert_eq!(fs.take_bad_block(), None);
+        // A source that cannot do better: EIO, reported once.
+        let (index, mut data, _) = sample(16);
+        data[index.blocks[2].offset as usize] ^= 1;
+        let flaky = Flaky {
+            data: &data,
+            rejected: Mutex::new(Vec::new()),
+        };
+        let fs = Fs::new(index, Box::new(flaky), 1 << 20);
+        let big = path(&fs, "a/b/big").unwrap();
+        assert_eq!(fs.read(big, 32, 8, &mut Vec::new()), Err(FsError::Io));
+        assert_eq!(fs.take_bad_block(), Some(2));
     }
 }

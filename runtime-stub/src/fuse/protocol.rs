@@ -463,7 +463,14 @@ mod tests {
             refs: vec![],
         };
         Server {
-            fs: Fs::new(index, Box::leak(frame.into_boxed_slice()), 1 << 20, |_| {}),
+            fs: Fs::new(
+                index,
+                Box::new(crate::fuse::Mapped {
+                    data: Box::leak(frame.into_boxed_slice()),
+                    done: |_| {},
+                }),
+                1 << 20,
+            ),
             bundle: "test".into(),
             uid: 1000,
             gid: 100,

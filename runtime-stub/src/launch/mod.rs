@@ -70,14 +70,8 @@ fn try_mount(l: &Launch<'_>) -> Result<()> {
         l.dbg.step(|| "auto: the cache holds this bundle, extract mode".into());
         return Ok(());
     }
-    if l.payload.layout.remote.is_some() {
-        // Lazy fetching behind the mount is not there yet: a thin bundle
-        // fetches what the cache lacks and extracts it.
-        l.dbg.step(|| format!("{}: a thin bundle, extract mode", l.mode.name()));
-        return Ok(());
-    }
     l.dbg.step(|| format!("{}: mount mode", l.mode.name()));
-    match mounted::launch(l.payload, l.root, &l.argv, l.dbg) {
+    match mounted::launch(l) {
         Ok(never) => match never {},
         Err(mounted::Refusal::Unusable(why)) if l.mode == Mode::Auto || l.policy == Policy::Auto => {
             l.dbg

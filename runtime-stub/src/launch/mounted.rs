@@ -1,5 +1,7 @@
 //! Mount mode: the bundle's tree served over FUSE from the mapped bundle,
-//! nothing written to disk. See DESIGN.md, "Mount mode".
+//! nothing written to disk; or, for a thin bundle, from the blocks it
+//! fetches as they are read (`remote::Lazy`), kept in the cache root. See
+//! DESIGN.md, "Mount mode".
 //!
 //! This process (the one the caller started) makes the user and mount
 //! namespaces, mounts FUSE on a tmpfs over the cache root's `mnt`
@@ -19,19 +21,18 @@
 
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tote_format::Meta;
 
-use super::context::working_dir;
+use super::context::{working_dir, Launch};
 use super::exec::in_tree;
 use super::plan;
 use crate::debug::Debug;
 use crate::error::{describe, Code, Failure};
 use crate::fuse;
-use crate::payload::Payload;
 use crate::sys::{self, Step};
 
 /// Decoded blocks kept for the reads that follow: the rest of a block whose
@@ -56,17 +57,14 @@ impl From<Failure> for Refusal {
     }
 }
 
-pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> Result<Infallible, Refusal> {
+pub fn launch(l: &Launch<'_>) -> Result<Infallible, Refusal> {
+    let (payload, root, argv, dbg) = (l.payload, l.root, &l.argv, l.dbg);
     check_usable()?;
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     // Now: joining the namespaces moves this process to their root.
     let cwd = working_dir()?;
-    let index = payload.index()?;
-    let file = sys::map_file(&payload.path)?;
-    let t = &payload.layout.trailer;
-    let data = &file[t.data_offset as usize..t.meta_offset as usize];
-    dbg.step(|| format!("index verified, bundle mapped: {} entries", index.entries.len()));
+    let (index, frames) = frames(l)?;
     // The only thing mount mode leaves on disk: an empty directory to mount on.
     let staging = root.join("mnt");
     match std::fs::create_dir(&staging) {
@@ -88,7 +86,7 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
     let cache_bytes = CACHE_BYTES.max(4 * largest);
     let mask = sys::block_signals()?;
     let server = Arc::new(fuse::Server {
-        fs: fuse::Fs::new(index, data, cache_bytes, sys::unmap_pages),
+        fs: fuse::Fs::new(index, frames.boxed(), cache_bytes),
         bundle: payload.path.clone(),
         uid,
         gid,
@@ -100,6 +98,8 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
     fuse::spawn(server.clone(), fuse_fd.clone(), threads)
         .map_err(|e| Failure::new(Code::Exec, format!("starting FUSE threads: {e}")))?;
     dbg.step(|| format!("serving on {threads} threads"));
+    let mounted_at = std::time::Instant::now();
+    frames.prefetch();
 
     let (child, status) = sys::fork_pid_namespace(fuse_fd.as_raw_fd(), &mask, |status| {
         view.pid1(&payload.meta, argv, dbg, status)
@@ -116,9 +116,83 @@ pub fn launch(payload: &Payload, root: &Path, argv: &[Vec<u8>], dbg: &Debug) -> 
             peak_rss()
         )
     });
+    dbg.step(|| frames.report(mounted_at));
     // PID 1 has exited, so the pipe holds its report or nothing (it
     // failed before running the program, and its exit code says how).
     sys::end_like(sys::Ended::read(&status).unwrap_or(ended))
+}
+
+/// Where the mount's blocks come from.
+enum Source {
+    Mapped(&'static [u8]),
+    #[cfg(feature = "remote")]
+    Lazy(crate::remote::Lazy),
+}
+
+impl Source {
+    fn boxed(&self) -> Box<dyn fuse::Frames> {
+        match self {
+            Source::Mapped(data) => Box::new(fuse::Mapped {
+                data,
+                done: sys::unmap_pages,
+            }),
+            #[cfg(feature = "remote")]
+            Source::Lazy(l) => Box::new(l.clone()),
+        }
+    }
+
+    fn prefetch(&self) {
+        #[cfg(feature = "remote")]
+        if let Source::Lazy(l) = self {
+            l.prefetch();
+        }
+    }
+
+    fn report(&self, since: std::time::Instant) -> String {
+        match self {
+            Source::Mapped(_) => {
+                let _ = since;
+                "blocks read from the mapped bundle".into()
+            }
+            #[cfg(feature = "remote")]
+            Source::Lazy(l) => l.report(since),
+        }
+    }
+}
+
+/// The verified index, and where its blocks come from: the mapped bundle,
+/// or a thin bundle's block store in the cache root (whose making is
+/// followed by a trim of the root, as an extraction is).
+fn frames(l: &Launch<'_>) -> Result<(tote_format::Index, Source), Failure> {
+    let (payload, dbg) = (l.payload, l.dbg);
+    #[cfg(feature = "remote")]
+    if let Some(r) = &payload.layout.remote {
+        let (index, index_bytes) = payload.index_and_bytes()?;
+        let sections = tote_cache::Sections {
+            trailer: &payload.trailer_bytes,
+            meta: &payload.meta_bytes,
+            index: &index_bytes,
+        };
+        let lazy = crate::remote::Lazy::open(r, &index, l.root, l.boot, &sections)?;
+        let (held, of) = lazy.held();
+        dbg.step(|| {
+            format!(
+                "index verified; thin bundle: {held} of {of} blocks in {}, the rest from {}",
+                lazy.dir().display(),
+                lazy.url()
+            )
+        });
+        if lazy.created() {
+            crate::tree::trim::later(l.root, l.limits, payload.layout.trailer.data_offset, dbg);
+        }
+        return Ok((index, Source::Lazy(lazy)));
+    }
+    let index = payload.index()?;
+    let file = sys::map_file(&payload.path)?;
+    let t = &payload.layout.trailer;
+    let data = &file[t.data_offset as usize..t.meta_offset as usize];
+    dbg.step(|| format!("index verified, bundle mapped: {} entries", index.entries.len()));
+    Ok((index, Source::Mapped(data)))
 }
 
 /// Refuse quickly, changing nothing, where mount mode cannot run.

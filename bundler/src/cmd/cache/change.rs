@@ -24,8 +24,9 @@ Examples:
   tote cache prune --older-than 7d --json";
 
 pub const RM_HELP: &str = "ID is what `tote cache ls` shows (12 characters of the bundle id, and
-`-NAME` for an entry relocated for /tmp/NAME), the full id, or any unique
-prefix of at least 4 characters; an id names all of its bundle's entries.
+`-NAME` for an entry relocated for /tmp/NAME, `.blocks` for a thin bundle's
+fetched blocks), the full id, or any unique prefix of at least 4
+characters; an id alone names all of its bundle's entries and blocks.
 
 Examples:
   tote cache rm 3c4f0e1a9b2d
@@ -225,9 +226,13 @@ pub fn rm(args: &RmArgs) -> Result<()> {
 
 /// The entries `arg` names (see `RM_HELP`).
 fn resolve<'a>(entries: &'a [Listed], arg: &str, root: &std::path::Path) -> Result<Vec<&'a Listed>> {
-    let (id, short) = match arg.split_once('-') {
-        Some((id, s)) => (id, Some(s)),
-        None => (arg, None),
+    let (arg_id, blocks) = match arg.strip_suffix(".blocks") {
+        Some(id) => (id, true),
+        None => (arg, false),
+    };
+    let (id, short) = match arg_id.split_once('-') {
+        Some((id, s)) if !blocks => (id, Some(s)),
+        _ => (arg_id, None),
     };
     if id.len() < 4 || id.len() > 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
         bail!("{arg:?}: not an entry id (at least 4 hex digits of the bundle id, as `tote cache ls` shows)");
@@ -236,6 +241,7 @@ fn resolve<'a>(entries: &'a [Listed], arg: &str, root: &std::path::Path) -> Resu
     let found: Vec<&Listed> = entries
         .iter()
         .filter(|e| e.id.starts_with(&id) && short.is_none_or(|s| e.short.as_deref() == Some(s)))
+        .filter(|e| !blocks || e.blocks)
         .collect();
     let Some(first) = found.first() else {
         bail!("no entry {arg} in {} (`tote cache ls` lists them)", root.display());

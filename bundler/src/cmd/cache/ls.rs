@@ -12,7 +12,8 @@ use super::{ago, not_made_yet, rfc3339, root, short_name, state, unix, RootArg};
 use crate::ui::{human, Paint};
 
 pub const HELP: &str = "OWN is what removing the entry frees; SHARED, files it shares with other
-entries (counted once in the total).
+entries (counted once in the total). ID.blocks entries are a thin bundle's
+blocks as mount mode fetched them (compressed), trimmed like the others.
 
 Examples:
   tote cache ls
@@ -73,6 +74,7 @@ fn ls_json(l: &Listing, limits: &Limits) -> serde_json::Value {
         "entries": l.entries.iter().map(|e| json!({
             "name": e.name,
             "id": e.id,
+            "fetched_blocks": e.blocks,
             "relocated_for": e.short.as_ref().map(|s| format!("{}/{s}", tote_cache::SHORT_DIR)),
             "bundle": e.bundle,
             "complete": e.complete,

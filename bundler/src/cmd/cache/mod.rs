@@ -123,6 +123,7 @@ fn not_ours(root: &Path) -> Result<Option<String>> {
     for e in std::fs::read_dir(root)? {
         let name = e?.file_name().to_string_lossy().into_owned();
         let ours = tote_cache::parse_entry_name(&name).is_some()
+            || tote_cache::parse_blocks_name(&name).is_some()
             || name == tote_cache::OBJECTS
             || name == "mnt"
             || name.starts_with(".tmp-")
@@ -135,10 +136,12 @@ fn not_ours(root: &Path) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// `3c4f0e1a9b2d`, or `3c4f0e1a9b2d-ab12c` for a relocated entry: what
-/// `ls` shows and `rm` takes.
+/// `3c4f0e1a9b2d`, `3c4f0e1a9b2d-ab12c` for a relocated entry, or
+/// `3c4f0e1a9b2d.blocks` for a thin bundle's fetched blocks: what `ls`
+/// shows and `rm` takes.
 fn short_name(e: &Listed) -> String {
     match &e.short {
+        _ if e.blocks => format!("{}.blocks", &e.id[..12]),
         None => e.id[..12].to_string(),
         Some(s) => format!("{}-{s}", &e.id[..12]),
     }

@@ -1,5 +1,6 @@
 //! `tote cache verify`: every entry checked in full against the index it
-//! keeps, as a launch with `TOTE_VERIFY=1` checks its own. Each entry is
+//! keeps, as a launch with `TOTE_VERIFY=1` checks its own (fetched blocks:
+//! each block held, against its SHA-256). Each entry is
 //! pinned while it is checked (a trim cannot take it away half-way), and
 //! its last use is left as it was. `--repair` removes damaged entries that
 //! nothing uses, and the object store with them (their files may be its
@@ -67,6 +68,13 @@ pub fn run(args: &Args) -> Result<()> {
             )
         } else {
             match tote_cache::pin(&root, &e.name, &boot, Use::Look) {
+                (Lookup::Complete(_) | Lookup::OtherBoot(_), Some(_pin)) if e.blocks => {
+                    // Fetched blocks: each one the store says it holds.
+                    match tote_cache::check_blocks(&root.join(&e.name), &e.id) {
+                        Ok(_) => ("ok", None),
+                        Err(why) => ("damaged", Some(why)),
+                    }
+                }
                 (Lookup::Complete(_) | Lookup::OtherBoot(_), Some(_pin)) => {
                     match tote_cache::check_entry(&root.join(&e.name), &e.name, threads) {
                         Checked::Intact => ("ok", None),
@@ -95,7 +103,8 @@ pub fn run(args: &Args) -> Result<()> {
             .filter(|o| matches!(o.status, "damaged" | "incomplete"))
         {
             o.removed = tote_cache::remove_entry(&root, &o.entry.name)?;
-            damaged_objects |= o.status == "damaged";
+            // (Damaged fetched blocks say nothing about the objects.)
+            damaged_objects |= o.status == "damaged" && !o.entry.blocks;
         }
         if damaged_objects {
             // A damaged file may be an object other entries link: trust no

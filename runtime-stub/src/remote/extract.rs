@@ -1,5 +1,4 @@
-//! A thin bundle's blocks, fetched from its full bundle (the thin stub
-//! flavour only: `--features remote`).
+//! A thin bundle's blocks fetched for an extraction.
 //!
 //! An extraction names the blocks it will decode, in the order it will
 //! decode them; they are fetched in ranges of adjacent blocks (up to
@@ -19,9 +18,10 @@ use std::thread::JoinHandle;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use tote_format::{sha256, BlockRef, Index, Remote, TRAILER_LEN};
+use tote_format::{BlockRef, Index, Remote};
 use tote_net::Client;
 
+use super::common::{check_object, client, fetch_checked, places, Places};
 use crate::error::{Code, Failure, Result};
 
 /// Most bytes in one request: adjacent blocks are fetched together up to
@@ -29,39 +29,6 @@ use crate::error::{Code, Failure, Result};
 const COALESCE: u64 = 8 << 20;
 /// Most requests in flight.
 const IN_FLIGHT: usize = 8;
-
-/// Where the blocks come from, as the launch resolves it: the recorded
-/// location, or `TOTE_REMOTE_URL`'s (see `Client::for_location`).
-pub fn client(remote: &Remote) -> Result<Client> {
-    let l = &remote.location;
-    let mut c = Client::for_location(&l.url, &l.endpoint, &l.region).map_err(|e| Failure::new(Code::Usage, e))?;
-    if let Some(t) = timeout()? {
-        c.timeout = t;
-    }
-    Ok(c)
-}
-
-/// `TOTE_REMOTE_TIMEOUT`: seconds one request waits to connect or for
-/// bytes before it is tried again (default 30). Read here rather than in
-/// `controls`, which the launch imports: this module sits below it.
-fn timeout() -> Result<Option<std::time::Duration>> {
-    let Some(v) = std::env::var_os("TOTE_REMOTE_TIMEOUT").filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    v.to_str()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-        .map(|s| Some(std::time::Duration::from_secs_f64(s)))
-        .ok_or_else(|| {
-            Failure::new(
-                Code::Usage,
-                format!(
-                    "TOTE_REMOTE_TIMEOUT={}: expected seconds, more than 0 and at most 3600",
-                    v.to_string_lossy()
-                ),
-            )
-        })
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -75,8 +42,7 @@ struct Shared {
     full_len: u64,
     data_at: u64,
     store: File,
-    /// Every block's place in the data section, and its hash.
-    blocks: Vec<(u64, u32, [u8; 32])>,
+    blocks: Places,
     state: Mutex<Progress>,
     changed: Condvar,
 }
@@ -102,22 +68,11 @@ impl Fetch {
     /// order they will be read) into an unnamed file in `dir`.
     pub fn start(remote: &Remote, index: &Index, order: &[usize], dir: &Path) -> Result<Fetch> {
         let client = client(remote)?;
-        let fail = |what: String| Failure::new(Code::Remote, what);
         if !order.is_empty() {
-            let (tail, total) = client.tail(TRAILER_LEN as u64).map_err(|e| fail(e.to_string()))?;
-            if total != remote.full_len || tail != remote.full_trailer {
-                return Err(fail(format!(
-                    "{}: the object there ({total} bytes) is not the bundle this thin file was made from \
-                     ({} bytes, bundle {}): it was replaced (by another build under the same name?); make \
-                     the thin file again, or point TOTE_REMOTE_URL at the right one",
-                    client.target.url,
-                    remote.full_len,
-                    remote.full.bundle_id()
-                )));
-            }
+            check_object(&client, remote)?;
         }
         let store = unnamed_file(dir)?;
-        let blocks: Vec<(u64, u32, [u8; 32])> = index.blocks.iter().map(|b| (b.offset, b.clen, b.hash.0)).collect();
+        let blocks = places(index);
         let mut states = vec![State::Missing; blocks.len()];
         let mut queue = VecDeque::new();
         let mut seen = vec![false; blocks.len()];
@@ -181,16 +136,13 @@ impl Fetch {
                 State::Ready => break,
                 State::Queued => {}
                 State::Missing => {
-                    // Not announced: fetch it next.
+                    // Not announced (so no worker will fetch it): fetch it
+                    // here, now.
                     p.blocks[b] = State::Queued;
-                    p.queue.push_front((b, b));
-                    s.changed.notify_all();
-                    if self.workers.is_empty() {
-                        drop(p);
-                        s.fetch_range(b, b);
-                        p = s.lock();
-                        continue;
-                    }
+                    drop(p);
+                    s.fetch_range(b, b);
+                    p = s.lock();
+                    continue;
                 }
             }
             p = s.changed.wait(p).unwrap_or_else(|e| e.into_inner());
@@ -240,22 +192,9 @@ impl Shared {
     }
 
     /// Fetch blocks `first..=last` in one request, check each, keep them.
-    /// A range whose bytes do not match the index is fetched once more.
     fn fetch_range(&self, first: usize, last: usize) {
         let start = self.blocks[first].0;
-        let end = self.blocks[last].0 + u64::from(self.blocks[last].1);
-        let mut result = Err(String::new());
-        for attempt in 0..2 {
-            result = self
-                .client
-                .range(self.data_at + start, end - start, self.full_len)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| self.check(first, last, start, &bytes).map(|()| bytes));
-            match &result {
-                Err(e) if attempt == 0 && e.contains("does not match") => continue,
-                _ => break,
-            }
-        }
+        let result = fetch_checked(&self.client, &self.blocks, self.data_at, self.full_len, first, last);
         let mut p = self.lock();
         match result.and_then(|bytes| {
             self.store
@@ -274,21 +213,6 @@ impl Shared {
             }
         }
         self.changed.notify_all();
-    }
-
-    fn check(&self, first: usize, last: usize, start: u64, bytes: &[u8]) -> std::result::Result<(), String> {
-        for b in first..=last {
-            let (off, clen, hash) = self.blocks[b];
-            let at = (off - start) as usize;
-            if sha256(&bytes[at..at + clen as usize]).0 != hash {
-                return Err(format!(
-                    "{}: block {b} does not match its SHA-256 in the index, twice: the object there is damaged, \
-                     or not the bundle this thin file was made from",
-                    self.client.target.url
-                ));
-            }
-        }
-        Ok(())
     }
 }
 
