@@ -248,6 +248,56 @@ pub fn decoded_blocks(units: &[Unit]) -> usize {
     all.len()
 }
 
+/// The contents (stream ranges `offset..offset + size`, by offset) of the
+/// files `held`: entry indices of `index` whose content a reader already
+/// has, as the bundle holds it (a cache's linked files, not rewritten).
+pub fn held_spans(index: &crate::Index, held: &[usize]) -> Vec<(u64, u64, usize)> {
+    let mut spans: Vec<(u64, u64, usize)> = held
+        .iter()
+        .filter_map(|&i| match index.entries.get(i)?.kind {
+            crate::EntryKind::File { offset, size, .. } if size > 0 => Some((offset, size, i)),
+            _ => None,
+        })
+        .collect();
+    spans.sort_unstable();
+    spans
+}
+
+/// The base blocks of `units` that none of them writes or decodes as a
+/// block of its own, and whose every byte lies in the contents of `spans`
+/// ([`held_spans`]): a thin bundle's reader rebuilds those from the files
+/// it has rather than fetching and decoding them.
+pub fn rebuildable(index: &crate::Index, units: &[Unit], spans: &[(u64, u64, usize)]) -> Vec<bool> {
+    let n = index.blocks.len();
+    let mut decoded_anyway = vec![false; n];
+    for u in units {
+        for &b in u.blocks.iter().chain(&u.write) {
+            decoded_anyway[b] = true;
+        }
+    }
+    // The spans merged: sorted, disjoint ranges.
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(offset, size, _) in spans {
+        let end = offset + size;
+        match merged.last_mut() {
+            Some(last) if offset <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((offset, end)),
+        }
+    }
+    let mut out = vec![false; n];
+    for u in units {
+        for b in u.base.clone().filter(|&b| !decoded_anyway[b]) {
+            let (start, end) = (
+                index.blocks[b].raw_offset,
+                index.blocks[b].raw_offset + u64::from(index.blocks[b].rlen),
+            );
+            let i = merged.partition_point(|m| m.0 <= start);
+            out[b] = i > 0 && merged[i - 1].1 >= end;
+        }
+    }
+    out
+}
+
 /// The window a frame with a base may use: its base and itself.
 pub(crate) const WINDOW_LOG_MAX: u32 = 26;
 
@@ -359,5 +409,43 @@ mod tests {
         let e = crate::encode_block(&noise, 19, None).unwrap();
         assert_eq!(e.codec, Codec::Stored);
         assert_eq!(e.bytes, noise);
+    }
+
+    #[test]
+    fn base_blocks_covered_by_held_files_are_rebuildable() {
+        // Blocks of 10 stream bytes: 0 and 1 are bases of 2 and 3.
+        let mut blocks: Vec<BlockRef> = (0..4u64)
+            .map(|i| BlockRef::zstd(i * 4, 4, i * 10, 10, Digest32([0; 32])))
+            .collect();
+        blocks[2].base = Some(Base { offset: 0, len: 20 });
+        blocks[3].base = Some(Base { offset: 0, len: 20 });
+        let file = |offset, size| crate::Entry {
+            path: format!("f{offset}").into_bytes(),
+            kind: crate::EntryKind::File {
+                executable: false,
+                size,
+                offset,
+                hash: Digest32([0; 32]),
+            },
+        };
+        let index = crate::Index {
+            blocks,
+            // Files at 0..6, 6..15, 15..20 (three halves), 20..40.
+            entries: vec![file(0, 6), file(6, 9), file(15, 5), file(20, 20)],
+            refs: vec![],
+        };
+        let units = units(&index, &[false, false, true, true]);
+        assert_eq!(units.len(), 1);
+        let all = held_spans(&index, &[2, 0, 1]);
+        assert_eq!(all.iter().map(|s| s.2).collect::<Vec<_>>(), [0, 1, 2], "by offset");
+        assert_eq!(rebuildable(&index, &units, &all), [true, true, false, false]);
+        // Without the file at 6..15: block 0 has a gap, block 1 too.
+        assert_eq!(
+            rebuildable(&index, &units, &held_spans(&index, &[0, 2])),
+            [false, false, false, false]
+        );
+        // A base block that must be written (its file is not held) is decoded.
+        let units2 = super::units(&index, &[true, false, true, true]);
+        assert_eq!(rebuildable(&index, &units2, &all), [false, true, false, false]);
     }
 }

@@ -25,7 +25,8 @@ mod writer;
 
 pub use arch::Arch;
 pub use block::{
-    decode_block, decoded_blocks, units, Base, BlockRef, Codec, Decoded, Unit, MAX_BASE_BLOCKS, MAX_BASE_LEN,
+    decode_block, decoded_blocks, held_spans, rebuildable, units, Base, BlockRef, Codec, Decoded, Unit,
+    MAX_BASE_BLOCKS, MAX_BASE_LEN,
 };
 pub use bytes::{cmp_bytes, eq_bytes};
 pub use error::FormatError;

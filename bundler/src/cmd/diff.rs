@@ -165,6 +165,9 @@ struct Extract {
     bytes: u64,
     blocks: u64,
     compressed_bytes: u64,
+    /// What a thin bundle of NEW fetches: those blocks but the base blocks
+    /// rebuilt from linked files, and the trailer's check (none if nothing).
+    thin_fetched_bytes: u64,
     linked_files: u64,
     linked_bytes: u64,
 }
@@ -182,7 +185,8 @@ fn extract_cost(old: &Index, new: &Index) -> Extract {
         .collect();
     let mut x = Extract::default();
     let mut blocks = BTreeSet::new();
-    for e in &new.entries {
+    let mut linked = Vec::new();
+    for (i, e) in new.entries.iter().enumerate() {
         if let EntryKind::File {
             executable,
             size,
@@ -193,6 +197,7 @@ fn extract_cost(old: &Index, new: &Index) -> Extract {
             if size > 0 && present.contains(&(hash, executable)) {
                 x.linked_files += 1;
                 x.linked_bytes += size;
+                linked.push(i);
             } else {
                 x.files += 1;
                 x.bytes += size;
@@ -206,14 +211,20 @@ fn extract_cost(old: &Index, new: &Index) -> Extract {
     for b in blocks {
         needed[b] = true;
     }
-    let mut decoded: Vec<usize> = tote_format::units(new, &needed)
-        .iter()
-        .flat_map(|u| u.decodes().collect::<Vec<_>>())
-        .collect();
+    let units = tote_format::units(new, &needed);
+    let mut decoded: Vec<usize> = units.iter().flat_map(|u| u.decodes().collect::<Vec<_>>()).collect();
     decoded.sort_unstable();
     decoded.dedup();
     x.blocks = decoded.len() as u64;
-    x.compressed_bytes = decoded.iter().map(|&b| u64::from(new.blocks[b].clen)).sum();
+    let clen = |b: &usize| u64::from(new.blocks[*b].clen);
+    x.compressed_bytes = decoded.iter().map(clen).sum();
+    let rebuilt = tote_format::rebuildable(new, &units, &tote_format::held_spans(new, &linked));
+    let fetched: u64 = decoded.iter().filter(|&&b| !rebuilt[b]).map(clen).sum();
+    x.thin_fetched_bytes = if fetched > 0 {
+        fetched + tote_format::TRAILER_LEN as u64
+    } else {
+        0
+    };
     x
 }
 
@@ -381,6 +392,7 @@ fn diff_json(r: &Report) -> serde_json::Value {
             "blocks": x.blocks,
             "blocks_total": r.new.index.blocks.len(),
             "compressed_bytes": x.compressed_bytes,
+            "thin_fetched_bytes": x.thin_fetched_bytes,
             "linked_files": x.linked_files,
             "linked_bytes": x.linked_bytes,
         },
@@ -523,6 +535,11 @@ fn extract_text(r: &Report, paint: Paint, out: &mut String) {
         x.blocks,
         r.new.index.blocks.len(),
         human(x.compressed_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "  fetch   {} as a thin bundle (base blocks rebuilt from cached files are not fetched)",
+        human(x.thin_fetched_bytes)
     );
     let _ = writeln!(
         out,

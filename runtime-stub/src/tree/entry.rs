@@ -180,8 +180,13 @@ impl Cache<'_> {
                     r.linked
                 )
             });
-            if r.fetched > 0 {
-                dbg.step(|| format!("fetched {} bytes of blocks (a thin bundle)", r.fetched));
+            if r.fetched > 0 || r.rebuilt > 0 {
+                dbg.step(|| {
+                    format!(
+                        "fetched {} bytes of blocks (a thin bundle); {} base blocks rebuilt from cached files",
+                        r.fetched, r.rebuilt
+                    )
+                });
             }
             Ok::<(), Failure>(())
         })

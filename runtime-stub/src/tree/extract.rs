@@ -20,7 +20,9 @@
 //! extraction already wrote is hard-linked from `objects/<sha256>[x]`
 //! instead; only blocks that hold missing files are read and decompressed,
 //! and every file written is published there for the next bundle. Store
-//! paths shared between versions of an app are thus extracted once.
+//! paths shared between versions of an app are thus extracted once. For a
+//! thin bundle, a base block whose bytes are all the content of files so
+//! linked is rebuilt from them instead of being fetched and decoded.
 //!
 //! Every entry gets mtime (and atime) 1, the Nix store's canonical time:
 //! programs compare timestamps between files (CPython's `.pyc` records its
@@ -65,6 +67,9 @@ pub struct Report {
     pub blocks: usize,
     /// A thin bundle's: bytes fetched from its full bundle.
     pub fetched: u64,
+    /// A thin bundle's base blocks rebuilt from files the cache had,
+    /// rather than fetched and decoded.
+    pub rebuilt: usize,
 }
 
 /// One piece of a file that lives in one block.
@@ -268,15 +273,29 @@ fn extract_into(
     let needed: Vec<bool> = work.pieces.iter().map(|p| !p.is_empty()).collect();
     let todo = tote_format::units(index, &needed);
     report.blocks = tote_format::decoded_blocks(&todo);
-    let order: Vec<usize> = todo.iter().flat_map(|u| u.decodes()).collect();
+    // A thin bundle's base blocks that the linked files make up, rebuilt
+    // from them rather than fetched (a full bundle's are at hand).
+    let spans = match payload.layout.remote {
+        Some(_) => tote_format::held_spans(index, &work.held),
+        None => Vec::new(),
+    };
+    let rebuild = tote_format::rebuildable(index, &todo, &spans);
+    let order: Vec<usize> = todo.iter().flat_map(|u| u.decodes()).filter(|&b| !rebuild[b]).collect();
     let blocks = payload.blocks(index, &order, dest)?;
+    let rebuilt = std::sync::atomic::AtomicUsize::new(0);
+    let held = Held {
+        spans: &spans,
+        rebuild: &rebuild,
+        rebuilt: &rebuilt,
+    };
     tote_cache::par::for_each(
         todo.len(),
         decode_threads(index, threads),
         Buffers::default,
-        |n, bufs| run_unit(index, &blocks, &todo[n], &work, &t, bufs),
+        |n, bufs| run_unit(index, &blocks, &todo[n], &work, &t, &held, bufs),
     )?;
     report.fetched = blocks.fetched();
+    report.rebuilt = rebuilt.into_inner();
     drop(blocks);
 
     finish(index, &t, &work, threads)?;
@@ -294,6 +313,16 @@ struct Work {
     /// Bytes of early pieces held in `hashes`.
     early: std::sync::atomic::AtomicUsize,
     dirs: Vec<u32>,
+    /// Files linked from the object store with their content as the bundle
+    /// holds it (not rewritten by a relocation).
+    held: Vec<usize>,
+}
+
+/// Base blocks to rebuild from linked files (`tote_format::rebuildable`).
+struct Held<'a> {
+    spans: &'a [(u64, u64, usize)],
+    rebuild: &'a [bool],
+    rebuilt: &'a std::sync::atomic::AtomicUsize,
 }
 
 impl Work {
@@ -340,6 +369,7 @@ fn lay_out(index: &Index, t: &Target<'_>, report: &mut Report) -> Result<Work> {
     let mut spread: Vec<u32> = Vec::new();
     let mut hashes = Vec::new();
     let mut dirs: Vec<u32> = Vec::new();
+    let mut held = Vec::new();
     let mut parents = Parents::default();
     for (i, e) in index.entries.iter().enumerate() {
         let path = e.path.as_slice();
@@ -360,6 +390,11 @@ fn lay_out(index: &Index, t: &Target<'_>, report: &mut Report) -> Result<Work> {
             } => {
                 if *size > 0 && t.take(&mut parents, index, e)? {
                     report.linked += 1;
+                    if t.relocate
+                        .is_none_or(|r| r.refs_touching(index, *offset, offset + size).is_empty())
+                    {
+                        held.push(i);
+                    }
                     continue;
                 }
                 report.written += 1;
@@ -403,6 +438,7 @@ fn lay_out(index: &Index, t: &Target<'_>, report: &mut Report) -> Result<Work> {
         hashes,
         early: Default::default(),
         dirs,
+        held,
     })
 }
 
@@ -470,6 +506,7 @@ fn run_unit(
     unit: &tote_format::Unit,
     work: &Work,
     t: &Target<'_>,
+    held: &Held<'_>,
     bufs: &mut Buffers,
 ) -> Result<()> {
     let Buffers {
@@ -481,7 +518,13 @@ fn run_unit(
     span.clear();
     let span_start = index.blocks.get(unit.base.start).map_or(0, |b| b.raw_offset);
     for b in unit.base.clone() {
-        decode(index, blocks, b, None, packed, buf)?;
+        if held.rebuild[b] && rebuild(index, b, held.spans, t, parents, buf) {
+            held.rebuilt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            // (A block not announced to a thin bundle's fetch is fetched
+            // now, by this thread.)
+            decode(index, blocks, b, None, packed, buf)?;
+        }
         // The base as compressed against: before any relocation rewrite.
         span.extend_from_slice(buf);
         if unit.write.contains(&b) {
@@ -497,6 +540,43 @@ fn run_unit(
         write_block(index, b, work, t, buf, parents)?;
     }
     Ok(())
+}
+
+/// Block `b`'s bytes as decoded, into `buf`, read from the linked files
+/// whose contents `spans` says cover it (their content checked against its
+/// name when it was published). False if one cannot be read.
+fn rebuild(
+    index: &Index,
+    b: usize,
+    spans: &[(u64, u64, usize)],
+    t: &Target<'_>,
+    parents: &mut Parents,
+    buf: &mut Vec<u8>,
+) -> bool {
+    let block = &index.blocks[b];
+    let (start, end) = (block.raw_offset, block.raw_offset + u64::from(block.rlen));
+    buf.resize(block.rlen as usize, 0);
+    let mut filled = start;
+    let first = spans.partition_point(|s| s.0 + s.1 <= start);
+    for &(offset, size, entry) in spans[first..].iter().take_while(|s| s.0 < end) {
+        let (from, to) = (offset.max(filled), (offset + size).min(end));
+        if from >= to {
+            continue; // a duplicate of a content already read
+        }
+        if from != filled {
+            return false; // a gap: not all of it is held
+        }
+        let path = &index.entries[entry].path;
+        let read = t.open(parents, path, OFlag::O_RDONLY, "reading").ok().and_then(|f| {
+            f.read_exact_at(&mut buf[(from - start) as usize..(to - start) as usize], from - offset)
+                .ok()
+        });
+        if read.is_none() {
+            return false;
+        }
+        filled = to;
+    }
+    filled == end
 }
 
 /// Read block `b` and decode it (against `base`) into `buf`.
