@@ -5,14 +5,16 @@
 //! size checked against what the caller expects, timeouts and retries.
 //!
 //! No dependencies but sha2 (SigV4), so that the runtime stub's thin
-//! flavour stays small. HTTP/1.1 without keep-alive: each request is a
-//! whole block range (megabytes), so a connection per request costs little.
+//! flavour stays small. HTTP/1.1 with keep-alive: a connection that ended
+//! its last request cleanly is kept for the next (a TCP and TLS handshake
+//! each is what a mount's small reads would otherwise wait for).
 
 mod http;
 pub mod sigv4;
 #[cfg(feature = "tls")]
 mod tls;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use http::Response;
@@ -124,7 +126,38 @@ impl Target {
     }
 }
 
-/// Settings of a fetcher.
+/// Connections kept for the next requests (shared by a client's clones).
+#[derive(Clone, Default)]
+pub struct Pool(Arc<Mutex<Vec<http::Conn>>>);
+
+/// Most connections kept idle.
+const POOL_MAX: usize = 16;
+
+impl Pool {
+    fn take(&self) -> Option<http::Conn> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn give(&self, c: http::Conn) {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() < POOL_MAX {
+            p.push(c);
+        }
+    }
+
+    /// Connections kept now.
+    pub fn idle(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} idle)", self.idle())
+    }
+}
+
+/// Settings of a fetcher, and its kept connections.
 #[derive(Debug, Clone)]
 pub struct Client {
     pub target: Target,
@@ -135,6 +168,7 @@ pub struct Client {
     pub attempts: u32,
     /// The first wait between attempts; doubled after each.
     pub backoff: Duration,
+    pub pool: Pool,
 }
 
 impl Client {
@@ -168,6 +202,7 @@ impl Client {
             timeout: Duration::from_secs(30),
             attempts: 4,
             backoff: Duration::from_millis(250),
+            pool: Pool::default(),
         }
     }
 
@@ -263,15 +298,30 @@ impl Client {
                 headers.push(("range", range.to_owned()));
             }
         }
-        let r = http::get(
-            &t.addr,
-            t.tls.then_some(t.host_name()),
-            &t.path,
-            &headers,
-            self.timeout,
-            len,
-        )
-        .map_err(|(what, transient)| self.error(&what, transient))?;
+        let get = |kept| {
+            http::get(
+                kept,
+                &t.addr,
+                t.tls.then_some(t.host_name()),
+                &t.path,
+                &headers,
+                self.timeout,
+                len,
+            )
+        };
+        let got = match self.pool.take() {
+            // A kept connection the server closed meanwhile: not a failure
+            // of this attempt; a fresh connection instead.
+            Some(c) => match get(Some(c)) {
+                Err((what, _)) if what == http::STALE => get(None),
+                other => other,
+            },
+            None => get(None),
+        };
+        let (r, conn) = got.map_err(|(what, transient)| self.error(&what, transient))?;
+        if let Some(c) = conn {
+            self.pool.give(c);
+        }
         match r.status {
             206 => Ok(r),
             200 => Err(self.error(
@@ -337,6 +387,83 @@ mod tests {
         c.backoff = Duration::from_millis(1);
         c.timeout = Duration::from_secs(5);
         (c, n)
+    }
+
+    /// A server answering every request on a connection with `response`
+    /// (ending the connection after `per_conn` of them); (connections,
+    /// requests) counted.
+    fn serve_kept(response: &'static [u8], per_conn: usize) -> (Client, Arc<(AtomicUsize, AtomicUsize)>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let n = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let seen = Arc::clone(&n);
+        std::thread::spawn(move || {
+            for mut c in l.incoming().map_while(Result::ok) {
+                seen.0.fetch_add(1, Ordering::SeqCst);
+                let seen = Arc::clone(&seen);
+                std::thread::spawn(move || {
+                    for _ in 0..per_conn {
+                        let mut head = Vec::new();
+                        let mut b = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if c.read(&mut b).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(b[0]);
+                        }
+                        seen.1.fetch_add(1, Ordering::SeqCst);
+                        if c.write_all(response).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut c = Client::new(Target::parse(&format!("http://127.0.0.1:{port}/x"), "", "").unwrap());
+        c.backoff = Duration::from_millis(1);
+        c.timeout = Duration::from_secs(5);
+        (c, n)
+    }
+
+    #[test]
+    fn connections_are_kept_and_a_closed_one_is_replaced_without_an_attempt() {
+        const OK: &[u8] = b"HTTP/1.1 206 Partial\r\ncontent-range: bytes 2-4/10\r\ncontent-length: 3\r\n\r\nabc";
+        let (c, n) = serve_kept(OK, usize::MAX);
+        for _ in 0..3 {
+            assert_eq!(c.range(2, 3, 10).unwrap(), b"abc");
+        }
+        assert_eq!((n.0.load(Ordering::SeqCst), n.1.load(Ordering::SeqCst)), (1, 3));
+        assert_eq!(c.pool.idle(), 1);
+        // A server that closes each connection after one answer, silently:
+        // the kept connection fails before a response, and a fresh one is
+        // used in the same attempt.
+        let (mut c, n) = serve_kept(OK, 1);
+        c.attempts = 1;
+        for _ in 0..3 {
+            assert_eq!(c.range(2, 3, 10).unwrap(), b"abc");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!((n.0.load(Ordering::SeqCst), n.1.load(Ordering::SeqCst)), (3, 3));
+        // `Connection: close`, or a status whose body is not read: not kept.
+        let (c, _) = serve_kept(
+            b"HTTP/1.1 206 Partial\r\ncontent-range: bytes 2-4/10\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc",
+            usize::MAX,
+        );
+        c.range(2, 3, 10).unwrap();
+        assert_eq!(c.pool.idle(), 0);
+        let (c, _) = serve_kept(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", usize::MAX);
+        assert!(c.range(2, 3, 10).is_err());
+        assert_eq!(c.pool.idle(), 0);
+        // A chunked answer on a kept connection ends at its last chunk
+        // (not at the timeout).
+        let (c, n) = serve_kept(
+            b"HTTP/1.1 206 Partial\r\ncontent-range: bytes 2-4/10\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            usize::MAX,
+        );
+        let t = std::time::Instant::now();
+        assert_eq!(c.range(2, 3, 10).unwrap(), b"abc");
+        assert!(t.elapsed() < Duration::from_secs(4));
+        assert_eq!(n.1.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 2;\n\
              events {{ worker_connections 512; }}\n\
-             http {{\n  log_format counted '$status $body_bytes_sent';\n  access_log {d}/access.log counted;\n  \
+             http {{\n  log_format counted '$status $body_bytes_sent $connection';\n  access_log {d}/access.log counted;\n  \
              client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n  \
              uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n  \
              server {{ listen 127.0.0.1:{port}; root {w}; }}\n  \
@@ -149,14 +149,31 @@ impl Nginx {
 
     /// Requests served so far: (status, body bytes).
     pub(crate) fn served(&self) -> Vec<(u16, u64)> {
+        self.log().into_iter().map(|(s, b, _)| (s, b)).collect()
+    }
+
+    /// Requests served so far: (status, body bytes, connection number).
+    fn log(&self) -> Vec<(u16, u64, u64)> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| {
-                let (s, b) = l.split_once(' ')?;
-                Some((s.parse().ok()?, b.parse().ok()?))
+                let mut w = l.split(' ');
+                Some((
+                    w.next()?.parse().ok()?,
+                    w.next()?.parse().ok()?,
+                    w.next()?.parse().ok()?,
+                ))
             })
             .collect()
+    }
+
+    /// Connections the requests so far came on.
+    fn connections(&self) -> usize {
+        let mut c: Vec<u64> = self.log().iter().map(|r| r.2).collect();
+        c.sort_unstable();
+        c.dedup();
+        c.len()
     }
 
     /// Body bytes of the requests after the first `since`.
@@ -263,14 +280,18 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault) -> std::io::Result<
         }
         _ => {}
     }
-    let mut text = String::from_utf8_lossy(&head).into_owned();
-    if fault == Fault::WholeFile {
-        text = text
-            .split("\r\n")
-            .filter(|l| !l.to_ascii_lowercase().starts_with("range:"))
-            .collect::<Vec<_>>()
-            .join("\r\n");
-    }
+    // One request per connection: nginx is told to close it after its
+    // answer (which says so to the client), so that the body ends there.
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.is_empty() && !l.starts_with("connection:") && !(fault == Fault::WholeFile && l.starts_with("range:"))
+        })
+        .collect();
+    lines.push("connection: close");
+    let text = lines.join("\r\n") + "\r\n\r\n";
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.write_all(text.as_bytes())?;
     let mut resp = Vec::new();
@@ -438,6 +459,12 @@ fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
     assert!(served.iter().all(|(s, _)| *s == 206), "{served:?}");
     // Every block once, and the full bundle's trailer (checked first).
     assert_eq!(nginx.bytes_since(0), data_len + 144, "{served:?}");
+    // Connections are kept: the trailer's carries a range request after it.
+    assert!(
+        served.len() >= 2 && nginx.connections() < served.len(),
+        "{:?}",
+        nginx.log()
+    );
     // Warm: nothing fetched.
     let o = in_busybox_root(&t, &thin1, &["two"], user);
     assert!(o.status.success(), "{}", stderr(&o));
