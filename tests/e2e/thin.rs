@@ -287,7 +287,8 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Fault) -> std::io::Result<
         .split("\r\n")
         .filter(|l| {
             let l = l.to_ascii_lowercase();
-            !l.is_empty() && !l.starts_with("connection:") && !(fault == Fault::WholeFile && l.starts_with("range:"))
+            let dropped = l.starts_with("connection:") || (fault == Fault::WholeFile && l.starts_with("range:"));
+            !l.is_empty() && !dropped
         })
         .collect();
     lines.push("connection: close");
