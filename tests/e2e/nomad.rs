@@ -270,6 +270,11 @@ fn hcl_block<'a>(body: &'a hcl::Body, id: &str) -> &'a hcl::Block {
 /// The Flask example built, bundled, uploaded to a local Garage, and its
 /// Nomad job for `port`: the running Garage, the bundle, the job's text.
 pub(crate) fn flask_job(t: &TestDir, port: u16) -> (Garage, PathBuf, String) {
+    flask_job_of(t, &flask_app(), port)
+}
+
+/// The Flask example, built: its store path.
+pub(crate) fn flask_app() -> String {
     let out = Command::new("nix-build")
         .arg(repo().join("examples/hello-flask"))
         .args(["--no-out-link", "--quiet", "--option", "sandbox", "false"])
@@ -277,8 +282,7 @@ pub(crate) fn flask_job(t: &TestDir, port: u16) -> (Garage, PathBuf, String) {
         .output()
         .unwrap();
     assert!(out.status.success(), "nix-build examples/hello-flask: {}", stderr(&out));
-    let app = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    flask_job_of(t, &app, port)
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// The same for the Flask app's store path `app`.

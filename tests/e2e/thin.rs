@@ -1066,7 +1066,8 @@ fn have(cache: &Path, id: &str) -> Vec<u8> {
     std::fs::read(cache.join(format!("{id}.blocks/have"))).unwrap_or_default()
 }
 
-/// Mount mode: a cold launch fetches blocks as the program reads them and
+/// Mount mode: launches killed while prefetching leave blocks the next one
+/// keeps; a cold launch fetches blocks as the program reads them and
 /// prefetches the rest, each block once; once prefetched, the object can
 /// go away and the program still reads every byte; the next launch makes
 /// no request; a damaged block in the store is fetched again, alone; the
@@ -1086,6 +1087,29 @@ fn a_mounted_thin_bundle_fetches_as_it_reads_and_outlives_its_storage() {
     let data_len: u64 = index.blocks.iter().map(|b| u64::from(b.clen)).sum();
     let cache = t.join("cache");
 
+    // Killed while prefetching (through a 4 MiB/s proxy), twice: the next
+    // launch keeps what was fetched, and reads every byte right.
+    let killed = t.join("cache-killed");
+    proxy.plan(&[], Fault::Slow);
+    for (n, after) in [150u64, 700].into_iter().enumerate() {
+        let (mut child, _) = start_reader(&t, &app, &killed, &[], &format!("k{n}"));
+        std::thread::sleep(Duration::from_millis(after));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let held = have(&killed, &id).iter().filter(|&&h| h == 1).count();
+    assert!(held < index.blocks.len(), "the prefetch finished before the kill");
+    proxy.plan(&[], Fault::None);
+    let (child, go) = start_reader(&t, &app, &killed, &[], "k");
+    std::fs::write(&go, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{sum}\n"));
+    let v = tote().args(["cache", "verify", "--root"]).arg(&killed).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let served = nginx.served().len();
+    let requests = proxy.requests();
+
     let (child, go) = start_reader(&t, &app, &cache, &[("TOTE_DEBUG", "1")], "a");
     wait_for("the prefetch", 60, || {
         let h = have(&cache, &id);
@@ -1094,14 +1118,15 @@ fn a_mounted_thin_bundle_fetches_as_it_reads_and_outlives_its_storage() {
     // The storage goes away: the program still reads everything.
     std::fs::remove_file(nginx.www.join("reader")).unwrap();
     proxy.plan(&[], Fault::Status(503));
-    let requests = proxy.requests();
+    let requests2 = proxy.requests();
     std::fs::write(&go, "").unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{sum}\n"));
-    assert_eq!(proxy.requests(), requests, "requests after the prefetch");
+    assert_eq!(proxy.requests(), requests2, "requests after the prefetch");
     // Each block once: the data section and the trailer's check.
-    assert_eq!(nginx.bytes_since(0), data_len + 144, "{:?}", nginx.served());
+    assert_eq!(nginx.bytes_since(served), data_len + 144, "{:?}", &nginx.served()[served..]);
+    assert!(proxy.requests() > requests);
     assert!(
         stderr(&o).contains(&format!("fetched {data_len} bytes from")),
         "{}",
@@ -1114,7 +1139,7 @@ fn a_mounted_thin_bundle_fetches_as_it_reads_and_outlives_its_storage() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{sum}\n"));
-    assert_eq!(proxy.requests(), requests);
+    assert_eq!(proxy.requests(), requests2);
 
     // A damaged block in the store: the reader's check fails, the block
     // (alone) is fetched again, and the program gets the right bytes.
@@ -1287,4 +1312,116 @@ fn base_blocks_are_rebuilt_from_cached_files_rather_than_fetched() {
     // The entry it made is whole.
     let v = tote().args(["cache", "verify", "--root"]).arg(&cache).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
+
+/// `app` (a thin file) run by bwrap as uid 65534 in a fresh busybox root
+/// (no /nix, /usr or glibc; the host's /dev/fuse, for mount mode) under
+/// `dir`, with TOTE_MODE=`mode` and `env`; spawned.
+fn in_fresh_busybox_root(dir: &Path, app: &Path, mode: &str, env: &[(&str, &str)], args: &[&str]) -> Child {
+    for d in ["bin", "proc", "dev", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    std::fs::copy(app, dir.join("app")).unwrap();
+    let mut c = Command::new("bwrap");
+    c.args(["--unshare-user", "--uid", "65534", "--gid", "65534", "--bind"])
+        .arg(dir)
+        .args([
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--dev-bind",
+            "/dev/fuse",
+            "/dev/fuse",
+        ])
+        .args(["--setenv", "TOTE_MODE", mode, "--chdir", "/tmp"]);
+    for (k, v) in env {
+        c.args(["--setenv", k, v]);
+    }
+    c.arg("--").arg("/app").args(args);
+    c.env_remove("TOTE_REMOTE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
+/// The demo and the Flask app from thin files, in extract and in mount
+/// mode, each on a fresh host (a busybox root, uid 65534): the demo's
+/// output, and the Flask app's page over HTTP, then SIGINT ends it with
+/// exit 0. Every block at most once; mount mode keeps its blocks.
+#[test]
+fn the_demo_and_the_flask_app_run_from_thin_files_in_both_modes() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let demo_full = demo(&t, "demo", "hello from a thin demo");
+    nginx.upload(&demo_full, "demo");
+    let demo_thin = t.join("demo-thin");
+    thin(&demo_full, &nginx.url("demo"), &demo_thin, &[]);
+    let flask_full = t.join("flask");
+    bundle(&crate::nomad::flask_app(), &flask_full, &[]);
+    nginx.upload(&flask_full, "flask");
+    let flask_thin = t.join("flask-thin");
+    thin(&flask_full, &nginx.url("flask"), &flask_thin, &[]);
+    let data_len = |full: &Path| -> u64 { bundle_index(full).blocks.iter().map(|b| u64::from(b.clen)).sum() };
+
+    for mode in ["extract", "mount"] {
+        // The demo.
+        let root = t.join(format!("demo-root-{mode}"));
+        let before = nginx.served().len();
+        let o = in_fresh_busybox_root(&root, &demo_thin, mode, &[], &["x"])
+            .wait_with_output()
+            .unwrap();
+        assert!(o.status.success(), "{mode}: {}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(text.starts_with("hello from a thin demo\n"), "{mode}: {text}");
+        assert!(text.contains("running as uid 65534"), "{mode}: {text}");
+        let fetched = nginx.bytes_since(before);
+        assert!(
+            fetched > 144 && fetched <= data_len(&demo_full) + 144,
+            "{mode}: {fetched}"
+        );
+        let cache = root.join("tmp/tote-65534");
+        let id = inspect_json(&demo_full)["bundle_id"].as_str().unwrap().to_string();
+        let kept = if mode == "mount" { format!("{id}.blocks") } else { id };
+        assert!(cache.join(&kept).is_dir(), "{mode}: {:?}", t.entries(&cache));
+
+        // The Flask app: its page, then SIGINT.
+        let port = crate::nomad::free_port();
+        let root = t.join(format!("flask-root-{mode}"));
+        let before = nginx.served().len();
+        let child = in_fresh_busybox_root(&root, &flask_thin, mode, &[("NOMAD_PORT_http", &port.to_string())], &[]);
+        let end = Instant::now() + Duration::from_secs(120);
+        let page = loop {
+            if let Some((200, body)) = crate::nomad::http_get(port) {
+                break body;
+            }
+            assert!(Instant::now() < end, "{mode}: no HTTP 200 from the Flask app");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(page.starts_with("hello from a tote bundle"), "{mode}: {page}");
+        assert!(page.contains("uid 65534"), "{mode}: {page}");
+        // To the bundle (bwrap's child), as Nomad sends its kill signal.
+        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+        for pid in kids.split_whitespace() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.parse().unwrap()),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{mode}: {}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("hello-flask: stopped"),
+            "{mode}"
+        );
+        let fetched = nginx.bytes_since(before);
+        assert!(
+            fetched > 144 && fetched <= data_len(&flask_full) + 144,
+            "{mode}: {fetched}"
+        );
+    }
 }
