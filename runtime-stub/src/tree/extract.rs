@@ -275,11 +275,15 @@ fn extract_into(
     report.blocks = tote_format::decoded_blocks(&todo);
     // A thin bundle's base blocks that the linked files make up, rebuilt
     // from them rather than fetched (a full bundle's are at hand).
+    // (The ordinary stub, which reads no thin bundle, leaves it out.)
     let spans = match payload.layout.remote {
-        Some(_) => tote_format::held_spans(index, &work.held),
-        None => Vec::new(),
+        Some(_) if cfg!(feature = "remote") => tote_format::held_spans(index, &work.held),
+        _ => Vec::new(),
     };
-    let rebuild = tote_format::rebuildable(index, &todo, &spans);
+    let rebuild = match spans.is_empty() {
+        true => vec![false; index.blocks.len()],
+        false => tote_format::rebuildable(index, &todo, &spans),
+    };
     let order: Vec<usize> = todo.iter().flat_map(|u| u.decodes()).filter(|&b| !rebuild[b]).collect();
     let blocks = payload.blocks(index, &order, dest)?;
     let rebuilt = std::sync::atomic::AtomicUsize::new(0);
