@@ -440,7 +440,10 @@ fn a_thin_bundle_fetches_only_the_blocks_its_cache_lacks() {
     // The thin stub's budget: 2 MiB (the network code is its own flavour).
     let stub = j["sizes"]["stub"].as_u64().unwrap();
     let plain = inspect_json(&v1)["sizes"]["stub"].as_u64().unwrap();
-    assert!(stub <= 2 << 20 && stub > plain, "thin stub {stub} bytes, ordinary {plain}");
+    assert!(
+        stub <= 2 << 20 && stub > plain,
+        "thin stub {stub} bytes, ordinary {plain}"
+    );
     assert_eq!(
         j["bundle_id"],
         inspect_json(&v1)["bundle_id"],

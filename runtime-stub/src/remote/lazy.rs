@@ -5,10 +5,12 @@
 //! - A read of a missing block fetches it and the missing blocks after it,
 //!   up to `DEMAND` bytes in one request, and blocks only that read; a
 //!   read of a block being fetched waits for it.
-//! - Meanwhile `prefetch` (unless `TOTE_PREFETCH=off`) fetches every other block, in data order, in
-//!   ranges of up to `PREFETCH_RANGE` bytes on `PREFETCH_THREADS`
-//!   connections, and starts no request while a read waits for one (reads
-//!   go first). Once it is done the program no longer needs the storage.
+//! - Meanwhile `prefetch` (unless `TOTE_PREFETCH=off`) fetches every
+//!   other block, in data order, in ranges of up to `PREFETCH_RANGE` bytes
+//!   on `PREFETCH_THREADS` connections; it starts a request only once no
+//!   read has waited for one for `QUIET` (reads go first: a program's start
+//!   reads in bursts, and a prefetch sharing the link would slow each of
+//!   its reads). Once it is done the program no longer needs the storage.
 //!   One launch per store prefetches (an exclusive `flock` on its `have`
 //!   file); another waits for that lock and then fetches what is left.
 //! - Every fetched block matched its SHA-256 before it is kept, and the
@@ -23,7 +25,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -40,7 +42,10 @@ use crate::fuse::{Frames, FsError};
 /// waiting read wait longer; fewer, wait more often.
 const DEMAND: u64 = 1 << 20;
 /// Most bytes in one prefetch request, and prefetch requests in flight.
-const PREFETCH_RANGE: u64 = 4 << 20;
+const PREFETCH_RANGE: u64 = 2 << 20;
+/// How long reads must have needed no request before a prefetch request
+/// starts.
+const QUIET: Duration = Duration::from_millis(200);
 const PREFETCH_THREADS: usize = 4;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,8 @@ struct Progress {
     blocks: Vec<St>,
     /// Reads waiting for a request of their own.
     demand: usize,
+    /// When the last of them ended (or the store was opened).
+    last_demand: Instant,
     /// The next block prefetch looks at.
     cursor: usize,
     prefetch_failed: bool,
@@ -140,6 +147,7 @@ impl Lazy {
                 state: Mutex::new(Progress {
                     blocks,
                     demand: 0,
+                    last_demand: Instant::now(),
                     cursor: 0,
                     prefetch_failed: false,
                 }),
@@ -263,6 +271,7 @@ impl Inner {
                     let fetched = self.fetch(b, last);
                     p = self.lock();
                     p.demand -= 1;
+                    p.last_demand = Instant::now();
                     let kept = fetched.as_ref().is_ok_and(|(_, kept)| *kept);
                     p.blocks[b..=last].fill(if kept { St::Present } else { St::Missing });
                     self.changed.notify_all();
@@ -364,11 +373,21 @@ impl Inner {
     /// fetched), once no read waits for a request; None when done.
     fn next_range(&self) -> Option<(usize, usize)> {
         let mut p = self.lock();
-        while p.demand > 0 && !p.prefetch_failed {
-            p = self.wait(p);
-        }
-        if p.prefetch_failed {
-            return None;
+        loop {
+            if p.prefetch_failed {
+                return None;
+            }
+            let quiet = p.last_demand.elapsed();
+            if p.demand > 0 {
+                p = self.wait(p);
+            } else if quiet < QUIET {
+                p = self
+                    .changed
+                    .wait_timeout(p, QUIET - quiet)
+                    .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+            } else {
+                break;
+            }
         }
         let n = p.blocks.len();
         let mut first = p.cursor;
