@@ -1335,12 +1335,7 @@ fn base_blocks_are_rebuilt_from_cached_files_rather_than_fetched() {
 /// (no /nix, /usr or glibc; the host's /dev/fuse, for mount mode) under
 /// `dir`, with TOTE_MODE=`mode` and `env`; spawned.
 fn in_fresh_busybox_root(dir: &Path, app: &Path, mode: &str, env: &[(&str, &str)], args: &[&str]) -> Child {
-    for d in ["bin", "proc", "dev", "tmp"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    std::fs::copy(app, dir.join("app")).unwrap();
+    busybox_rootfs_at(dir, app);
     let mut c = Command::new("bwrap");
     c.args(["--unshare-user", "--uid", "65534", "--gid", "65534", "--bind"])
         .arg(dir)
@@ -1441,4 +1436,32 @@ fn the_demo_and_the_flask_app_run_from_thin_files_in_both_modes() {
             "{mode}: {fetched}"
         );
     }
+}
+
+/// A host that refuses threads (clone3 refused by seccomp): a thin
+/// bundle's extraction fetches its blocks on its own thread, each once,
+/// and never panics.
+#[test]
+fn with_no_threads_a_thin_bundle_fetches_on_its_own_thread() {
+    let t = TestDir::new();
+    let nginx = Nginx::start(&t);
+    let full = demo(&t, "demo", "hello without threads");
+    nginx.upload(&full, "demo");
+    let app = t.join("demo-thin");
+    thin(&full, &nginx.url("demo"), &app, &[]);
+    let data_len: u64 = bundle_index(&full).blocks.iter().map(|b| u64::from(b.clen)).sum();
+    let o = Command::new(&crate::relocate::tools().refuse)
+        .arg("seccomp")
+        .arg(crate::relocate::filter("nothreads"))
+        .arg(&app)
+        .env("TOTE_CACHE_DIR", t.join("cache"))
+        .env("TOTE_MODE", "extract")
+        .env_remove("TOTE_REMOTE_URL")
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!e.contains("panicked") && o.status.code() != Some(134), "{e}");
+    assert!(o.status.success(), "{e}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello without threads\n"));
+    assert_eq!(nginx.bytes_since(0), data_len + 144, "{:?}", nginx.served());
 }

@@ -111,10 +111,12 @@ impl Fetch {
             }),
             changed: Condvar::new(),
         });
+        // As many as can be made: with none (a host that refuses threads),
+        // the reads fetch the queue themselves.
         let workers = (0..n)
-            .map(|_| {
+            .map_while(|_| {
                 let s = Arc::clone(&shared);
-                std::thread::spawn(move || s.work())
+                std::thread::Builder::new().spawn(move || s.work()).ok()
             })
             .collect();
         Ok(Fetch { shared, workers })
@@ -134,6 +136,15 @@ impl Fetch {
             }
             match p.blocks[b] {
                 State::Ready => break,
+                State::Queued if self.workers.is_empty() => {
+                    // No thread could be made: fetch the queue here, in
+                    // order (the order of the reads), until b is in.
+                    let (first, last) = p.queue.pop_front().unwrap_or((b, b));
+                    drop(p);
+                    s.fetch_range(first, last);
+                    p = s.lock();
+                    continue;
+                }
                 State::Queued => {}
                 State::Missing => {
                     // Not announced (so no worker will fetch it): fetch it

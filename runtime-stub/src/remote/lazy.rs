@@ -340,28 +340,31 @@ impl Inner {
             },
             Err(_) => return,
         };
-        std::thread::scope(|s| {
-            for _ in 0..PREFETCH_THREADS {
-                s.spawn(|| {
-                    while let Some((first, last)) = self.next_range() {
-                        let fetched = self.fetch(first, last);
-                        let mut p = self.lock();
-                        let kept = fetched.as_ref().is_ok_and(|(_, kept)| *kept);
-                        p.blocks[first..=last].fill(if kept { St::Present } else { St::Missing });
-                        if let Err(e) = &fetched {
-                            if !std::mem::replace(&mut p.prefetch_failed, true) {
-                                eprintln!(
-                                    "tote: prefetching stopped: {e}; blocks not fetched yet are fetched when read"
-                                );
-                            }
-                        }
-                        self.changed.notify_all();
-                        if fetched.is_err() || !kept {
-                            return;
-                        }
+        let worker = || {
+            while let Some((first, last)) = self.next_range() {
+                let fetched = self.fetch(first, last);
+                let mut p = self.lock();
+                let kept = fetched.as_ref().is_ok_and(|(_, kept)| *kept);
+                p.blocks[first..=last].fill(if kept { St::Present } else { St::Missing });
+                if let Err(e) = &fetched {
+                    if !std::mem::replace(&mut p.prefetch_failed, true) {
+                        eprintln!("tote: prefetching stopped: {e}; blocks not fetched yet are fetched when read");
                     }
-                });
+                }
+                self.changed.notify_all();
+                if fetched.is_err() || !kept {
+                    return;
+                }
             }
+        };
+        // This thread and as many more as can be made.
+        std::thread::scope(|s| {
+            for _ in 1..PREFETCH_THREADS {
+                if std::thread::Builder::new().spawn_scoped(s, worker).is_err() {
+                    break;
+                }
+            }
+            worker();
         });
         let p = self.lock();
         if !p.blocks.contains(&St::Missing) {
