@@ -69,15 +69,21 @@ pub fn open_blocks(
     let dest = root.join(&name);
     let mut created = false;
     for _ in 0..4 {
-        match pin(root, &name, boot, Use::Launch) {
-            (Lookup::Complete(e) | Lookup::OtherBoot(e), Some(p)) => {
+        let (found, pin) = pin(root, &name, boot, Use::Launch);
+        let found = match found {
+            Lookup::Complete(e) => Some((e, false)),
+            Lookup::OtherBoot(e) => Some((e, true)),
+            Lookup::Missing => None,
+        };
+        match (found, pin) {
+            (Some((e, other_boot)), Some(p)) => {
                 let opened = open_file(&e.dir, "data", data_len)
                     .and_then(|d| Ok((d, open_file(&e.dir, "have", blocks as u64)?)));
                 match opened {
                     Ok((data, have)) => {
                         // Its last use, and this boot's marker (the check on
                         // every read does not depend on the boot).
-                        if matches!(crate::lookup(root, &name, boot), Lookup::OtherBoot(_)) {
+                        if other_boot {
                             let _ = mark(&e, boot);
                         }
                         return Ok(BlockStore {

@@ -339,7 +339,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// A minimal root file system: static busybox only. No /nix, /usr or glibc.
 pub fn busybox_rootfs(t: &TestDir, bundle: &Path) -> PathBuf {
-    let r = t.join("rootfs");
+    busybox_rootfs_at(&t.join("rootfs"), bundle)
+}
+
+/// The same at `r`.
+pub fn busybox_rootfs_at(r: &Path, bundle: &Path) -> PathBuf {
+    let r = r.to_path_buf();
     for d in ["bin", "proc", "dev", "tmp", "work"] {
         fs::create_dir_all(r.join(d)).unwrap();
     }
