@@ -19,6 +19,8 @@ pub enum FormatError {
     Index(String),
     #[error("remote record: {0}")]
     Remote(String),
+    #[error("signature section: {0}")]
+    Signatures(String),
     #[error("corrupt block {block}: {reason}")]
     Block { block: u32, reason: String },
 }

@@ -18,6 +18,7 @@ mod meta;
 mod printable;
 mod reader;
 pub mod refs;
+pub mod sign;
 mod thin;
 mod trailer;
 #[cfg(feature = "write")]
@@ -34,7 +35,9 @@ pub use hash::{sha256, BundleId, Digest32};
 pub use index::{Entry, EntryKind, Index, MAX_NAME, MAX_PATH};
 pub use meta::{Meta, Mode, MountKind, MountSpec, Relocation, Stats, MIN_STORE_DIR};
 pub use printable::printable;
-pub use thin::{encode_thin, Location, Remote, MAX_REMOTE_LEN, MAX_TAIL, THIN_TRAILER_LEN, THIN_VERSION};
+pub use thin::{
+    encode_thin, Location, Remote, MAX_REMOTE_LEN, MAX_TAIL, MAX_UNSIGNED_TAIL, THIN_TRAILER_LEN, THIN_VERSION,
+};
 pub use trailer::{Layout, Trailer, MAGIC, OLDEST_READABLE, TRAILER_LEN, VERSION};
 #[cfg(feature = "write")]
 pub use writer::{encode_block, Encoded, Sections};

@@ -16,7 +16,11 @@ pub const MAX_REMOTE_LEN: u64 = 16 << 10;
 /// The most bytes a reader needs from the end of any file to decode its
 /// trailer (and a thin bundle's remote record): read
 /// `min(file length, MAX_TAIL)`.
-pub const MAX_TAIL: usize = THIN_TRAILER_LEN + MAX_REMOTE_LEN as usize;
+pub const MAX_UNSIGNED_TAIL: usize = THIN_TRAILER_LEN + MAX_REMOTE_LEN as usize;
+/// What a reader reads from the end of a file to find everything that
+/// `Trailer::decode` needs: a thin trailer with its remote record, after
+/// a signature section of the largest size.
+pub const MAX_TAIL: usize = MAX_UNSIGNED_TAIL + crate::sign::MAX_SIG_SECTION;
 
 const THIN_CHECK_AT: usize = 216;
 
@@ -249,6 +253,8 @@ pub(crate) fn decode_thin(tail: &[u8], file_len: u64) -> Result<Layout, FormatEr
     Ok(Layout {
         trailer: t,
         file_len,
+        trailer_hash: sha256(raw),
+        signed: None,
         version: THIN_VERSION,
         remote: Some(Box::new(Remote {
             full: full.trailer,

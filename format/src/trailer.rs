@@ -39,6 +39,12 @@ pub struct Layout {
     /// A thin bundle's (version 7) full bundle and where it lies; then
     /// `trailer` describes this file, whose data section is empty.
     pub remote: Option<Box<crate::thin::Remote>>,
+    /// SHA-256 of the trailer's bytes (144, or a thin bundle's 248): what
+    /// a signature's statement pins.
+    pub trailer_hash: Digest32,
+    /// A signed bundle's signatures. Then `file_len` is the length of the
+    /// bundle they sign: the file is `signed.section_len` bytes longer.
+    pub signed: Option<Box<crate::sign::Signatures>>,
 }
 
 impl Trailer {
@@ -80,6 +86,9 @@ impl Trailer {
             return Err(FormatError::NotABundle);
         }
         let end = &tail[tail.len() - 16..];
+        if crate::sign::is_signed(tail) {
+            return decode_signed(tail, file_len);
+        }
         if end[8..16] != MAGIC {
             return Err(FormatError::NotABundle);
         }
@@ -126,12 +135,28 @@ impl Trailer {
             file_len,
             version,
             remote: None,
+            trailer_hash: sha256(raw),
+            signed: None,
         })
     }
 
     fn check_layout(&self, file_len: u64) -> Result<(), FormatError> {
         check_layout_in(self, file_len - TRAILER_LEN as u64)
     }
+}
+
+/// A signed file: the signature section at its end, and the bundle it
+/// signs before it (never itself signed).
+fn decode_signed(tail: &[u8], file_len: u64) -> Result<Layout, FormatError> {
+    let sigs = crate::sign::decode_section(tail, file_len)?;
+    let n = sigs.section_len as usize;
+    let inner = &tail[..tail.len() - n];
+    if crate::sign::is_signed(inner) {
+        return Err(FormatError::Signatures("a signature section after another".into()));
+    }
+    let mut layout = Trailer::decode(inner, file_len - sigs.section_len)?;
+    layout.signed = Some(Box::new(sigs));
+    Ok(layout)
 }
 
 /// The section rules, with the index ending at `trailer_at` (where the
@@ -253,11 +278,27 @@ impl Layout {
         crate::Index::decode(&raw, self.data_len(), self.content_version())
     }
 
+    /// The whole file's length: the bundle's, and its signatures'.
+    pub fn signed_len(&self) -> u64 {
+        self.file_len + self.signed.as_ref().map_or(0, |s| s.section_len)
+    }
+
+    /// What a signature of this bundle signs, given its stub's SHA-256
+    /// (of bytes `0..trailer.data_offset`).
+    pub fn statement(&self, stub: Digest32) -> crate::sign::Statement {
+        crate::sign::Statement {
+            file_len: self.file_len,
+            stub,
+            trailer: self.trailer_hash,
+            id: self.trailer.bundle_id(),
+        }
+    }
+
     fn slice<'a>(&self, file: &'a [u8], off: u64, len: u64, what: &'static str) -> Result<&'a [u8], FormatError> {
-        if file.len() as u64 != self.file_len {
+        if file.len() as u64 != self.signed_len() {
             return Err(FormatError::Truncated {
                 what,
-                need: self.file_len,
+                need: self.signed_len(),
                 have: file.len() as u64,
             });
         }

@@ -186,7 +186,7 @@ fn tail(b: &[u8]) -> &[u8] {
 
 /// Decode every section and every block of `b`.
 fn decode_all(b: &[u8]) -> Result<(Meta, Index, Vec<u8>), FormatError> {
-    let l = Trailer::decode(tail(b), b.len() as u64)?;
+    let l = Trailer::decode(&b[b.len().saturating_sub(MAX_TAIL)..], b.len() as u64)?;
     let meta = l.meta(b)?;
     let index = l.index(b)?;
     meta.check_stats(&index)?;
@@ -434,6 +434,14 @@ fn limits_table_matches_the_decoders() {
         ),
         ("files (Σ file `size`, shared contents counted per file)", amplify),
         ("remote record (thin bundles)", format!("{} KiB", MAX_REMOTE_LEN >> 10)),
+        (
+            "signature section",
+            format!(
+                "{} KiB, {} signatures",
+                sign::MAX_SIG_SECTION >> 10,
+                sign::MAX_SIGNATURES
+            ),
+        ),
     ];
     for (what, ceiling) in want {
         assert_eq!(row(what), ceiling, "FORMAT.md's Limits row {what:?}");
@@ -443,8 +451,9 @@ fn limits_table_matches_the_decoders() {
             .lines()
             .filter(|l| l.starts_with("| ") && !l.starts_with("| what"))
             .count(),
-        15
+        16
     );
+    assert!(section.contains(&format!("last {} bytes |", grouped(MAX_TAIL as u64))));
 }
 
 /// The thin example: the version 6 golden's metadata and index, no stub,
@@ -518,4 +527,197 @@ fn every_truncation_and_byte_flip_of_the_thin_golden_is_an_error() {
         b[n] ^= 0x01;
         assert!(decode_thin(&b).is_err(), "flip at byte {n} went unnoticed");
     }
+}
+
+// --- Signatures ------------------------------------------------------------
+
+const GOLDEN_SIGNED: &str = "tests/golden/v6-signed.hex";
+/// 2030-01-01T00:00:00Z.
+const EXPIRES: u64 = 1_893_456_000;
+
+fn golden_keys() -> [sign::SecretKey; 2] {
+    [
+        sign::SecretKey::from_seed("golden-1", [1; 32]).unwrap(),
+        sign::SecretKey::from_seed("golden-2", [2; 32]).unwrap(),
+    ]
+}
+
+/// The golden bundle's statement: it has no stub, so the stub's SHA-256
+/// is that of no bytes.
+fn golden_statement(g: &[u8]) -> sign::Statement {
+    let l = Trailer::decode(tail(g), g.len() as u64).unwrap();
+    l.statement(sha256(b""))
+}
+
+/// The golden bundle signed by golden-1 (no expiry) and golden-2
+/// (expiring 2030-01-01).
+fn build_signed() -> Vec<u8> {
+    let g = golden();
+    let about = golden_statement(&g);
+    let [k1, k2] = golden_keys();
+    let sigs = [k2.sign(&about, EXPIRES), k1.sign(&about, 0)];
+    [g, sign::encode_section(&sigs).unwrap()].concat()
+}
+
+fn golden_signed() -> Vec<u8> {
+    golden_file(GOLDEN_SIGNED, build_signed)
+}
+
+fn long_tail(b: &[u8]) -> &[u8] {
+    &b[b.len().saturating_sub(MAX_TAIL)..]
+}
+
+#[test]
+fn signed_golden_is_the_unsigned_bundle_then_its_signatures() {
+    let (s, g) = (golden_signed(), golden());
+    assert!(
+        build_signed() == s,
+        "the encoder no longer writes the signed golden bytes"
+    );
+    assert_eq!(&s[..g.len()], &g[..], "the unsigned bundle is a prefix, byte for byte");
+    assert_eq!(&s[s.len() - 8..], b"TOTESIGS");
+    let l = Trailer::decode(long_tail(&s), s.len() as u64).unwrap();
+    assert_eq!((l.file_len, l.signed_len()), (g.len() as u64, s.len() as u64));
+    let sigs = l.signed.as_ref().unwrap();
+    // Two records of 1 + 8 + 32 + 8 + 64 bytes, and the 16-byte footer.
+    assert_eq!(sigs.section_len, 2 * 113 + 16);
+    let names: Vec<_> = sigs.list.iter().map(|s| (s.name.as_str(), s.expires)).collect();
+    assert_eq!(names, [("golden-1", 0), ("golden-2", EXPIRES)]);
+    // Every section still decodes from the signed file.
+    assert_eq!(decode_all(&g).unwrap().0, l.meta(&s).unwrap());
+    let about = l.statement(sha256(b""));
+    assert_eq!(about, golden_statement(&g));
+    for (sig, key) in sigs.list.iter().zip(golden_keys()) {
+        assert_eq!(sig.public(), key.public());
+        assert!(sig.verifies(&about));
+    }
+}
+
+#[test]
+fn the_signed_message_is_as_documented() {
+    let g = golden();
+    let about = golden_statement(&g);
+    let mut want = b"tote signed bundle v1\0".to_vec();
+    want.extend_from_slice(&(g.len() as u64).to_le_bytes());
+    want.extend_from_slice(&sha256(b"").0);
+    want.extend_from_slice(&sha256(tail(&g)).0);
+    want.extend_from_slice(
+        &Trailer::decode(tail(&g), g.len() as u64)
+            .unwrap()
+            .trailer
+            .bundle_id()
+            .0
+             .0,
+    );
+    want.extend_from_slice(&EXPIRES.to_le_bytes());
+    want.extend_from_slice(b"\x08golden-2");
+    assert_eq!(about.message("golden-2", EXPIRES), want);
+    // What a Nix narinfo signature signs starts `1;/nix/store/`.
+    assert!(!want.starts_with(b"1;"));
+}
+
+#[test]
+fn signatures_added_in_either_order_encode_alike() {
+    let g = golden();
+    let about = golden_statement(&g);
+    let [k1, k2] = golden_keys();
+    let (a, b) = (k1.sign(&about, 0), k2.sign(&about, EXPIRES));
+    let one = sign::encode_section(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!(one, sign::encode_section(&[b, a]).unwrap());
+    assert!(sign::encode_section(&[]).unwrap().is_empty());
+}
+
+/// Under a policy trusting both golden keys (at 2029), does `b` pass?
+fn passes(b: &[u8]) -> bool {
+    let Ok(l) = Trailer::decode(long_tail(b), b.len() as u64) else {
+        return false;
+    };
+    // Every section and block, as `tote verify` checks them.
+    if decode_all(b).is_err() {
+        return false;
+    }
+    let policy = sign::Policy {
+        keys: golden_keys().iter().map(|k| k.public()).collect(),
+        sigs_needed: 2,
+    };
+    let about = l.statement(sha256(&b[..l.trailer.data_offset as usize]));
+    policy
+        .check(l.signed.as_deref(), EXPIRES - 1, |s| s.verifies(&about))
+        .refused
+        .is_none()
+}
+
+#[test]
+fn every_byte_flip_and_truncation_of_the_signed_golden_is_refused() {
+    let s = golden_signed();
+    assert!(passes(&s));
+    for n in 0..s.len() {
+        let mut b = s.clone();
+        b[n] ^= 0x01;
+        assert!(!passes(&b), "flip at byte {n} went unnoticed");
+        assert!(!passes(&s[..n]), "prefix of {n} bytes accepted");
+    }
+}
+
+#[test]
+fn policy_verdicts() {
+    let s = golden_signed();
+    let l = Trailer::decode(long_tail(&s), s.len() as u64).unwrap();
+    let about = l.statement(sha256(b""));
+    let [k1, k2] = golden_keys();
+    let other = sign::SecretKey::from_seed("other", [3; 32]).unwrap();
+    let check = |keys: Vec<sign::PublicKey>, needed: usize, now: u64| {
+        let p = sign::Policy {
+            keys,
+            sigs_needed: needed,
+        };
+        p.check(l.signed.as_deref(), now, |s| s.verifies(&about))
+    };
+    // Rotation: either key alone is enough.
+    assert!(check(vec![k1.public()], 1, 0).refused.is_none());
+    assert!(check(vec![k2.public()], 1, 0).refused.is_none());
+    let v = check(vec![other.public()], 1, 0);
+    assert_eq!(
+        v.refused.unwrap(),
+        "0 signatures by a trusted key, 1 needed (signed by golden-1, golden-2, not trusted here)"
+    );
+    let v = check(vec![k1.public(), k2.public()], 2, EXPIRES);
+    assert_eq!(v.refused.unwrap(), "the signature by golden-2 has expired");
+    let statuses: Vec<_> = v.signers.iter().map(|(_, st)| *st).collect();
+    assert_eq!(statuses, [sign::Status::Trusted, sign::Status::Expired]);
+    // A key of the same bytes under another name is another key.
+    let renamed = sign::PublicKey {
+        name: "golden-x".into(),
+        key: k1.public().key,
+    };
+    assert!(check(vec![renamed], 1, 0).refused.is_some());
+    let unsigned = sign::Policy {
+        keys: vec![k1.public()],
+        sigs_needed: 1,
+    }
+    .check(None, 0, |_| true);
+    assert_eq!(unsigned.refused.unwrap(), "it is not signed");
+}
+
+#[test]
+fn keys_read_as_nix_writes_them() {
+    let [k1, _] = golden_keys();
+    let secret = k1.to_text();
+    let back = sign::SecretKey::parse(&secret).unwrap();
+    assert_eq!(back.public(), k1.public());
+    let public = k1.public().to_string();
+    assert_eq!(sign::PublicKey::parse(&public).unwrap(), k1.public());
+    let err = sign::SecretKey::parse(&public).err().unwrap();
+    assert!(err.contains("a public key"), "{err}");
+    // A secret key whose public half belongs to another key.
+    let mut raw = sign::base64_decode(secret.split_once(':').unwrap().1).unwrap();
+    raw[40] ^= 1;
+    let forged = format!("golden-1:{}", sign::base64_encode(&raw));
+    assert!(sign::SecretKey::parse(&forged).is_err());
+    let p = sign::parse_policy(&format!(
+        "# ours\n{public}  {}\nsigs-needed 2\n",
+        golden_keys()[1].public()
+    ))
+    .unwrap();
+    assert_eq!((p.keys.len(), p.sigs_needed), (2, 2));
 }

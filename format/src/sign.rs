@@ -1,0 +1,545 @@
+//! Signatures: Ed25519 keys in Nix's `name:base64` form, the signature
+//! section appended after a bundle, the statement each signature signs,
+//! and the trust policy every checker applies (docs/FORMAT.md,
+//! "Signatures"; docs/security.md, "Signed bundles").
+//!
+//! The section lies outside what the bundle id hashes: removing it gives
+//! the unsigned bundle back byte for byte.
+
+use std::fmt;
+
+use ed25519_dalek::{Signature as EdSignature, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::hash::{BundleId, Digest32};
+use crate::reader::Reader;
+use crate::FormatError;
+
+/// The last 8 bytes of a signed bundle.
+pub const SIG_MAGIC: [u8; 8] = *b"TOTESIGS";
+/// The section's own version (the bundle inside keeps its own).
+pub const SIG_VERSION: u32 = 1;
+/// `u32 records_len`, `u32 version`, magic.
+pub const SIG_FOOTER_LEN: usize = 16;
+/// At most this many signatures, in at most this many bytes (records and
+/// footer): read with the trailer at every launch.
+pub const MAX_SIGNATURES: usize = 32;
+pub const MAX_SIG_SECTION: usize = 16 << 10;
+/// What every statement starts with: never a prefix of a Nix narinfo
+/// fingerprint (`1;/nix/store/…`) or of a minisign message.
+pub const DOMAIN: &[u8] = b"tote signed bundle v1\0";
+/// Fixed part of a record: name length, key, expiry, signature.
+const RECORD_FIXED: usize = 1 + 32 + 8 + 64;
+
+/// A key's name: what Nix calls it (`cache.example.org-1`).
+fn check_name(name: &[u8]) -> Result<&str, String> {
+    let s = std::str::from_utf8(name).map_err(|_| "a key name that is not UTF-8".to_string())?;
+    if s.is_empty() || s.len() > 255 {
+        return Err("a key name must be 1 to 255 bytes".into());
+    }
+    if s.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "key name {:?} holds a colon, a space or a control character",
+            s
+        ));
+    }
+    Ok(s)
+}
+
+/// A public key: `name:base64(32 bytes)`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PublicKey {
+    pub name: String,
+    pub key: [u8; 32],
+}
+
+impl PublicKey {
+    pub fn parse(text: &str) -> Result<PublicKey, String> {
+        let (name, b64) = split_key(text)?;
+        let raw = base64_decode(b64).ok_or_else(|| format!("key {name}: not valid base64"))?;
+        let key: [u8; 32] = raw
+            .try_into()
+            .map_err(|v: Vec<u8>| format!("key {name}: {} bytes, a public key has 32", v.len()))?;
+        VerifyingKey::from_bytes(&key).map_err(|_| format!("key {name}: not an Ed25519 public key"))?;
+        Ok(PublicKey { name, key })
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, base64_encode(&self.key))
+    }
+}
+
+fn split_key(text: &str) -> Result<(String, &str), String> {
+    let text = text.trim();
+    let (name, b64) = text
+        .split_once(':')
+        .ok_or_else(|| "a key is written NAME:BASE64 (as Nix writes it)".to_string())?;
+    Ok((check_name(name.as_bytes())?.to_string(), b64))
+}
+
+/// One signature record.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Signature {
+    pub name: String,
+    pub key: [u8; 32],
+    /// Unix seconds after which it no longer counts; 0: never.
+    pub expires: u64,
+    pub sig: [u8; 64],
+}
+
+impl Signature {
+    pub fn public(&self) -> PublicKey {
+        PublicKey {
+            name: self.name.clone(),
+            key: self.key,
+        }
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(self.name.len() as u8);
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(&self.key);
+        out.extend_from_slice(&self.expires.to_le_bytes());
+        out.extend_from_slice(&self.sig);
+    }
+
+    fn encoded(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(RECORD_FIXED + self.name.len());
+        self.encode_into(&mut v);
+        v
+    }
+
+    /// Does the signature verify (strictly) for this statement?
+    pub fn verifies(&self, about: &Statement) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(&self.key) else {
+            return false;
+        };
+        key.verify_strict(
+            &about.message(&self.name, self.expires),
+            &EdSignature::from_bytes(&self.sig),
+        )
+        .is_ok()
+    }
+}
+
+/// A signed bundle's signature section, decoded.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Signatures {
+    /// In canonical order (by encoded record), at most one per key.
+    pub list: Vec<Signature>,
+    /// The section's length in bytes (records and footer): the signed
+    /// file is this much longer than the bundle it signs.
+    pub section_len: u64,
+}
+
+/// The section for `list` (sorted, one per key), or nothing for none.
+pub fn encode_section(list: &[Signature]) -> Result<Vec<u8>, FormatError> {
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut records: Vec<Vec<u8>> = list.iter().map(Signature::encoded).collect();
+    records.sort();
+    let mut out: Vec<u8> = records.concat();
+    let records_len = out.len();
+    out.extend_from_slice(&(records_len as u32).to_le_bytes());
+    out.extend_from_slice(&SIG_VERSION.to_le_bytes());
+    out.extend_from_slice(&SIG_MAGIC);
+    // What it wrote, read back as every reader will.
+    let back = decode_section(&out, out.len() as u64 + 1)?;
+    if back.list.len() != list.len() {
+        return Err(FormatError::Signatures("signatures did not read back".into()));
+    }
+    Ok(out)
+}
+
+/// Decode the section at the end of `tail` (the file's last bytes; at
+/// least the whole section). `file_len` is the signed file's length.
+pub fn decode_section(tail: &[u8], file_len: u64) -> Result<Signatures, FormatError> {
+    let bad = |m: String| FormatError::Signatures(m);
+    if tail.len() < SIG_FOOTER_LEN || file_len < SIG_FOOTER_LEN as u64 {
+        return Err(FormatError::Truncated {
+            what: "signature section",
+            need: SIG_FOOTER_LEN as u64,
+            have: file_len.min(tail.len() as u64),
+        });
+    }
+    let foot = &tail[tail.len() - SIG_FOOTER_LEN..];
+    let mut r = Reader::new(foot, "signature section");
+    let (records_len, version) = (r.u32()? as usize, r.u32()?);
+    if version != SIG_VERSION {
+        return Err(bad(format!("version {version} is not supported (this build reads 1)")));
+    }
+    let section_len = records_len.saturating_add(SIG_FOOTER_LEN);
+    if section_len > MAX_SIG_SECTION {
+        return Err(bad(format!("{section_len} bytes, at most {MAX_SIG_SECTION} allowed")));
+    }
+    if section_len as u64 >= file_len || tail.len() < section_len {
+        return Err(FormatError::Truncated {
+            what: "signature section",
+            need: section_len as u64 + 1,
+            have: file_len.min(tail.len() as u64),
+        });
+    }
+    let body = &tail[tail.len() - section_len..tail.len() - SIG_FOOTER_LEN];
+    let mut r = Reader::new(body, "signature record");
+    let mut list: Vec<Signature> = Vec::new();
+    let mut last: Option<&[u8]> = None;
+    while r.remaining() > 0 {
+        if list.len() == MAX_SIGNATURES {
+            return Err(bad(format!("more than {MAX_SIGNATURES} signatures")));
+        }
+        let start = body.len() - r.remaining();
+        let name_len = usize::from(r.u8()?);
+        let name = check_name(r.bytes(name_len)?).map_err(bad)?.to_string();
+        let s = Signature {
+            name,
+            key: r.array()?,
+            expires: r.u64()?,
+            sig: r.array()?,
+        };
+        let raw = &body[start..body.len() - r.remaining()];
+        if last.is_some_and(|l| l >= raw) {
+            return Err(bad("records out of order or repeated".into()));
+        }
+        if list.iter().any(|o| o.key == s.key) {
+            return Err(bad(format!("two signatures by the key of {}", s.name)));
+        }
+        last = Some(raw);
+        list.push(s);
+    }
+    if list.is_empty() {
+        return Err(bad("no signature in it".into()));
+    }
+    Ok(Signatures {
+        list,
+        section_len: section_len as u64,
+    })
+}
+
+/// Does `tail` (a file's last bytes) end with a signature section?
+pub fn is_signed(tail: &[u8]) -> bool {
+    tail.len() >= 8 && tail[tail.len() - 8..] == SIG_MAGIC
+}
+
+/// What a signature signs, apart from its own name and expiry: the bundle
+/// as every byte of it is pinned (docs/FORMAT.md, "Signatures").
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Statement {
+    /// The unsigned bundle's length.
+    pub file_len: u64,
+    /// SHA-256 of the runtime stub (bytes `0..data_offset`).
+    pub stub: Digest32,
+    /// SHA-256 of the trailer (144 bytes, or a thin bundle's 248).
+    pub trailer: Digest32,
+    pub id: BundleId,
+}
+
+impl Statement {
+    /// The bytes a signature by `name` with `expires` signs.
+    pub fn message(&self, name: &str, expires: u64) -> Vec<u8> {
+        let mut m = Vec::with_capacity(DOMAIN.len() + 8 + 96 + 8 + 1 + name.len());
+        m.extend_from_slice(DOMAIN);
+        m.extend_from_slice(&self.file_len.to_le_bytes());
+        m.extend_from_slice(&self.stub.0);
+        m.extend_from_slice(&self.trailer.0);
+        m.extend_from_slice(&self.id.0 .0);
+        m.extend_from_slice(&expires.to_le_bytes());
+        m.push(name.len() as u8);
+        m.extend_from_slice(name.as_bytes());
+        m
+    }
+}
+
+/// SHA-256 of the stub's bytes, fed in pieces.
+pub fn stub_hasher() -> Sha256 {
+    Sha256::new()
+}
+
+/// Which public keys a host trusts, and how many of them must have signed.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub keys: Vec<PublicKey>,
+    /// At least 1.
+    pub sigs_needed: usize,
+}
+
+/// How one signature stands under a policy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Status {
+    /// Valid, by a key the policy trusts, not expired.
+    Trusted,
+    /// Valid, by a key the policy does not list.
+    Untrusted,
+    /// Does not verify: for other bytes, or damaged.
+    Invalid,
+    /// Valid, by a trusted key, but past its expiry.
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Trusted => "trusted",
+            Status::Untrusted => "untrusted",
+            Status::Invalid => "invalid",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// The verdict on a bundle's signatures.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// Each signature and its status, in the section's order.
+    pub signers: Vec<(Signature, Status)>,
+    /// Why the policy is not met, or None when it is.
+    pub refused: Option<String>,
+}
+
+impl Policy {
+    fn trusts(&self, s: &Signature) -> bool {
+        self.keys.iter().any(|k| k.key == s.key && k.name == s.name)
+    }
+
+    /// Check `sigs` (None: an unsigned bundle) against the policy at unix
+    /// time `now`. `valid` says whether a signature verifies (the caller
+    /// may know from an earlier check; else [`Signature::verifies`]).
+    ///
+    /// Refused: any invalid signature (whoever's key: bytes that are not
+    /// what was signed), an expired trusted one, or fewer trusted valid
+    /// signatures than `sigs_needed`.
+    pub fn check(&self, sigs: Option<&Signatures>, now: u64, mut valid: impl FnMut(&Signature) -> bool) -> Verdict {
+        let list = sigs.map(|s| &s.list[..]).unwrap_or(&[]);
+        let signers: Vec<(Signature, Status)> = list
+            .iter()
+            .map(|s| {
+                let status = if !valid(s) {
+                    Status::Invalid
+                } else if !self.trusts(s) {
+                    Status::Untrusted
+                } else if s.expires != 0 && s.expires <= now {
+                    Status::Expired
+                } else {
+                    Status::Trusted
+                };
+                (s.clone(), status)
+            })
+            .collect();
+        let count = |want: Status| signers.iter().filter(|(_, st)| *st == want).count();
+        let named = |want: Status| {
+            signers
+                .iter()
+                .filter(|(_, st)| *st == want)
+                .map(|(s, _)| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let needed = self.sigs_needed.max(1);
+        let refused = if list.is_empty() {
+            Some("it is not signed".to_string())
+        } else if count(Status::Invalid) > 0 {
+            Some(format!(
+                "the signature by {} does not match the bundle's bytes (changed or damaged)",
+                named(Status::Invalid)
+            ))
+        } else if count(Status::Expired) > 0 {
+            Some(format!("the signature by {} has expired", named(Status::Expired)))
+        } else if count(Status::Trusted) < needed {
+            let have = count(Status::Trusted);
+            let others = named(Status::Untrusted);
+            Some(format!(
+                "{have} signature{} by a trusted key, {needed} needed{}",
+                if have == 1 { "" } else { "s" },
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (signed by {others}, not trusted here)")
+                }
+            ))
+        } else {
+            None
+        };
+        Verdict { signers, refused }
+    }
+}
+
+/// Parse a list of public keys: whitespace-separated `name:base64`
+/// (Nix's `trusted-public-keys`), `#` starting a comment to the end of a
+/// line, and `sigs-needed N` setting the count. Errors name the line.
+pub fn parse_policy(text: &str) -> Result<Policy, String> {
+    let mut policy = Policy {
+        keys: Vec::new(),
+        sigs_needed: 1,
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace().peekable();
+        while let Some(w) = words.next() {
+            if w == "sigs-needed" {
+                let v = words.next().and_then(|v| v.parse::<usize>().ok()).filter(|v| *v >= 1);
+                policy.sigs_needed =
+                    v.ok_or_else(|| format!("line {}: sigs-needed takes a number of at least 1", n + 1))?;
+                continue;
+            }
+            let key = PublicKey::parse(w).map_err(|e| format!("line {}: {e}", n + 1))?;
+            if !policy.keys.contains(&key) {
+                policy.keys.push(key);
+            }
+        }
+    }
+    Ok(policy)
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648, section 4).
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                s.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Decode standard padded base64; None for anything else (including
+/// non-zero bits past the data, so each value has one spelling).
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let b = text.as_bytes();
+    if b.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len() / 4 * 3);
+    for (i, chunk) in b.chunks(4).enumerate() {
+        let last = i == b.len() / 4 - 1;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            let v = B64.iter().position(|&x| x == c)? as u32;
+            n = (n << 6) | v;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keep = 3 - pad;
+        if bytes[keep..].iter().any(|&x| x != 0) {
+            return None;
+        }
+        out.extend_from_slice(&bytes[..keep]);
+    }
+    Some(out)
+}
+
+#[cfg(feature = "write")]
+pub use secret::SecretKey;
+
+#[cfg(feature = "write")]
+mod secret {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    /// A secret key: `name:base64(seed ‖ public)`, as Nix (libsodium)
+    /// writes it.
+    #[derive(Clone)]
+    pub struct SecretKey {
+        pub name: String,
+        key: SigningKey,
+    }
+
+    impl SecretKey {
+        pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<SecretKey, String> {
+            Ok(SecretKey {
+                name: check_name(name.as_bytes())?.to_string(),
+                key: SigningKey::from_bytes(&seed),
+            })
+        }
+
+        pub fn parse(text: &str) -> Result<SecretKey, String> {
+            let (name, b64) = split_key(text)?;
+            let raw = base64_decode(b64).ok_or_else(|| format!("secret key {name}: not valid base64"))?;
+            if raw.len() == 32 {
+                return Err(format!(
+                    "key {name}: 32 bytes, a public key; signing needs the secret key (64 bytes)"
+                ));
+            }
+            let raw: [u8; 64] = raw
+                .try_into()
+                .map_err(|v: Vec<u8>| format!("secret key {name}: {} bytes, a secret key has 64", v.len()))?;
+            let key = SigningKey::from_keypair_bytes(&raw)
+                .map_err(|_| format!("secret key {name}: its public half does not belong to its secret half"))?;
+            Ok(SecretKey { name, key })
+        }
+
+        pub fn public(&self) -> PublicKey {
+            PublicKey {
+                name: self.name.clone(),
+                key: self.key.verifying_key().to_bytes(),
+            }
+        }
+
+        /// The text Nix reads: `name:base64(seed ‖ public)`.
+        pub fn to_text(&self) -> String {
+            format!("{}:{}", self.name, base64_encode(&self.key.to_keypair_bytes()))
+        }
+
+        /// Sign raw bytes (minisign's messages).
+        pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+            self.key.sign(message).to_bytes()
+        }
+
+        /// Sign a bundle's statement.
+        pub fn sign(&self, about: &Statement, expires: u64) -> Signature {
+            Signature {
+                name: self.name.clone(),
+                key: self.key.verifying_key().to_bytes(),
+                expires,
+                sig: self.sign_raw(&about.message(&self.name, expires)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(raw.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), raw.as_bytes());
+        }
+        for bad in ["Zg=", "Zh==", "Z===", "Zm9v=Zm9", "Zm9*", "Zm8"] {
+            assert!(base64_decode(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policy_lines_keys_and_counts() {
+        let good = "# hosts\nsigs-needed 2\n";
+        assert_eq!(parse_policy(good).unwrap().sigs_needed, 2);
+        let err = parse_policy("\n\nnot-a-key\n").unwrap_err();
+        assert!(err.starts_with("line 3:"), "{err}");
+        assert!(parse_policy("sigs-needed 0").is_err());
+        assert!(parse_policy("a:b:c").is_err());
+    }
+}
