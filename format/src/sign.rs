@@ -127,28 +127,33 @@ impl Signature {
 /// A signed bundle's signature section, decoded.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Signatures {
+    /// What the signatures say they sign. A checker compares it with the
+    /// bundle's own (see [`Statement::changed`]).
+    pub statement: Statement,
     /// In canonical order (by encoded record), at most one per key.
     pub list: Vec<Signature>,
-    /// The section's length in bytes (records and footer): the signed
-    /// file is this much longer than the bundle it signs.
+    /// The section's length in bytes (statement, records and footer): the
+    /// signed file is this much longer than the bundle it signs.
     pub section_len: u64,
 }
 
-/// The section for `list` (sorted, one per key), or nothing for none.
-pub fn encode_section(list: &[Signature]) -> Result<Vec<u8>, FormatError> {
+/// The section for `list` (any order; at most one per key) signing
+/// `about`, or nothing for no signature.
+pub fn encode_section(about: &Statement, list: &[Signature]) -> Result<Vec<u8>, FormatError> {
     if list.is_empty() {
         return Ok(Vec::new());
     }
     let mut records: Vec<Vec<u8>> = list.iter().map(Signature::encoded).collect();
     records.sort();
-    let mut out: Vec<u8> = records.concat();
-    let records_len = out.len();
-    out.extend_from_slice(&(records_len as u32).to_le_bytes());
+    let mut out = about.encode().to_vec();
+    out.extend_from_slice(&records.concat());
+    let body_len = out.len();
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&SIG_VERSION.to_le_bytes());
     out.extend_from_slice(&SIG_MAGIC);
     // What it wrote, read back as every reader will.
-    let back = decode_section(&out, out.len() as u64 + 1)?;
-    if back.list.len() != list.len() {
+    let back = decode_section(&out, about.file_len.saturating_add(out.len() as u64))?;
+    if back.list.len() != list.len() || &back.statement != about {
         return Err(FormatError::Signatures("signatures did not read back".into()));
     }
     Ok(out)
@@ -167,11 +172,11 @@ pub fn decode_section(tail: &[u8], file_len: u64) -> Result<Signatures, FormatEr
     }
     let foot = &tail[tail.len() - SIG_FOOTER_LEN..];
     let mut r = Reader::new(foot, "signature section");
-    let (records_len, version) = (r.u32()? as usize, r.u32()?);
+    let (body_len, version) = (r.u32()? as usize, r.u32()?);
     if version != SIG_VERSION {
         return Err(bad(format!("version {version} is not supported (this build reads 1)")));
     }
-    let section_len = records_len.saturating_add(SIG_FOOTER_LEN);
+    let section_len = body_len.saturating_add(SIG_FOOTER_LEN);
     if section_len > MAX_SIG_SECTION {
         return Err(bad(format!("{section_len} bytes, at most {MAX_SIG_SECTION} allowed")));
     }
@@ -183,7 +188,15 @@ pub fn decode_section(tail: &[u8], file_len: u64) -> Result<Signatures, FormatEr
         });
     }
     let body = &tail[tail.len() - section_len..tail.len() - SIG_FOOTER_LEN];
-    let mut r = Reader::new(body, "signature record");
+    let mut r = Reader::new(body, "signature section");
+    let statement = Statement::decode(r.array()?);
+    if statement.file_len != file_len - section_len as u64 {
+        return Err(bad(format!(
+            "it signs a bundle of {} bytes, and {} bytes precede it",
+            statement.file_len,
+            file_len - section_len as u64
+        )));
+    }
     let mut list: Vec<Signature> = Vec::new();
     let mut last: Option<&[u8]> = None;
     while r.remaining() > 0 {
@@ -213,6 +226,7 @@ pub fn decode_section(tail: &[u8], file_len: u64) -> Result<Signatures, FormatEr
         return Err(bad("no signature in it".into()));
     }
     Ok(Signatures {
+        statement,
         list,
         section_len: section_len as u64,
     })
@@ -236,15 +250,54 @@ pub struct Statement {
     pub id: BundleId,
 }
 
+/// A statement's encoded length.
+pub const STATEMENT_LEN: usize = 8 + 32 + 32 + 32;
+
 impl Statement {
+    pub fn encode(&self) -> [u8; STATEMENT_LEN] {
+        let mut out = [0u8; STATEMENT_LEN];
+        out[..8].copy_from_slice(&self.file_len.to_le_bytes());
+        out[8..40].copy_from_slice(&self.stub.0);
+        out[40..72].copy_from_slice(&self.trailer.0);
+        out[72..].copy_from_slice(&self.id.0 .0);
+        out
+    }
+
+    fn decode(raw: [u8; STATEMENT_LEN]) -> Statement {
+        let part = |at: usize| {
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&raw[at..at + 32]);
+            Digest32(d)
+        };
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&raw[..8]);
+        Statement {
+            file_len: u64::from_le_bytes(len),
+            stub: part(8),
+            trailer: part(40),
+            id: BundleId(part(72)),
+        }
+    }
+
+    /// Which part of the bundle differs from what `self` (a signed
+    /// statement) says: the region a checker names.
+    pub fn changed(&self, actual: &Statement) -> Option<&'static str> {
+        if self.file_len != actual.file_len {
+            Some("length")
+        } else if self.stub != actual.stub {
+            Some("stub")
+        } else if self.trailer != actual.trailer || self.id != actual.id {
+            Some("trailer")
+        } else {
+            None
+        }
+    }
+
     /// The bytes a signature by `name` with `expires` signs.
     pub fn message(&self, name: &str, expires: u64) -> Vec<u8> {
-        let mut m = Vec::with_capacity(DOMAIN.len() + 8 + 96 + 8 + 1 + name.len());
+        let mut m = Vec::with_capacity(DOMAIN.len() + STATEMENT_LEN + 8 + 1 + name.len());
         m.extend_from_slice(DOMAIN);
-        m.extend_from_slice(&self.file_len.to_le_bytes());
-        m.extend_from_slice(&self.stub.0);
-        m.extend_from_slice(&self.trailer.0);
-        m.extend_from_slice(&self.id.0 .0);
+        m.extend_from_slice(&self.encode());
         m.extend_from_slice(&expires.to_le_bytes());
         m.push(name.len() as u8);
         m.extend_from_slice(name.as_bytes());
@@ -294,6 +347,10 @@ impl Status {
 pub struct Verdict {
     /// Each signature and its status, in the section's order.
     pub signers: Vec<(Signature, Status)>,
+    /// The region of the bundle that is not what was signed (`stub`,
+    /// `trailer`, `length`), or `signature` when no signature verifies
+    /// over the statement the section records.
+    pub changed: Option<&'static str>,
     /// Why the policy is not met, or None when it is.
     pub refused: Option<String>,
 }
@@ -303,14 +360,22 @@ impl Policy {
         self.keys.iter().any(|k| k.key == s.key && k.name == s.name)
     }
 
-    /// Check `sigs` (None: an unsigned bundle) against the policy at unix
-    /// time `now`. `valid` says whether a signature verifies (the caller
-    /// may know from an earlier check; else [`Signature::verifies`]).
+    /// Check `sigs` (None: an unsigned bundle) of the bundle whose own
+    /// statement is `actual` against the policy at unix time `now`.
+    /// `valid` says whether a signature verifies over the statement the
+    /// section records (the caller may know from an earlier check; else
+    /// [`Signature::verifies`]).
     ///
-    /// Refused: any invalid signature (whoever's key: bytes that are not
-    /// what was signed), an expired trusted one, or fewer trusted valid
-    /// signatures than `sigs_needed`.
-    pub fn check(&self, sigs: Option<&Signatures>, now: u64, mut valid: impl FnMut(&Signature) -> bool) -> Verdict {
+    /// Refused: a bundle that is not what its statement says (naming the
+    /// region), any invalid signature (whoever's key), an expired trusted
+    /// one, or fewer trusted valid signatures than `sigs_needed`.
+    pub fn check(
+        &self,
+        sigs: Option<&Signatures>,
+        actual: &Statement,
+        now: u64,
+        mut valid: impl FnMut(&Signature) -> bool,
+    ) -> Verdict {
         let list = sigs.map(|s| &s.list[..]).unwrap_or(&[]);
         let signers: Vec<(Signature, Status)> = list
             .iter()
@@ -337,11 +402,23 @@ impl Policy {
                 .join(", ")
         };
         let needed = self.sigs_needed.max(1);
+        let changed = match sigs {
+            Some(_) if count(Status::Invalid) == signers.len() => Some("signature"),
+            Some(s) => s.statement.changed(actual),
+            None => None,
+        };
         let refused = if list.is_empty() {
             Some("it is not signed".to_string())
+        } else if changed == Some("signature") {
+            Some(
+                "no signature verifies: the signature section is damaged or was not made for this statement"
+                    .to_string(),
+            )
+        } else if let Some(region) = changed {
+            Some(format!("its {region} is not what was signed (changed since signing)"))
         } else if count(Status::Invalid) > 0 {
             Some(format!(
-                "the signature by {} does not match the bundle's bytes (changed or damaged)",
+                "the signature by {} is damaged (it does not verify)",
                 named(Status::Invalid)
             ))
         } else if count(Status::Expired) > 0 {
@@ -361,7 +438,11 @@ impl Policy {
         } else {
             None
         };
-        Verdict { signers, refused }
+        Verdict {
+            signers,
+            changed,
+            refused,
+        }
     }
 }
 

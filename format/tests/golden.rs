@@ -556,7 +556,7 @@ fn build_signed() -> Vec<u8> {
     let about = golden_statement(&g);
     let [k1, k2] = golden_keys();
     let sigs = [k2.sign(&about, EXPIRES), k1.sign(&about, 0)];
-    [g, sign::encode_section(&sigs).unwrap()].concat()
+    [g, sign::encode_section(&about, &sigs).unwrap()].concat()
 }
 
 fn golden_signed() -> Vec<u8> {
@@ -579,8 +579,10 @@ fn signed_golden_is_the_unsigned_bundle_then_its_signatures() {
     let l = Trailer::decode(long_tail(&s), s.len() as u64).unwrap();
     assert_eq!((l.file_len, l.signed_len()), (g.len() as u64, s.len() as u64));
     let sigs = l.signed.as_ref().unwrap();
-    // Two records of 1 + 8 + 32 + 8 + 64 bytes, and the 16-byte footer.
-    assert_eq!(sigs.section_len, 2 * 113 + 16);
+    // The statement (104 bytes), two records of 1 + 8 + 32 + 8 + 64
+    // bytes, and the 16-byte footer.
+    assert_eq!(sigs.section_len, 104 + 2 * 113 + 16);
+    assert_eq!(&s[g.len()..g.len() + 104], &golden_statement(&g).encode());
     let names: Vec<_> = sigs.list.iter().map(|s| (s.name.as_str(), s.expires)).collect();
     assert_eq!(names, [("golden-1", 0), ("golden-2", EXPIRES)]);
     // Every section still decodes from the signed file.
@@ -622,9 +624,9 @@ fn signatures_added_in_either_order_encode_alike() {
     let about = golden_statement(&g);
     let [k1, k2] = golden_keys();
     let (a, b) = (k1.sign(&about, 0), k2.sign(&about, EXPIRES));
-    let one = sign::encode_section(&[a.clone(), b.clone()]).unwrap();
-    assert_eq!(one, sign::encode_section(&[b, a]).unwrap());
-    assert!(sign::encode_section(&[]).unwrap().is_empty());
+    let one = sign::encode_section(&about, &[a.clone(), b.clone()]).unwrap();
+    assert_eq!(one, sign::encode_section(&about, &[b, a]).unwrap());
+    assert!(sign::encode_section(&about, &[]).unwrap().is_empty());
 }
 
 /// Under a policy trusting both golden keys (at 2029), does `b` pass?
@@ -641,8 +643,11 @@ fn passes(b: &[u8]) -> bool {
         sigs_needed: 2,
     };
     let about = l.statement(sha256(&b[..l.trailer.data_offset as usize]));
+    let Some(sigs) = l.signed.as_deref() else {
+        return false;
+    };
     policy
-        .check(l.signed.as_deref(), EXPIRES - 1, |s| s.verifies(&about))
+        .check(Some(sigs), &about, EXPIRES - 1, |s| s.verifies(&sigs.statement))
         .refused
         .is_none()
 }
@@ -671,7 +676,7 @@ fn policy_verdicts() {
             keys,
             sigs_needed: needed,
         };
-        p.check(l.signed.as_deref(), now, |s| s.verifies(&about))
+        p.check(l.signed.as_deref(), &about, now, |s| s.verifies(&about))
     };
     // Rotation: either key alone is enough.
     assert!(check(vec![k1.public()], 1, 0).refused.is_none());
@@ -695,7 +700,7 @@ fn policy_verdicts() {
         keys: vec![k1.public()],
         sigs_needed: 1,
     }
-    .check(None, 0, |_| true);
+    .check(None, &about, 0, |_| true);
     assert_eq!(unsigned.refused.unwrap(), "it is not signed");
 }
 
@@ -720,4 +725,38 @@ fn keys_read_as_nix_writes_them() {
     ))
     .unwrap();
     assert_eq!((p.keys.len(), p.sigs_needed), (2, 2));
+}
+
+#[test]
+fn a_changed_region_is_named() {
+    let s = golden_signed();
+    let l = Trailer::decode(long_tail(&s), s.len() as u64).unwrap();
+    let sigs = l.signed.as_deref().unwrap();
+    let policy = sign::Policy {
+        keys: golden_keys().iter().map(|k| k.public()).collect(),
+        sigs_needed: 1,
+    };
+    let verdict = |actual: &sign::Statement| {
+        policy
+            .check(Some(sigs), actual, 0, |s| s.verifies(&sigs.statement))
+            .changed
+    };
+    let own = l.statement(sha256(b""));
+    assert_eq!(verdict(&own), None);
+    let other_stub = l.statement(sha256(b"another stub"));
+    assert_eq!(verdict(&other_stub), Some("stub"));
+    let mut other_trailer = own.clone();
+    other_trailer.trailer = sha256(b"x");
+    assert_eq!(verdict(&other_trailer), Some("trailer"));
+    // A record's signature bytes changed: that signer is invalid.
+    let mut b = s.clone();
+    let at = b.len() - 16 - 1;
+    b[at] ^= 1;
+    let l = Trailer::decode(long_tail(&b), b.len() as u64).unwrap();
+    let sigs = l.signed.as_deref().unwrap();
+    let v = policy.check(Some(sigs), &own, 0, |s| s.verifies(&sigs.statement));
+    assert_eq!(
+        v.refused.unwrap(),
+        "the signature by golden-2 is damaged (it does not verify)"
+    );
 }
