@@ -11,6 +11,7 @@ mod input;
 mod items;
 mod pack;
 mod reader;
+mod signing;
 mod stub;
 mod ui;
 
@@ -69,9 +70,18 @@ enum Command {
     /// Make a thin bundle: a small file whose launch fetches only the blocks it lacks from the full bundle's URL.
     #[command(after_help = cmd::thin::HELP)]
     Thin(cmd::thin::Args),
-    /// Check every hash in a bundle; exits 1 on any mismatch.
+    /// Check every hash in a bundle, and its signatures; exits 1 on any mismatch.
     #[command(after_help = cmd::verify::HELP)]
     Verify(cmd::verify::Args),
+    /// Sign a bundle in place with a Nix (or tote) key, or take its signatures off.
+    #[command(after_help = cmd::sign::HELP)]
+    Sign(cmd::sign::Args),
+    /// Make a signing key, or print a secret key's public key.
+    #[command(after_help = cmd::key::HELP)]
+    Key(cmd::key::Args),
+    /// Run a bundle after checking its signatures and hashes, from the very bytes checked.
+    #[command(after_help = cmd::run::HELP)]
+    Run(cmd::run::Args),
     /// What the cache of launched bundles holds, and keeping it in check: ls, prune, rm, verify.
     #[command(after_help = cmd::cache::HELP)]
     Cache(cmd::cache::Args),
@@ -102,6 +112,9 @@ fn main() -> ExitCode {
         Command::Extract(a) => cmd::ls::extract(&a),
         Command::Thin(a) => cmd::thin::run(&a),
         Command::Verify(a) => cmd::verify::run(&a),
+        Command::Sign(a) => cmd::sign::run(&a),
+        Command::Key(a) => cmd::key::run(&a),
+        Command::Run(a) => cmd::run::run(a),
         Command::Cache(a) => cmd::cache::run(&a),
         Command::Nomad(a) => cmd::nomad::run(&a),
         Command::Completions(a) => cmd::completions::completions(&a, Cli::command()),

@@ -36,6 +36,7 @@ mod scan;
 pub mod short_path;
 mod stored;
 mod trim;
+pub mod trust;
 pub mod unpack;
 mod verify;
 

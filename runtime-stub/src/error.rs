@@ -25,6 +25,10 @@ pub enum Code {
     /// the bundle's.
     #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     Remote = 118,
+    /// The host's signing policy refuses the bundle: unsigned, not signed
+    /// by a trusted key, or signed for other bytes (or the policy itself
+    /// cannot be read or is not root's).
+    Untrusted = 119,
 }
 
 #[derive(Debug)]

@@ -24,6 +24,7 @@ mod launch;
 mod payload;
 #[cfg(feature = "remote")]
 mod remote;
+mod signed;
 mod sys;
 mod tree;
 
@@ -64,13 +65,15 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
     let dbg = Debug::new(controls::flag("TOTE_DEBUG"));
     let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     refuse_setuid(&exe)?;
-    let payload = Payload::open(&exe)?;
+    let payload = Payload::open_self(&exe)?;
     dbg.step(|| format!("bundle {} read, id {}", exe.display(), payload.id()));
 
     if controls::flag("TOTE_INFO") {
         info::print_info(&payload);
         std::process::exit(0);
     }
+    // Before any of the bundle is used (or written out).
+    signed::enforce(&payload, &dbg)?;
     if let Some(dir) = controls::var("TOTE_EXTRACT") {
         tree::into_dir(&payload, &controls::absolute(PathBuf::from(dir))?, &dbg)?;
         std::process::exit(0);

@@ -23,8 +23,24 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// Open the bundle at `path`.
     pub fn open(path: &Path) -> Result<Payload> {
         let file = File::open(path).map_err(|e| Failure::io(Code::Bundle, "opening bundle", path, &e))?;
+        Payload::from_file(path, file)
+    }
+
+    /// Open the running executable itself (`/proc/self/exe` opens the very
+    /// inode the kernel runs, even if `path`, its name, now names another
+    /// file: `tote run` execs a file it checked through a descriptor).
+    pub fn open_self(path: &Path) -> Result<Payload> {
+        match File::open("/proc/self/exe") {
+            Ok(file) => Payload::from_file(path, file),
+            // No /proc: by name.
+            Err(_) => Payload::open(path),
+        }
+    }
+
+    fn from_file(path: &Path, file: File) -> Result<Payload> {
         let len = file
             .metadata()
             .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?
@@ -73,6 +89,29 @@ impl Payload {
             meta_bytes,
             trailer_bytes,
         })
+    }
+
+    /// SHA-256 of the runtime stub's bytes (`0..data_offset`), read
+    /// from the open file.
+    pub fn stub_sha256(&self) -> Result<tote_format::Digest32> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let (mut at, end) = (0u64, self.layout.trailer.data_offset);
+        while at < end {
+            let n = buf.len().min((end - at) as usize);
+            self.file
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Failure::io(Code::Bundle, "reading bundle", &self.path, &e))?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(tote_format::Digest32(h.finalize().into()))
+    }
+
+    /// The open bundle file.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     pub fn id(&self) -> BundleId {

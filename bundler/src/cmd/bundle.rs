@@ -68,6 +68,10 @@ pub struct Args {
     /// With --thin s3://…: the region to sign for.
     #[arg(long, value_name = "NAME", requires = "thin")]
     pub region: Option<String>,
+    /// Sign the bundle (and its thin bundle) with this secret key file
+    /// (repeatable; see `tote sign`).
+    #[arg(long, value_name = "SECRET")]
+    pub sign: Vec<PathBuf>,
 }
 
 /// The options that shape an input (`tote bundle` and `tote image`).
@@ -140,6 +144,13 @@ pub fn run(args: &Args) -> Result<()> {
         .map(|url| super::thin::location(url, args.endpoint.as_deref(), args.region.as_deref()))
         .transpose()
         .context("--thin")?;
+    // So are keys that cannot sign.
+    let keys: Vec<_> = args
+        .sign
+        .iter()
+        .map(|k| crate::signing::read_secret(k))
+        .collect::<Result<_>>()
+        .context("--sign")?;
     let phase = progress::Phase::start("scanning", progress::Counting::Files);
     let resolved = input::resolve(&args.input.request(&args.path));
     let took = phase.done();
@@ -188,6 +199,15 @@ pub fn run(args: &Args) -> Result<()> {
         )
     })?;
     progress::step(|| format!("wrote {}", output.display()));
+    let mut sha256 = written.sha256.clone();
+    if !keys.is_empty() {
+        let names = super::sign::sign_file(&output, &keys, 0)
+            .with_context(|| format!("{} is written, unsigned", output.display()))?;
+        progress::step(|| format!("signed by {}", names.join(", ")));
+        sha256 = crate::reader::sha256_hex(
+            &std::fs::read(&output).with_context(|| format!("reading {}", output.display()))?,
+        );
+    }
     if !progress::quiet() {
         println!(
             "{}: {} ({}, {} in {} files)",
@@ -197,7 +217,7 @@ pub fn run(args: &Args) -> Result<()> {
             human(written.packed.stats.total_size),
             written.packed.stats.files,
         );
-        println!("sha256:{}", written.sha256);
+        println!("sha256:{sha256}");
         note_unrewritable(&written.packed.unrewritable);
     }
     drop(input.staging); // an image's unpacked layers
@@ -206,6 +226,10 @@ pub fn run(args: &Args) -> Result<()> {
         name.push("-thin");
         super::thin::write_thin(&output, location, Path::new(&name), None)
             .with_context(|| format!("{} is written; its thin bundle is not", output.display()))?;
+        if !keys.is_empty() {
+            super::sign::sign_file(Path::new(&name), &keys, 0)
+                .with_context(|| format!("{} is written, unsigned", Path::new(&name).display()))?;
+        }
     }
     Ok(())
 }

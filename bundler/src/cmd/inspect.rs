@@ -58,6 +58,9 @@ struct Report {
     items: Vec<Item>,
     /// A thin bundle's full bundle: where, its size, its blocks' bytes.
     remote: Option<(tote_format::Location, u64, u64)>,
+    /// Its signatures, each checked (no key is trusted here: `tote verify
+    /// --trusted-keys` applies a policy).
+    signatures: Option<tote_format::sign::Verdict>,
 }
 
 struct Sizes {
@@ -95,7 +98,7 @@ fn report(path: &Path) -> Result<Report> {
         bundle_id: t.bundle_id().to_string(),
         sha256: sha256_hex(&o.map),
         sizes: Sizes {
-            file: o.layout.file_len,
+            file: o.layout.signed_len(),
             stub: t.data_offset,
             compressed,
             metadata_and_index: o.layout.file_len - t.meta_offset,
@@ -113,6 +116,11 @@ fn report(path: &Path) -> Result<Report> {
         items,
         meta,
         remote,
+        signatures: o
+            .layout
+            .signed
+            .is_some()
+            .then(|| crate::signing::check(&o.layout, &o.map, &Default::default(), crate::signing::now())),
     })
 }
 
@@ -183,6 +191,7 @@ fn inspect_json(r: &Report) -> serde_json::Value {
             "dedup_saved": s.uncompressed - s.after_dedup,
             "ratio": s.ratio(r.remote.as_ref().map(|x| x.2)),
         },
+        "signatures": r.signatures.as_ref().map_or_else(|| serde_json::json!([]), crate::signing::signers_json),
         "remote": r.remote.as_ref().map(|(l, full, blocks)| serde_json::json!({
             "url": l.url,
             "endpoint": (!l.endpoint.is_empty()).then(|| l.endpoint.clone()),
@@ -298,6 +307,17 @@ fn header_text(r: &Report, out: &mut String) {
     labelled(out, "mode", &mode_summary(m));
     labelled(out, "bundle id", &r.bundle_id);
     labelled(out, "sha256", &format!("sha256:{}", r.sha256));
+    match &r.signatures {
+        None => labelled(out, "signed", "no"),
+        Some(v) => {
+            for line in crate::signing::signer_lines(v) {
+                labelled(out, "signed by", &line);
+            }
+            if let Some(region) = v.changed.filter(|r| *r != "signature") {
+                labelled(out, "  changed", &format!("its {region} is not what was signed"));
+            }
+        }
+    }
     labelled(out, "relocation", &relocation_summary(r));
     if let Relocation::Store { unrewritable } = &m.relocation {
         for p in unrewritable {

@@ -7,8 +7,11 @@ pub mod completions;
 pub mod diff;
 pub mod image;
 pub mod inspect;
+pub mod key;
 pub mod ls;
 pub mod nomad;
+pub mod run;
+pub mod sign;
 pub mod thin;
 pub mod verify;
 

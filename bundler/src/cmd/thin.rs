@@ -73,7 +73,9 @@ pub fn write_thin(path: &Path, location: &Location, out: &Path, stub: Option<&Pa
     };
     let meta_bytes = &o.map[t.meta_offset as usize..(t.meta_offset + t.meta_len) as usize];
     let index_bytes = &o.map[t.index_offset as usize..(t.index_offset + t.index_len) as usize];
-    let full_trailer: [u8; TRAILER_LEN] = o.map[o.map.len() - TRAILER_LEN..]
+    // A signed full bundle's trailer is before its signatures.
+    let end = o.layout.file_len as usize;
+    let full_trailer: [u8; TRAILER_LEN] = o.map[end - TRAILER_LEN..end]
         .try_into()
         .expect("a full bundle ends with its trailer");
     let thin = tote_format::encode_thin(

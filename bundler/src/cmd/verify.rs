@@ -11,8 +11,17 @@ use sha2::{Digest, Sha256};
 use tote_format::{Decoded, Digest32, EntryKind, Index};
 
 use crate::reader::open;
+use crate::signing;
 
-pub const HELP: &str = "Examples:\n  tote verify ./app && echo intact\n  tote verify --remote ./app-thin";
+pub const HELP: &str = "Examples:
+  tote verify ./app && echo intact
+  tote verify --remote ./app-thin
+  tote verify --trusted-keys builds-1.public --trusted-keys builds-2:BASE64 --sigs-needed 2 ./app
+  tote verify --json --trusted-keys /etc/tote/trusted-keys ./app | jq .signatures
+
+Signatures are always checked: one that does not verify, or a bundle whose
+stub or trailer is not what was signed, fails. With --trusted-keys, the
+bundle must also be signed by enough of those keys (unexpired).";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,9 +32,59 @@ pub struct Args {
     /// check it.
     #[arg(long)]
     remote: bool,
+    /// A trusted public key (NAME:BASE64), or a file of them in the form of
+    /// /etc/tote/trusted-keys (repeatable): fail unless enough of them signed.
+    #[arg(long, value_name = "KEY|FILE")]
+    trusted_keys: Vec<String>,
+    /// How many trusted keys must have signed [default: 1, or the files'].
+    #[arg(long, value_name = "N", requires = "trusted_keys",
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    sigs_needed: Option<u32>,
+    /// Print the result as JSON on stdout (also when the check fails).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    let result = verify(args);
+    if args.json {
+        let out = match &result {
+            Ok(v) => v.clone(),
+            Err(e) => serde_json::json!({
+                "file": args.file.display().to_string(),
+                "ok": false,
+                "error": format!("{e:#}"),
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&out).expect("JSON of JSON values"));
+    }
+    result.map(|_| ())
+}
+
+/// Check the signatures of the bundle `o` under the policy of `args`;
+/// fails naming the region that is not what was signed.
+fn check_signatures(args: &Args, o: &crate::reader::Opened) -> Result<tote_format::sign::Verdict> {
+    let path = args.file.display();
+    let policy = signing::policy_from_args(&args.trusted_keys, args.sigs_needed.map(|n| n as usize))?;
+    let verdict = signing::check(&o.layout, &o.map, &policy, signing::now());
+    if o.layout.signed.is_some() {
+        if let Some(region) = verdict.changed {
+            let why = verdict.refused.clone().unwrap_or_default();
+            bail!("{path}: {region}: {why}");
+        }
+        if signing::any_invalid(&verdict) {
+            bail!("{path}: signature: {}", verdict.refused.clone().unwrap_or_default());
+        }
+    }
+    if !args.trusted_keys.is_empty() {
+        if let Some(why) = &verdict.refused {
+            bail!("{path}: not trusted: {why}");
+        }
+    }
+    Ok(verdict)
+}
+
+fn verify(args: &Args) -> Result<serde_json::Value> {
     let path: &Path = &args.file;
     let o = open(path)?;
     let ctx = || format!("{}", path.display());
@@ -41,12 +100,32 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let index = o.layout.index(&o.map).with_context(ctx)?;
     meta.check_stats(&index).with_context(ctx)?;
+    let verdict = check_signatures(args, &o)?;
+    let quiet = crate::ui::progress::quiet() || args.json;
+    let report = |thin: Option<&str>| {
+        if !quiet {
+            for line in signing::signer_lines(&verdict) {
+                println!("  signed by {line}");
+            }
+        }
+        serde_json::json!({
+            "file": path.display().to_string(),
+            "ok": true,
+            "bundle_id": o.layout.trailer.bundle_id().to_hex(),
+            "arch": meta.arch.to_string(),
+            "blocks": index.blocks.len(),
+            "entries": index.entries.len(),
+            "blocks_checked": thin.is_none(),
+            "signatures": signing::signers_json(&verdict),
+            "trusted": (!args.trusted_keys.is_empty()).then_some(verdict.refused.is_none()),
+        })
+    };
     let fetched;
     let data = match &o.layout.remote {
         None if args.remote => bail!("{}: --remote is for thin bundles, and this one is full", path.display()),
         None => o.layout.data(&o.map).with_context(ctx)?,
         Some(r) if !args.remote => {
-            if !crate::ui::progress::quiet() {
+            if !quiet {
                 println!(
                     "{}: ok ({}, thin: {} blocks at {} not checked (--remote checks them), {} entries, bundle id {})",
                     path.display(),
@@ -57,7 +136,7 @@ pub fn run(args: &Args) -> Result<()> {
                     o.layout.trailer.bundle_id()
                 );
             }
-            return Ok(());
+            return Ok(report(Some(&r.location.url)));
         }
         Some(r) => {
             fetched = fetch_data(r, o.layout.data_len()).with_context(ctx)?;
@@ -83,7 +162,7 @@ pub fn run(args: &Args) -> Result<()> {
             files_bad.len()
         );
     }
-    if !crate::ui::progress::quiet() {
+    if !quiet {
         println!(
             "{}: ok ({}, {} blocks, {} entries, bundle id {})",
             path.display(),
@@ -93,7 +172,7 @@ pub fn run(args: &Args) -> Result<()> {
             o.layout.trailer.bundle_id()
         );
     }
-    Ok(())
+    Ok(report(None))
 }
 
 /// A thin bundle's whole data section, fetched from its full bundle in

@@ -188,7 +188,7 @@ fn frames(l: &Launch<'_>) -> Result<(tote_format::Index, Source), Failure> {
         return Ok((index, Source::Lazy(lazy)));
     }
     let index = payload.index()?;
-    let file = sys::map_file(&payload.path)?;
+    let file = sys::map_file(payload.file(), &payload.path)?;
     let t = &payload.layout.trailer;
     let data = &file[t.data_offset as usize..t.meta_offset as usize];
     dbg.step(|| format!("index verified, bundle mapped: {} entries", index.entries.len()));

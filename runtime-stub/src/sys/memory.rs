@@ -10,8 +10,7 @@ use crate::error::{Code, Failure, Result};
 /// Map the whole file read-only for the life of the process. (Its bytes
 /// cannot change under us: it is this process's executable, so the kernel
 /// refuses writes to it with ETXTBSY.)
-pub fn map_file(path: &Path) -> Result<&'static [u8]> {
-    let file = File::open(path).map_err(|e| Failure::io(Code::Bundle, "opening bundle", path, &e))?;
+pub fn map_file(file: &File, path: &Path) -> Result<&'static [u8]> {
     let len = file
         .metadata()
         .map_err(|e| Failure::io(Code::Bundle, "reading bundle", path, &e))?
@@ -27,7 +26,7 @@ pub fn map_file(path: &Path) -> Result<&'static [u8]> {
             nonzero,
             nix::sys::mman::ProtFlags::PROT_READ,
             nix::sys::mman::MapFlags::MAP_PRIVATE,
-            &file,
+            file,
             0,
         )
     }

@@ -150,9 +150,21 @@ fn group_text(o: &mut String, job: &Job, build: &Build, group: &str, task: &str)
     attributes(o, 10, &options);
     o.push_str("        }\n      }\n\n");
     o.push_str("      config {\n");
-    let mut config = vec![("command", quote(&destination))];
-    if !job.args.is_empty() {
-        config.push(("args", list(&job.args)));
+    let mut config = Vec::new();
+    if job.tote_run {
+        // The client's own tote checks the bundle against the client's
+        // policy (/etc/tote/trusted-keys), then runs those very bytes.
+        let args: Vec<String> = ["run".to_owned(), destination.clone()]
+            .into_iter()
+            .chain(job.args.iter().cloned())
+            .collect();
+        config.push(("command", quote("tote")));
+        config.push(("args", list(&args)));
+    } else {
+        config.push(("command", quote(&destination)));
+        if !job.args.is_empty() {
+            config.push(("args", list(&job.args)));
+        }
     }
     attributes(o, 8, &config);
     o.push_str("      }\n\n");

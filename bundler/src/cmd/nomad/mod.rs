@@ -81,6 +81,19 @@ pub struct Args {
     /// env), e.g. 5G: size the host volume for it.
     #[arg(long, value_name = "SIZE", value_parser = cache_max)]
     pub cache_max: Option<String>,
+    /// Refuse to write the job unless every FILE is signed by enough of
+    /// these keys (NAME:BASE64, or a file of them; repeatable).
+    #[arg(long, value_name = "KEY|FILE")]
+    pub trusted_keys: Vec<String>,
+    /// How many trusted keys must have signed [default: 1, or the files'].
+    #[arg(long, value_name = "N", requires = "trusted_keys",
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub sigs_needed: Option<u32>,
+    /// Run the bundle through the client's own tote (`command = "tote"`,
+    /// `tote run`): for clients that must refuse unsigned code. The client
+    /// needs tote on its PATH and its keys in /etc/tote/trusted-keys.
+    #[arg(long)]
+    pub tote_run: bool,
     /// Arguments for the program, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -100,6 +113,8 @@ pub struct Job {
     pub memory: u32,
     /// `--cache-volume`: the host volume mounted at [`CACHE_DIR`].
     pub cache_volume: Option<String>,
+    /// `--tote-run`: the client's tote runs the bundle.
+    pub tote_run: bool,
 }
 
 /// One bundle of the job: what it runs on, and where it comes from.
@@ -150,6 +165,13 @@ pub fn run(args: &Args) -> Result<()> {
             .layout
             .meta(&opened.map)
             .with_context(|| format!("{}", file.display()))?;
+        if !args.trusted_keys.is_empty() {
+            let policy = crate::signing::policy_from_args(&args.trusted_keys, args.sigs_needed.map(|n| n as usize))?;
+            let verdict = crate::signing::check(&opened.layout, &opened.map, &policy, crate::signing::now());
+            if let Some(why) = verdict.refused {
+                bail!("{}: not trusted, no job written: {why}", file.display());
+            }
+        }
         let checksum = format!("sha256:{}", reader::sha256_hex(&opened.map));
         let remote = opened.layout.remote.as_ref().map(|r| r.location.clone());
         drop(opened);
@@ -189,6 +211,7 @@ pub fn run(args: &Args) -> Result<()> {
         cpu: args.cpu,
         memory: args.memory,
         cache_volume: args.cache_volume.clone(),
+        tote_run: args.tote_run,
     };
     if job.builds.iter().any(|b| b.remote.is_some()) {
         if job.cache_volume.is_none() {
