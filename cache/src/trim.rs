@@ -288,6 +288,7 @@ pub fn trim(root: &Path, limits: &Limits, dry_run: bool, log: &dyn Log) -> Resul
     if !dry_run {
         // What killed launches and removals left: staging trees, locks.
         crate::sweep(root, log);
+        crate::trust::trim_records(root);
     }
     let listing = scan(root)?;
     let planned = plan(&listing, limits, SystemTime::now());

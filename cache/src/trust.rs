@@ -10,7 +10,7 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use tote_format::sign::{parse_policy, Policy};
@@ -152,5 +152,65 @@ mod tests {
         assert!(host_policies(&dir.path().join("none"), None).unwrap().is_empty());
         let err = host_policies(&dir.path().join("none"), Some(OsStr::new("bad"))).unwrap_err();
         assert!(err.starts_with("TOTE_TRUSTED_KEYS: "), "{err}");
+    }
+}
+
+/// The directory of signature-check records in a cache root.
+pub const RECORDS: &str = ".signed";
+/// More records than this and the next trim removes them all.
+const MAX_RECORDS: usize = 4096;
+
+/// A record's name: what a check established about one file, by its
+/// identity (`fstat`: device, inode, size, mtime and ctime to the
+/// nanosecond) and its signature section. A record says: that file's stub
+/// and trailer hashed to the statement the section records, and every
+/// signature in the section verified over it.
+pub fn record_name(meta: &std::fs::Metadata, section: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"tote signature check v1\0");
+    for v in [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+        meta.ctime() as u64,
+        meta.ctime_nsec() as u64,
+    ] {
+        h.update(v.to_le_bytes());
+    }
+    h.update(section);
+    tote_format::Digest32(h.finalize().into()).to_hex()
+}
+
+/// Is there a record of that name in `root`?
+pub fn has_record(root: &Path, name: &str) -> bool {
+    std::fs::symlink_metadata(root.join(RECORDS).join(name)).is_ok_and(|m| m.is_file())
+}
+
+/// Record a check, if the file's ctime is at least 2 s old: a write
+/// within the same clock tick as the check would leave its ctime as it
+/// was (git's "racy" rule). Failing to record only costs a later check.
+pub fn write_record(root: &Path, name: &str, meta: &std::fs::Metadata, now: u64) {
+    if (meta.ctime().max(0) as u64).saturating_add(2) > now {
+        return;
+    }
+    let dir = root.join(RECORDS);
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .open(dir.join(name));
+}
+
+/// Remove the records when there are many (a trim): each is only a
+/// check saved.
+pub fn trim_records(root: &Path) {
+    let dir = root.join(RECORDS);
+    let Ok(rd) = std::fs::read_dir(&dir) else { return };
+    if rd.take(MAX_RECORDS + 1).count() > MAX_RECORDS {
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

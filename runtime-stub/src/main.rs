@@ -72,9 +72,8 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
         info::print_info(&payload);
         std::process::exit(0);
     }
-    // Before any of the bundle is used (or written out).
-    signed::enforce(&payload, &dbg)?;
     if let Some(dir) = controls::var("TOTE_EXTRACT") {
+        signed::enforce(&payload, None, &dbg)?;
         tree::into_dir(&payload, &controls::absolute(PathBuf::from(dir))?, &dbg)?;
         std::process::exit(0);
     }
@@ -86,6 +85,12 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
     let limits = tote_cache::Limits::from_env().map_err(|why| Failure::new(Code::Usage, why))?;
     let env = controls::cache_env()?;
     let root = tote_cache::choose_root(&env, uid, &dbg)?;
+    // Before any of the bundle is used.
+    signed::enforce(
+        &payload,
+        (!controls::flag("TOTE_VERIFY")).then_some(root.as_path()),
+        &dbg,
+    )?;
     let id = payload.id().to_hex();
     let boot = tote_cache::boot_id();
 

@@ -126,6 +126,7 @@ fn not_ours(root: &Path) -> Result<Option<String>> {
             || tote_cache::parse_blocks_name(&name).is_some()
             || name == tote_cache::OBJECTS
             || name == "mnt"
+            || name == tote_cache::trust::RECORDS
             || name.starts_with(".tmp-")
             || name.starts_with(".new-")
             || name.starts_with(".lock-");
