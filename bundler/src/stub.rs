@@ -151,7 +151,9 @@ mod tests {
     }
 
     /// The stub is prepended to every bundle. Linked against musl (the
-    /// build's default where musl-gcc is installed): 0.75 MiB at most.
+    /// build's default where musl-gcc is installed): 0.8 MiB at most (it
+    /// was 0.75 MiB before signature checks added 70 KB: Ed25519, SHA-512
+    /// and the policy file's checks).
     /// Against static glibc (the fallback): 1.4 MiB at most (it was 1.25 MiB
     /// before mount mode's FUSE server added 27 KB, 1.3 MiB before
     /// launching without namespaces added 30 KB, 1.35 MiB before the
@@ -159,7 +161,7 @@ mod tests {
     #[test]
     fn embedded_stub_fits_its_size_budget() {
         let budget = if cfg!(tote_stub_musl) {
-            75 * 1024 * 1024 / 100
+            80 * 1024 * 1024 / 100
         } else {
             140 * 1024 * 1024 / 100
         };

@@ -20,4 +20,5 @@ mod mount;
 mod nomad;
 mod oci;
 mod relocate;
+mod signing;
 mod thin;

@@ -31,6 +31,10 @@ TOTE_TRUSTED_KEYS. With none, tote run refuses. The stub, trailer,
 metadata, index and signatures are checked before anything runs; the
 blocks are checked by that very stub before it uses them.
 
+A file the caller may not execute (a Nomad artifact: only a job's command
+is made executable) runs from a sealed copy in memory, which holds the
+bundle's size in memory while it runs.
+
 Exit codes before the bundle runs: 114 the file is not an intact bundle,
 117 it could not be executed, 119 its signatures do not meet the policy
 (or there is none). After that, the bundle's own.";
@@ -102,6 +106,13 @@ fn launch(args: &Args) -> Result<std::convert::Infallible, Fail> {
         .open(path)
         .map_err(|e| (BUNDLE, anyhow!("opening {shown}: {e}")))?;
     check_writers(&file, path).map_err(|e| (UNTRUSTED, e))?;
+    // A file this user may not execute (a Nomad artifact: only the job's
+    // command is made executable) runs from a sealed copy in memory.
+    let file = if nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok() {
+        file
+    } else {
+        sealed_copy(&file).map_err(|e| (EXEC, anyhow!("{shown}: not executable, and copying it: {e}")))?
+    };
     check(&file, path, &policies)?;
 
     #[cfg(debug_assertions)]
@@ -122,6 +133,18 @@ fn launch(args: &Args) -> Result<std::convert::Infallible, Fail> {
     let errno = nix::unistd::execveat(&file, c"", &argv, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH)
         .map_or_else(|e| e, |never| match never {});
     Err((EXEC, anyhow!("executing {shown}: {errno} ({})", errno.desc())))
+}
+
+/// `file`'s bytes in a sealed memory file: nothing can change them.
+fn sealed_copy(file: &File) -> std::io::Result<File> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(c"tote-run", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let mut copy = File::from(fd);
+    std::io::copy(&mut &*file, &mut copy)?;
+    let seals = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(copy)
 }
 
 /// A file someone else can write could change between the check and the

@@ -214,7 +214,10 @@ fn run(a: &Args) -> Result<u8> {
         ));
     }
     let command = task::lookup(&task_dir, &t.command)?;
-    task::make_executable(&command)?;
+    if command.exists() {
+        // (a host program from the chroot_env is bound in later, as it is)
+        task::make_executable(&command)?;
+    }
     let inside = Path::new("/").join(
         command
             .strip_prefix(&task_dir)

@@ -297,18 +297,27 @@ pub fn build_dirs(alloc_dir: &Path, task: &str) -> Result<PathBuf> {
 }
 
 /// Nomad's lookupTaskBin: `local/<cmd>`, then `<cmd>` in the task directory,
-/// then a PATH search inside it.
+/// then a PATH search inside it. Nomad copies the chroot_env into the task
+/// directory first; here it is bound in later, inside the task's mount
+/// namespace, so a path under it is looked up on the host.
 pub fn lookup(task_dir: &Path, command: &str) -> Result<PathBuf> {
     let rel = command.trim_start_matches('/');
+    let in_chroot_env = |rel: &str| {
+        let host = Path::new("/").join(rel);
+        CHROOT_ENV.iter().any(|d| host.starts_with(d)) && host.is_file()
+    };
     for p in [task_dir.join("local").join(rel), task_dir.join(rel)] {
         if p.exists() {
             return Ok(p);
         }
     }
+    if in_chroot_env(rel) {
+        return Ok(task_dir.join(rel));
+    }
     if !command.contains('/') {
         for dir in ["usr/local/bin", "usr/bin", "bin"] {
             let p = task_dir.join(dir).join(command);
-            if p.is_file() {
+            if p.is_file() || in_chroot_env(&format!("{dir}/{command}")) {
                 return Ok(p);
             }
         }

@@ -151,14 +151,14 @@ fn group_text(o: &mut String, job: &Job, build: &Build, group: &str, task: &str)
     o.push_str("        }\n      }\n\n");
     o.push_str("      config {\n");
     let mut config = Vec::new();
-    if job.tote_run {
+    if let Some(tote) = &job.tote_run {
         // The client's own tote checks the bundle against the client's
         // policy (/etc/tote/trusted-keys), then runs those very bytes.
         let args: Vec<String> = ["run".to_owned(), destination.clone()]
             .into_iter()
             .chain(job.args.iter().cloned())
             .collect();
-        config.push(("command", quote("tote")));
+        config.push(("command", quote(tote)));
         config.push(("args", list(&args)));
     } else {
         config.push(("command", quote(&destination)));

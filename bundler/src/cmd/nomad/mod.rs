@@ -89,11 +89,12 @@ pub struct Args {
     #[arg(long, value_name = "N", requires = "trusted_keys",
           value_parser = clap::value_parser!(u32).range(1..=32))]
     pub sigs_needed: Option<u32>,
-    /// Run the bundle through the client's own tote (`command = "tote"`,
-    /// `tote run`): for clients that must refuse unsigned code. The client
-    /// needs tote on its PATH and its keys in /etc/tote/trusted-keys.
-    #[arg(long)]
-    pub tote_run: bool,
+    /// Run the bundle through the client's own tote (`tote run`, from PATH
+    /// in the client's chroot; the exec driver wants it absolute): for
+    /// clients that must refuse unsigned code. Their keys go in
+    /// /etc/tote/trusted-keys.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/usr/local/bin/tote")]
+    pub tote_run: Option<String>,
     /// Arguments for the program, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -113,8 +114,8 @@ pub struct Job {
     pub memory: u32,
     /// `--cache-volume`: the host volume mounted at [`CACHE_DIR`].
     pub cache_volume: Option<String>,
-    /// `--tote-run`: the client's tote runs the bundle.
-    pub tote_run: bool,
+    /// `--tote-run`: the client's tote, which runs the bundle.
+    pub tote_run: Option<String>,
 }
 
 /// One bundle of the job: what it runs on, and where it comes from.
@@ -197,6 +198,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let name = name.unwrap_or_default();
     check_name(&name, args.job.is_some())?;
+    if let Some(p) = args.tote_run.as_deref().filter(|p| !p.starts_with('/')) {
+        bail!("--tote-run {p}: give tote's absolute path on the clients (Nomad's exec driver runs host programs by absolute path)");
+    }
     let job = Job {
         name,
         datacenters: if args.datacenters.is_empty() {
@@ -211,7 +215,7 @@ pub fn run(args: &Args) -> Result<()> {
         cpu: args.cpu,
         memory: args.memory,
         cache_volume: args.cache_volume.clone(),
-        tote_run: args.tote_run,
+        tote_run: args.tote_run.clone(),
     };
     if job.builds.iter().any(|b| b.remote.is_some()) {
         if job.cache_volume.is_none() {
