@@ -93,8 +93,9 @@ pub fn signers_json(verdict: &Verdict) -> serde_json::Value {
     )
 }
 
-/// One line per signer: `NAME  STATUS  [expires …]  KEY`.
-pub fn signer_lines(verdict: &Verdict) -> Vec<String> {
+/// One line per signer: `NAME (STATUS[, expires …]) KEY`. Without a
+/// `policy`, a valid signature is `valid`: no key was trusted or not.
+pub fn signer_lines(verdict: &Verdict, policy: bool) -> Vec<String> {
     verdict
         .signers
         .iter()
@@ -103,7 +104,11 @@ pub fn signer_lines(verdict: &Verdict) -> Vec<String> {
                 0 => String::new(),
                 t => format!(", expires {}", date(t)),
             };
-            format!("{} ({}{expires}) {}", s.name, status.as_str(), s.public())
+            let status = match status {
+                Status::Untrusted if !policy => "valid",
+                other => other.as_str(),
+            };
+            format!("{} ({status}{expires}) {}", s.name, s.public())
         })
         .collect()
 }
@@ -115,23 +120,7 @@ pub fn any_invalid(verdict: &Verdict) -> bool {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of Unix seconds.
 pub fn date(t: u64) -> String {
-    let (days, secs) = ((t / 86400) as i64, t % 86400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    crate::ui::rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(t))
 }
 
 /// `--expires`: a date (`2027-06-30`), a UTC time (`2027-06-30T12:00:00Z`)

@@ -36,7 +36,8 @@ pub use index::{Entry, EntryKind, Index, MAX_NAME, MAX_PATH};
 pub use meta::{Meta, Mode, MountKind, MountSpec, Relocation, Stats, MIN_STORE_DIR};
 pub use printable::printable;
 pub use thin::{
-    encode_thin, Location, Remote, MAX_REMOTE_LEN, MAX_TAIL, MAX_UNSIGNED_TAIL, THIN_TRAILER_LEN, THIN_VERSION,
+    encode_thin, Location, Remote, MAX_REMOTE_LEN, MAX_TAIL, MAX_UNSIGNED_TAIL, OBJECT_TAIL, THIN_TRAILER_LEN,
+    THIN_VERSION,
 };
 pub use trailer::{Layout, Trailer, MAGIC, OLDEST_READABLE, TRAILER_LEN, VERSION};
 #[cfg(feature = "write")]

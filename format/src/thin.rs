@@ -108,7 +108,32 @@ pub struct Remote {
     pub location: Location,
 }
 
+/// How many bytes of a remote object's end a check of it reads: the
+/// trailer, and the signature section a signed full bundle ends with.
+pub const OBJECT_TAIL: u64 = (TRAILER_LEN + crate::sign::MAX_SIG_SECTION) as u64;
+
 impl Remote {
+    /// Is an object of `total` bytes, whose last bytes are `tail` (its
+    /// last [`OBJECT_TAIL`], or all of it), this thin bundle's full
+    /// bundle? Either exactly, or signed since: then it is followed by a
+    /// signature section whose statement names a bundle of `full_len`
+    /// bytes. (The signatures themselves are not the thin launch's to
+    /// judge: its own file is what a policy checks.)
+    pub fn is_object(&self, tail: &[u8], total: u64) -> bool {
+        let Some(extra) = total.checked_sub(self.full_len) else {
+            return false;
+        };
+        let Some(end) = (tail.len() as u64).checked_sub(extra).map(|e| e as usize) else {
+            return false;
+        };
+        if end < TRAILER_LEN || tail[end - TRAILER_LEN..end] != self.full_trailer {
+            return false;
+        }
+        extra == 0
+            || crate::sign::decode_section(tail, total)
+                .is_ok_and(|s| s.section_len == extra && s.statement.file_len == self.full_len)
+    }
+
     /// Where block data starts in the full file.
     pub fn data_offset(&self) -> u64 {
         self.full.data_offset

@@ -760,3 +760,23 @@ fn a_changed_region_is_named() {
         "the signature by golden-2 is damaged (it does not verify)"
     );
 }
+
+#[test]
+fn a_thin_bundles_object_may_be_its_full_bundle_signed() {
+    let (l, _, _) = decode_thin(&golden_thin()).unwrap();
+    let r = l.remote.as_deref().unwrap();
+    let end = |b: &[u8]| b[b.len().saturating_sub(OBJECT_TAIL as usize)..].to_vec();
+    let (full, signed) = (golden(), golden_signed());
+    assert!(r.is_object(&end(&full), full.len() as u64));
+    assert!(r.is_object(&end(&signed), signed.len() as u64));
+    // Anything else after the bundle, or a changed trailer: not it.
+    let mut more = full.clone();
+    more.extend_from_slice(&[0; 16]);
+    assert!(!r.is_object(&end(&more), more.len() as u64));
+    let mut other = signed.clone();
+    let at = full.len() - 20;
+    other[at] ^= 1;
+    assert!(!r.is_object(&end(&other), other.len() as u64));
+    assert!(!r.is_object(&end(&full[..full.len() - 1]), full.len() as u64 - 1));
+    assert!(!r.is_object(&[], 0));
+}

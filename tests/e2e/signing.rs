@@ -593,3 +593,43 @@ fn nomad_refuses_unsigned_and_tote_run_is_pid_1_under_the_exec_driver() {
     );
     assert_ne!(out, "pid=1 ppid=0\n");
 }
+
+#[test]
+fn a_signed_full_bundle_serves_its_thin_bundle_and_the_thin_file_is_signed_too() {
+    use crate::thin::{thin, Nginx};
+    let t = TestDir::new();
+    let file = busybox(&t, "app");
+    let (secret, public) = key(&t, "thin-1");
+    sign(&file, &secret, &[]);
+    let nginx = Nginx::start(&t);
+    nginx.upload(&file, "app");
+    let thin_file = t.join("app-thin");
+    thin(&file, &nginx.url("app"), &thin_file, &[]);
+    // The thin file is signed on its own: unsigned, a policy refuses it.
+    let policy = [("TOTE_TRUSTED_KEYS", public.as_str())];
+    let o = launch(&t, &thin_file, &["echo", "ran"], &policy);
+    assert_eq!(o.status.code(), Some(119), "{}", stderr(&o));
+    sign(&thin_file, &secret, &[]);
+    // Its blocks come from the signed upload, which is longer than the
+    // bundle the thin file names by the signatures alone.
+    for mode in ["extract", "mount"] {
+        let o = launch(&t, &thin_file, &["echo", "ran"], &[policy[0], ("TOTE_MODE", mode)]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n", "{mode}: {}", stderr(&o));
+    }
+    let o = tote()
+        .args(["verify", "--remote"])
+        .arg(&thin_file)
+        .args(["--trusted-keys", &public])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Anything else appended to the upload is another object.
+    let mut other = fs::read(&file).unwrap();
+    other.extend_from_slice(b"appended");
+    let bad = t.join("bad-upload");
+    fs::write(&bad, other).unwrap();
+    nginx.upload(&bad, "app");
+    let o = launch(&t, &thin_file, &["echo", "ran"], &policy);
+    assert_eq!(o.status.code(), Some(118), "{}", stderr(&o));
+    assert!(stderr(&o).contains("it was replaced"), "{}", stderr(&o));
+}

@@ -310,7 +310,7 @@ fn header_text(r: &Report, out: &mut String) {
     match &r.signatures {
         None => labelled(out, "signed", "no"),
         Some(v) => {
-            for line in crate::signing::signer_lines(v) {
+            for line in crate::signing::signer_lines(v, false) {
                 labelled(out, "signed by", &line);
             }
             if let Some(region) = v.changed.filter(|r| *r != "signature") {

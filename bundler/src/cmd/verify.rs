@@ -104,7 +104,7 @@ fn verify(args: &Args) -> Result<serde_json::Value> {
     let quiet = crate::ui::progress::quiet() || args.json;
     let report = |thin: Option<&str>| {
         if !quiet {
-            for line in signing::signer_lines(&verdict) {
+            for line in signing::signer_lines(&verdict, !args.trusted_keys.is_empty()) {
                 println!("  signed by {line}");
             }
         }
@@ -184,9 +184,9 @@ fn fetch_data(r: &tote_format::Remote, len: u64) -> Result<memmap2::Mmap> {
     let l = &r.location;
     let client = tote_net::Client::for_location(&l.url, &l.endpoint, &l.region).map_err(anyhow::Error::msg)?;
     let (tail, total) = client
-        .tail(tote_format::TRAILER_LEN as u64)
+        .tail(tote_format::OBJECT_TAIL)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if total != r.full_len || tail != r.full_trailer {
+    if !r.is_object(&tail, total) {
         bail!(
             "{}: the object there ({total} bytes) is not the bundle this thin file was made from ({} bytes): it \
              was replaced",
@@ -201,7 +201,7 @@ fn fetch_data(r: &tote_format::Remote, len: u64) -> Result<memmap2::Mmap> {
     chunks.par_iter().try_for_each(|&at| -> Result<()> {
         let n = CHUNK.min(len - at);
         let bytes = client
-            .range(r.data_offset() + at, n, r.full_len)
+            .range(r.data_offset() + at, n, total)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         file.write_all_at(&bytes, at).context("writing fetched blocks")
     })?;

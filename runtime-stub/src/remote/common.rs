@@ -2,7 +2,7 @@
 //! the remote location, the check that the object there is the full
 //! bundle, and ranges of blocks fetched and checked against the index.
 
-use tote_format::{sha256, Index, Remote, TRAILER_LEN};
+use tote_format::{sha256, Index, Remote, OBJECT_TAIL};
 use tote_net::Client;
 
 use crate::error::{Code, Failure, Result};
@@ -41,11 +41,13 @@ fn timeout() -> Result<Option<std::time::Duration>> {
 }
 
 /// Refuse an object at the remote location that is not the full bundle
-/// this thin file names (its length and trailer differ): one request.
-pub fn check_object(client: &Client, remote: &Remote) -> Result<()> {
+/// this thin file names (its length and trailer differ; a signed full
+/// bundle may follow it with its signatures): one request. Returns the
+/// object's length, which every range answer must then state.
+pub fn check_object(client: &Client, remote: &Remote) -> Result<u64> {
     let fail = |what: String| Failure::new(Code::Remote, what);
-    let (tail, total) = client.tail(TRAILER_LEN as u64).map_err(|e| fail(e.to_string()))?;
-    if total != remote.full_len || tail != remote.full_trailer {
+    let (tail, total) = client.tail(OBJECT_TAIL).map_err(|e| fail(e.to_string()))?;
+    if !remote.is_object(&tail, total) {
         return Err(fail(format!(
             "{}: the object there ({total} bytes) is not the bundle this thin file was made from \
              ({} bytes, bundle {}): it was replaced (by another build under the same name?); make \
@@ -55,7 +57,7 @@ pub fn check_object(client: &Client, remote: &Remote) -> Result<()> {
             remote.full.bundle_id()
         )));
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Every block's place in the data section, and its hash.

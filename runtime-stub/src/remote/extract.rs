@@ -68,9 +68,11 @@ impl Fetch {
     /// order they will be read) into an unnamed file in `dir`.
     pub fn start(remote: &Remote, index: &Index, order: &[usize], dir: &Path) -> Result<Fetch> {
         let client = client(remote)?;
-        if !order.is_empty() {
-            check_object(&client, remote)?;
-        }
+        // The object's length (the full bundle's, or more if it was signed).
+        let object_len = match order.is_empty() {
+            true => remote.full_len,
+            false => check_object(&client, remote)?,
+        };
         let store = unnamed_file(dir)?;
         let blocks = places(index);
         let mut states = vec![State::Missing; blocks.len()];
@@ -98,7 +100,7 @@ impl Fetch {
         let n = queue.len().min(IN_FLIGHT);
         let shared = Arc::new(Shared {
             client,
-            full_len: remote.full_len,
+            full_len: object_len,
             data_at: remote.data_offset(),
             store,
             blocks,

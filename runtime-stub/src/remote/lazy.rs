@@ -134,13 +134,15 @@ impl Lazy {
             .map(|&h| if h == 1 { St::Present } else { St::Missing })
             .collect();
         let client = client(remote)?;
-        if blocks.contains(&St::Missing) {
-            check_object(&client, remote)?;
-        }
+        // The object's length (the full bundle's, or more if it was signed).
+        let object_len = match blocks.contains(&St::Missing) {
+            true => check_object(&client, remote)?,
+            false => remote.full_len,
+        };
         Ok(Lazy {
             inner: Arc::new(Inner {
                 client,
-                full_len: remote.full_len,
+                full_len: object_len,
                 data_at: remote.data_offset(),
                 blocks: places(index),
                 reported: (0..blocks.len()).map(|_| AtomicBool::new(false)).collect(),

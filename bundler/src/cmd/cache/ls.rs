@@ -8,7 +8,8 @@ use anyhow::Result;
 use serde_json::json;
 use tote_cache::{Limits, Listing};
 
-use super::{ago, not_made_yet, rfc3339, root, short_name, state, unix, RootArg};
+use super::{ago, not_made_yet, root, short_name, state, unix, RootArg};
+use crate::ui::rfc3339;
 use crate::ui::{human, Paint};
 
 pub const HELP: &str = "OWN is what removing the entry frees; SHARED, files it shares with other
