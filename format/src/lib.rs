@@ -18,6 +18,7 @@ mod meta;
 mod printable;
 mod reader;
 pub mod refs;
+mod sha512;
 pub mod sign;
 mod thin;
 mod trailer;

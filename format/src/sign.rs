@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature as EdSignature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
@@ -111,12 +112,22 @@ impl Signature {
         v
     }
 
-    /// Does the signature verify (strictly) for this statement?
+    /// Does the signature verify (strictly) for this statement? What
+    /// ed25519-dalek's `verify_strict` checks, with the compact SHA-512
+    /// (`crate::sha512`): `s` canonical, `R` a point, neither `R` nor the
+    /// key of small order, and `[s]B = R + [H(R ‖ A ‖ M)]A`.
     pub fn verifies(&self, about: &Statement) -> bool {
         let Ok(key) = VerifyingKey::from_bytes(&self.key) else {
             return false;
         };
-        key.verify_strict(
+        let mut r = [0u8; 32];
+        r.copy_from_slice(&self.sig[..32]);
+        match CompressedEdwardsY(r).decompress() {
+            Some(r) if !r.is_small_order() && !key.is_weak() => {}
+            _ => return false,
+        }
+        ed25519_dalek::hazmat::raw_verify::<crate::sha512::Sha512>(
+            &key,
             &about.message(&self.name, self.expires),
             &EdSignature::from_bytes(&self.sig),
         )
@@ -612,6 +623,97 @@ mod tests {
         for bad in ["Zg=", "Zh==", "Z===", "Zm9v=Zm9", "Zm9*", "Zm8"] {
             assert!(base64_decode(bad).is_none(), "{bad}");
         }
+    }
+
+    /// `Signature::verifies` (compact SHA-512 through `raw_verify`, with
+    /// the strict checks spelled out) decides every case as ed25519-dalek's
+    /// `verify_strict` does: good signatures, each bit of `R` and `s`
+    /// flipped, `s + ℓ`, another statement, a changed key, and keys and
+    /// `R` of small order, which the plain equation accepts.
+    #[test]
+    fn verifies_exactly_as_verify_strict() {
+        use ed25519_dalek::{Signer, SigningKey};
+        let about = |i: u8| Statement {
+            file_len: 1000 + u64::from(i),
+            stub: Digest32([i; 32]),
+            trailer: Digest32([i ^ 0x55; 32]),
+            id: BundleId(Digest32([i.wrapping_mul(7); 32])),
+        };
+        let strict = |s: &Signature, a: &Statement| {
+            VerifyingKey::from_bytes(&s.key).is_ok_and(|k| {
+                k.verify_strict(&a.message(&s.name, s.expires), &EdSignature::from_bytes(&s.sig))
+                    .is_ok()
+            })
+        };
+        // ℓ, the group order, little-endian.
+        let mut ell = [0u8; 32];
+        ell[..16].copy_from_slice(&[
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+        ]);
+        ell[31] = 0x10;
+        let mut cases = Vec::new();
+        for i in 0..12u8 {
+            let sk = SigningKey::from_bytes(&Sha256::digest([i]).into());
+            let (a, name, expires) = (about(i), format!("key-{i}"), u64::from(i) * 1000);
+            let good = Signature {
+                sig: sk.sign(&a.message(&name, expires)).to_bytes(),
+                name,
+                key: sk.verifying_key().to_bytes(),
+                expires,
+            };
+            assert!(good.verifies(&a));
+            for bit in 0..512 {
+                let mut s = good.clone();
+                s.sig[bit / 8] ^= 1 << (bit % 8);
+                cases.push((s, a.clone()));
+            }
+            for bit in [0, 77, 254, 255] {
+                let mut s = good.clone();
+                s.key[bit / 8] ^= 1 << (bit % 8);
+                cases.push((s, a.clone()));
+            }
+            let mut plus_ell = good.clone();
+            let mut carry = 0u16;
+            for (b, l) in plus_ell.sig[32..].iter_mut().zip(ell) {
+                let sum = u16::from(*b) + u16::from(l) + carry;
+                *b = sum as u8;
+                carry = sum >> 8;
+            }
+            cases.push((plus_ell, a.clone()));
+            let mut small_r = good.clone();
+            small_r.sig[..32].copy_from_slice(&{
+                let mut id = [0u8; 32];
+                id[0] = 1;
+                id
+            });
+            cases.push((small_r, a.clone()));
+            cases.push((good.clone(), about(i + 100)));
+            cases.push((good, a));
+        }
+        // The identity as key and as R, s = 0: [0]B = R + [k]A holds.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&identity);
+        let weak = Signature {
+            name: "weak".into(),
+            key: identity,
+            expires: 0,
+            sig,
+        };
+        let plain = ed25519_dalek::hazmat::raw_verify::<sha2::Sha512>(
+            &VerifyingKey::from_bytes(&identity).unwrap(),
+            &about(1).message("weak", 0),
+            &EdSignature::from_bytes(&sig),
+        );
+        assert!(plain.is_ok(), "the plain equation accepts a small-order key");
+        cases.push((weak, about(1)));
+        let mut accepted = 0;
+        for (s, a) in &cases {
+            assert_eq!(s.verifies(a), strict(s, a), "{s:?}");
+            accepted += usize::from(s.verifies(a));
+        }
+        assert_eq!(accepted, 12, "the good signatures, and only those");
     }
 
     #[test]
