@@ -68,8 +68,9 @@ pub fn encode_path(path: &str) -> String {
     out
 }
 
-/// `YYYYMMDDTHHMMSSZ` for `secs` since the epoch.
-pub fn amz_date(secs: u64) -> String {
+/// The UTC civil time of `secs` since the epoch: year, month, day, hour,
+/// minute, second.
+pub fn utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Howard Hinnant's civil_from_days.
@@ -82,12 +83,13 @@ pub fn amz_date(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `YYYYMMDDTHHMMSSZ` for `secs` since the epoch.
+pub fn amz_date(secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = utc(secs);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
 
 /// The headers that sign a `GET` of `path` (already percent-encoded) at

@@ -184,6 +184,7 @@ fn unix(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ui::rfc3339;
 
     #[test]
     fn dates() {
