@@ -108,30 +108,41 @@ pub struct Remote {
     pub location: Location,
 }
 
-/// How many bytes of a remote object's end a check of it reads: the
-/// trailer, and the signature section a signed full bundle ends with.
+/// How many bytes a check of a remote object asks for at most: the full
+/// bundle's trailer, and the signature section a signed full bundle may
+/// carry after it.
 pub const OBJECT_TAIL: u64 = (TRAILER_LEN + crate::sign::MAX_SIG_SECTION) as u64;
 
 impl Remote {
-    /// Is an object of `total` bytes, whose last bytes are `tail` (its
-    /// last [`OBJECT_TAIL`], or all of it), this thin bundle's full
-    /// bundle? Either exactly, or signed since: then it is followed by a
-    /// signature section whose statement names a bundle of `full_len`
-    /// bytes. (The signatures themselves are not the thin launch's to
-    /// judge: its own file is what a policy checks.)
-    pub fn is_object(&self, tail: &[u8], total: u64) -> bool {
+    /// The range a check of the remote object asks for: `OBJECT_TAIL`
+    /// bytes from where the full bundle's trailer starts. The server
+    /// answers with what there is: the trailer alone (144 bytes) when the
+    /// object is the bundle unsigned, the trailer and the signatures when
+    /// it is the bundle signed.
+    pub fn object_probe(&self) -> (u64, u64) {
+        (self.full_len.saturating_sub(TRAILER_LEN as u64), OBJECT_TAIL)
+    }
+
+    /// Is an object of `total` bytes, whose bytes from `object_probe()`'s
+    /// start are `got` (as many as it asked for, or up to the end), this
+    /// thin bundle's full bundle? Either exactly, or signed since: then it
+    /// is followed by a signature section whose statement names a bundle
+    /// of `full_len` bytes, and nothing else. (The signatures themselves
+    /// are not the thin launch's to judge: its own file is what a policy
+    /// checks.)
+    pub fn is_object(&self, got: &[u8], total: u64) -> bool {
+        let (start, most) = self.object_probe();
         let Some(extra) = total.checked_sub(self.full_len) else {
             return false;
         };
-        let Some(end) = (tail.len() as u64).checked_sub(extra).map(|e| e as usize) else {
-            return false;
-        };
-        if end < TRAILER_LEN || tail[end - TRAILER_LEN..end] != self.full_trailer {
+        let to_end = total - start;
+        if got.len() as u64 != to_end.min(most) || got.get(..TRAILER_LEN) != Some(&self.full_trailer[..]) {
             return false;
         }
         extra == 0
-            || crate::sign::decode_section(tail, total)
-                .is_ok_and(|s| s.section_len == extra && s.statement.file_len == self.full_len)
+            || (got.len() as u64 == to_end
+                && crate::sign::decode_section(got, total)
+                    .is_ok_and(|s| s.section_len as u64 == extra && s.statement.file_len == self.full_len))
     }
 
     /// Where block data starts in the full file.

@@ -765,7 +765,11 @@ fn a_changed_region_is_named() {
 fn a_thin_bundles_object_may_be_its_full_bundle_signed() {
     let (l, _, _) = decode_thin(&golden_thin()).unwrap();
     let r = l.remote.as_deref().unwrap();
-    let end = |b: &[u8]| b[b.len().saturating_sub(OBJECT_TAIL as usize)..].to_vec();
+    // What a server answers to the probe's range: up to OBJECT_TAIL bytes
+    // from the full bundle's trailer, or fewer at the object's end.
+    let (start, most) = r.object_probe();
+    let end = |b: &[u8]| b[(start as usize).min(b.len())..b.len().min((start + most) as usize)].to_vec();
+    assert_eq!(end(&golden()).len(), 144, "an unsigned object: its trailer alone");
     let (full, signed) = (golden(), golden_signed());
     assert!(r.is_object(&end(&full), full.len() as u64));
     assert!(r.is_object(&end(&signed), signed.len() as u64));
@@ -779,4 +783,11 @@ fn a_thin_bundles_object_may_be_its_full_bundle_signed() {
     assert!(!r.is_object(&end(&other), other.len() as u64));
     assert!(!r.is_object(&end(&full[..full.len() - 1]), full.len() as u64 - 1));
     assert!(!r.is_object(&[], 0));
+    // A short answer (a proxy's cut) or a signature section cut short.
+    assert!(!r.is_object(&end(&signed)[..200], signed.len() as u64));
+    // Bytes beyond the probe's reach after the bundle: more than a
+    // signature section can be.
+    let mut huge = signed.clone();
+    huge.splice(full.len()..full.len(), vec![0u8; most as usize]);
+    assert!(!r.is_object(&end(&huge), huge.len() as u64));
 }

@@ -229,24 +229,41 @@ impl Client {
         }
     }
 
-    /// The object's last `len` bytes and its total size (a suffix range).
-    pub fn tail(&self, len: u64) -> Result<(Vec<u8>, u64), FetchError> {
+    /// Up to `len` bytes from `start` (fewer where the object ends
+    /// first) and the object's total size, retried while failures are
+    /// transient. `len` ≥ 1.
+    pub fn probe(&self, start: u64, len: u64) -> Result<(Vec<u8>, u64), FetchError> {
         let mut wait = self.backoff;
         let mut n = 1;
         loop {
-            match self.request(&format!("bytes=-{len}"), len) {
-                Ok(r) => {
-                    let (_, _, total) = r
-                        .content_range
-                        .ok_or_else(|| self.error("a 206 without a Content-Range", false))?;
-                    return Ok((r.body, total));
-                }
+            match self.probe_once(start, len) {
+                Ok(got) => return Ok(got),
                 Err(e) if e.transient && n < self.attempts => {
                     std::thread::sleep(wait);
                     wait *= 2;
                     n += 1;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn probe_once(&self, start: u64, len: u64) -> Result<(Vec<u8>, u64), FetchError> {
+        let end = start + len - 1;
+        let r = self.request(&format!("bytes={start}-{end}"), len)?;
+        match r.content_range {
+            Some((s, e, t)) if s == start && e == end.min(t.saturating_sub(1)) && r.body.len() as u64 == e - s + 1 => {
+                Ok((r.body, t))
+            }
+            other => {
+                let sent = other.map_or("no Content-Range".into(), |(s, e, t)| format!("bytes {s}-{e}/{t}"));
+                Err(self.error(
+                    &format!(
+                        "asked for bytes {start}-{end}, the server sent {sent} ({} bytes)",
+                        r.body.len()
+                    ),
+                    true,
+                ))
             }
         }
     }

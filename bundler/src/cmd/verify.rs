@@ -183,10 +183,9 @@ fn fetch_data(r: &tote_format::Remote, len: u64) -> Result<memmap2::Mmap> {
     use std::os::unix::fs::FileExt;
     let l = &r.location;
     let client = tote_net::Client::for_location(&l.url, &l.endpoint, &l.region).map_err(anyhow::Error::msg)?;
-    let (tail, total) = client
-        .tail(tote_format::OBJECT_TAIL)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !r.is_object(&tail, total) {
+    let (start, most) = r.object_probe();
+    let (got, total) = client.probe(start, most).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !r.is_object(&got, total) {
         bail!(
             "{}: the object there ({total} bytes) is not the bundle this thin file was made from ({} bytes): it \
              was replaced",

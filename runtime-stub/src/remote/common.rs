@@ -2,7 +2,7 @@
 //! the remote location, the check that the object there is the full
 //! bundle, and ranges of blocks fetched and checked against the index.
 
-use tote_format::{sha256, Index, Remote, OBJECT_TAIL};
+use tote_format::{sha256, Index, Remote};
 use tote_net::Client;
 
 use crate::error::{Code, Failure, Result};
@@ -46,8 +46,9 @@ fn timeout() -> Result<Option<std::time::Duration>> {
 /// object's length, which every range answer must then state.
 pub fn check_object(client: &Client, remote: &Remote) -> Result<u64> {
     let fail = |what: String| Failure::new(Code::Remote, what);
-    let (tail, total) = client.tail(OBJECT_TAIL).map_err(|e| fail(e.to_string()))?;
-    if !remote.is_object(&tail, total) {
+    let (start, len) = remote.object_probe();
+    let (got, total) = client.probe(start, len).map_err(|e| fail(e.to_string()))?;
+    if !remote.is_object(&got, total) {
         return Err(fail(format!(
             "{}: the object there ({total} bytes) is not the bundle this thin file was made from \
              ({} bytes, bundle {}): it was replaced (by another build under the same name?); make \
