@@ -226,7 +226,7 @@ mod tests {
             (951_782_400, "2000-02-29T00:00:00Z"),
         ] {
             assert_eq!(date(t), s);
-            assert_eq!(parse_expiry(s, 0).unwrap_or(0), t.max(0));
+            assert_eq!(parse_expiry(s, 0).unwrap_or(0), t);
         }
         assert_eq!(parse_expiry("2030-01-01", 0).unwrap(), 1_893_456_000);
         assert_eq!(parse_expiry("90d", 100).unwrap(), 100 + 90 * 86400);

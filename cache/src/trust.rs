@@ -108,53 +108,6 @@ fn unsafe_owner(meta: &std::fs::Metadata, what: &str, path: &Path) -> Result<(),
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    const KEY: &str = "k-1:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
-
-    #[test]
-    fn the_file_and_the_variable_both_apply() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("trusted-keys");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(&file, format!("# keys\n{KEY}\n")).unwrap();
-        let uid = nix::unistd::geteuid().as_raw();
-        let got = host_policies(&file, Some(OsStr::new("")));
-        if uid != 0 {
-            // Only root's file is a policy.
-            assert!(got.unwrap_err().contains("not root"));
-            return;
-        }
-        let got = got.unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].policy.keys.len(), 1);
-        assert!(got[1].policy.keys.is_empty());
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
-        let err = host_policies(&file, None).unwrap_err();
-        assert!(err.contains("writable by its group (mode 0664)"), "{err}");
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = host_policies(&file, None).unwrap_err();
-        assert!(
-            err.contains("its directory is writable by its group (mode 0777)"),
-            "{err}"
-        );
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(&file, format!("{KEY}\nnonsense\n")).unwrap();
-        let err = host_policies(&file, None).unwrap_err();
-        assert!(
-            err.ends_with("line 2: a key is written NAME:BASE64 (as Nix writes it)"),
-            "{err}"
-        );
-        assert!(host_policies(&dir.path().join("none"), None).unwrap().is_empty());
-        let err = host_policies(&dir.path().join("none"), Some(OsStr::new("bad"))).unwrap_err();
-        assert!(err.starts_with("TOTE_TRUSTED_KEYS: "), "{err}");
-    }
-}
-
 /// The directory of signature-check records in a cache root.
 pub const RECORDS: &str = ".signed";
 /// More records than this and the next trim removes them all.
@@ -201,6 +154,7 @@ pub fn write_record(root: &Path, name: &str, meta: &std::fs::Metadata, now: u64)
     let _ = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(dir.join(name));
 }
@@ -212,5 +166,52 @@ pub fn trim_records(root: &Path) {
     let Ok(rd) = std::fs::read_dir(&dir) else { return };
     if rd.take(MAX_RECORDS + 1).count() > MAX_RECORDS {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY: &str = "k-1:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+    #[test]
+    fn the_file_and_the_variable_both_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("trusted-keys");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&file, format!("# keys\n{KEY}\n")).unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let got = host_policies(&file, Some(OsStr::new("")));
+        if uid != 0 {
+            // Only root's file is a policy.
+            assert!(got.unwrap_err().contains("not root"));
+            return;
+        }
+        let got = got.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].policy.keys.len(), 1);
+        assert!(got[1].policy.keys.is_empty());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let err = host_policies(&file, None).unwrap_err();
+        assert!(err.contains("writable by its group (mode 0664)"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = host_policies(&file, None).unwrap_err();
+        assert!(
+            err.contains("its directory is writable by its group (mode 0777)"),
+            "{err}"
+        );
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&file, format!("{KEY}\nnonsense\n")).unwrap();
+        let err = host_policies(&file, None).unwrap_err();
+        assert!(
+            err.ends_with("line 2: a key is written NAME:BASE64 (as Nix writes it)"),
+            "{err}"
+        );
+        assert!(host_policies(&dir.path().join("none"), None).unwrap().is_empty());
+        let err = host_policies(&dir.path().join("none"), Some(OsStr::new("bad"))).unwrap_err();
+        assert!(err.starts_with("TOTE_TRUSTED_KEYS: "), "{err}");
     }
 }

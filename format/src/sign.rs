@@ -507,7 +507,7 @@ pub fn base64_encode(data: &[u8]) -> String {
 /// non-zero bits past the data, so each value has one spelling).
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let b = text.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(b.len() / 4 * 3);

@@ -142,7 +142,7 @@ impl Remote {
         extra == 0
             || (got.len() as u64 == to_end
                 && crate::sign::decode_section(got, total)
-                    .is_ok_and(|s| s.section_len as u64 == extra && s.statement.file_len == self.full_len))
+                    .is_ok_and(|s| s.section_len == extra && s.statement.file_len == self.full_len))
     }
 
     /// Where block data starts in the full file.

@@ -795,6 +795,7 @@ fn an_aarch64_bundle_runs_in_a_bare_arm64_busybox_root_as_uid_65534() {
     assert_eq!(field(&r, "cwd"), "/work");
     assert_eq!(field(&r, "uid"), "65534");
     assert_eq!(field(&r, "env"), "inside");
+    assert_eq!(field(&r, "thread"), "42", "glibc found libgcc_s in the closure");
     assert!(field(&r, "libc").ends_with("-arm64-glibc/lib/libc.so.6"), "{out}");
     // Warm: the same, from the entry the first run left.
     let again = run_in_root(&root, &["exit", "5"]);

@@ -16,11 +16,13 @@ const PROG: &str = r#"
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 int a_value(void);
+static void *worker(void *arg) { pthread_exit(arg); }
 int main(int argc, char **argv) {
     char buf[4096];
     ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -33,6 +35,11 @@ int main(int argc, char **argv) {
     printf("libc=%s\n", dladdr((void *)printf, &info) ? info.dli_fname : "?");
     struct passwd *pw = getpwuid(getuid());
     printf("user=%s\n", pw ? pw->pw_name : "(none)");
+    /* glibc unwinds the thread through libgcc_s, which it dlopens. */
+    pthread_t t;
+    void *got = 0;
+    if (pthread_create(&t, 0, worker, (void *)42) == 0) pthread_join(t, &got);
+    printf("thread=%ld\n", (long)got);
     if (argc > 2) {
         void *h = dlopen(argv[2], RTLD_NOW);
         const char *(*name)(void) = h ? (const char *(*)(void))dlsym(h, "plugin_name") : 0;
@@ -155,6 +162,8 @@ fn a_c_program_with_its_libraries_runs_without_glibc() {
         assert_eq!(field(&r, "liba"), t.join("app/bin/../lib/liba.so").to_str().unwrap());
         assert!(field(&r, "libc").ends_with("/libc.so.6"));
         assert_eq!(field(&r, "plugin"), "plugin-ok");
+        // glibc found libgcc_s (no DT_NEEDED names it) to end the thread.
+        assert_eq!(field(&r, "thread"), "42", "{}", stderr(&o));
         // No /etc/passwd in the busybox root: NSS finds nobody, and says so.
         assert_eq!(field(&r, "user"), "(none)");
     }

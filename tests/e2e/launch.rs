@@ -11,6 +11,8 @@ use crate::support::*;
 fn assert_ran_from_bundle(r: &[(String, String)], f: &Fixture) {
     assert_eq!(field(r, "exe"), format!("{}/bin/probe", f.probe_store));
     assert_eq!(field(r, "libc"), format!("{}/lib/libc.so.6", f.glibc_store));
+    // A thread ended by pthread_exit: glibc found libgcc_s in the closure.
+    assert_eq!(field(r, "thread"), "42");
     // The store paths were deleted after bundling: only the bundle has them.
     assert!(!Path::new(&f.probe_store).exists());
 }

@@ -99,6 +99,13 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool, sysroot: Opt
     while let Some((path, origin)) = c.elves.pop() {
         c.needs(&path, &origin)?;
     }
+    // glibc's own dlopen: pthread_exit and pthread_cancel unwind through
+    // libgcc_s, which no DT_NEEDED names (Nix's glibc carries it for this).
+    if c.implicit_glibc_deps()? {
+        while let Some((path, origin)) = c.elves.pop() {
+            c.needs(&path, &origin)?;
+        }
+    }
 
     let mut mounts: BTreeSet<PathBuf> = BTreeSet::new();
     for r in &c.roots {
@@ -405,22 +412,58 @@ impl Collector {
                     path.display()
                 );
             };
-            // As the loader will search it: the directory's real path
-            // (`$ORIGIN/../lib` and symlinked directories resolved).
-            let dir = found.parent().and_then(|d| self.real_dir(d));
-            if let Some(dir) = dir.filter(|d| !self.library_dirs.contains(d)) {
-                self.library_dirs.push(dir);
-            }
-            if !self.items.contains_key(&found) {
-                self.libraries += 1;
-                self.add(&found, true)?;
-            }
+            self.add_library(&found)?;
         }
         Ok(())
     }
 }
 
 impl Collector {
+    /// Where the closure holds glibc (a `libc.so.6`), add the libraries
+    /// glibc itself dlopens, as ld.so would find them from libc's
+    /// directory: `libgcc_s.so.1`, without which a thread's exit or
+    /// cancellation aborts ("libgcc_s.so.1 must be installed for
+    /// pthread_exit to work"). Absent on the host: left out, as there.
+    /// Returns whether anything was added.
+    fn implicit_glibc_deps(&mut self) -> Result<bool> {
+        let libc_dirs: Vec<PathBuf> = self
+            .items
+            .keys()
+            .filter(|p| p.file_name() == Some(OsStr::new("libc.so.6")))
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        if libc_dirs.is_empty() {
+            return Ok(false);
+        }
+        const IMPLICIT: &str = "libgcc_s.so.1";
+        let found = libc_dirs
+            .iter()
+            .chain(&self.library_dirs)
+            .chain(&self.search_conf)
+            .chain(&default_dirs(self.triple()))
+            .map(|d| d.join(IMPLICIT))
+            .find(|p| is_compatible_elf(&self.host(p), self.machine));
+        match found {
+            Some(found) if !self.items.contains_key(&found) => self.add_library(&found).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// The library at `found`, unless it is already in, and its directory
+    /// as the loader will search it: the real path (`$ORIGIN/../lib` and
+    /// symlinked directories resolved).
+    fn add_library(&mut self, found: &Path) -> Result<()> {
+        let dir = found.parent().and_then(|d| self.real_dir(d));
+        if let Some(dir) = dir.filter(|d| !self.library_dirs.contains(d)) {
+            self.library_dirs.push(dir);
+        }
+        if !self.items.contains_key(found) {
+            self.libraries += 1;
+            self.add(found, true)?;
+        }
+        Ok(())
+    }
+
     /// A directory's real path as the loader will search it, in the root
     /// the program sees (its symlinks resolved inside that root).
     fn real_dir(&self, dir: &Path) -> Option<PathBuf> {

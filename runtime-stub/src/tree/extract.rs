@@ -300,6 +300,8 @@ fn extract_into(
     )?;
     report.fetched = blocks.fetched();
     report.rebuilt = rebuilt.into_inner();
+    // The fetch (thin bundles) ends here, before the tree is finished.
+    #[allow(clippy::drop_non_drop)] // a Drop type with the remote feature only
     drop(blocks);
 
     finish(index, &t, &work, threads)?;
