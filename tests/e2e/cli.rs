@@ -973,8 +973,8 @@ fn progress_and_colour_show_on_a_terminal_only() {
     let e = stderr(&o);
     for want in [
         "running nix-store --query",
-        "closure: 2 store paths: 9 files",
-        "hashed 9 files",
+        "closure: 2 store paths: 10 files",
+        "hashed 10 files",
         "distinct contents",
         "blocks of up to",
         "compressed ",

@@ -189,11 +189,14 @@ fn an_image_with_a_dynamically_linked_program() {
             }
             fs::copy(&probe, r.join("usr/local/bin/probe")).unwrap();
             fs::copy("/lib64/ld-linux-x86-64.so.2", r.join("lib64/ld-linux-x86-64.so.2")).unwrap();
-            fs::copy(
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                r.join("lib/x86_64-linux-gnu/libc.so.6"),
-            )
-            .unwrap();
+            // libc and what it dlopens, as Debian's libc6 brings libgcc-s1.
+            for lib in ["libc.so.6", "libgcc_s.so.1"] {
+                fs::copy(
+                    Path::new("/lib/x86_64-linux-gnu").join(lib),
+                    r.join("lib/x86_64-linux-gnu").join(lib),
+                )
+                .unwrap();
+            }
         }],
         &["--config.cmd", "probe", "--config.env", "PATH=/usr/local/bin:/usr/bin"],
     );
