@@ -209,41 +209,36 @@ impl Client {
     /// Bytes `start .. start + len` of an object of `total` bytes, retried
     /// while failures are transient. `len` ≥ 1.
     pub fn range(&self, start: u64, len: u64, total: u64) -> Result<Vec<u8>, FetchError> {
-        let mut wait = self.backoff;
-        let mut n = 1;
-        loop {
-            match self.range_once(start, len, Some(total)) {
-                Ok(b) => return Ok(b),
-                Err(e) if e.transient && n < self.attempts => {
-                    std::thread::sleep(wait);
-                    wait *= 2;
-                    n += 1;
+        self.retried(|| self.range_once(start, len, Some(total)))
+            .map_err(|(mut e, n)| {
+                if e.transient && n > 1 {
+                    e.what = format!("{} (after {n} attempts)", e.what);
                 }
-                Err(mut e) => {
-                    if e.transient && n > 1 {
-                        e.what = format!("{} (after {n} attempts)", e.what);
-                    }
-                    return Err(e);
-                }
-            }
-        }
+                e
+            })
     }
 
     /// Up to `len` bytes from `start` (fewer where the object ends
     /// first) and the object's total size, retried while failures are
     /// transient. `len` ≥ 1.
     pub fn probe(&self, start: u64, len: u64) -> Result<(Vec<u8>, u64), FetchError> {
+        self.retried(|| self.probe_once(start, len)).map_err(|(e, _)| e)
+    }
+
+    /// `once`, again while it fails transiently, up to `attempts` times
+    /// with a wait that doubles; else its last error and the attempts made.
+    fn retried<T>(&self, mut once: impl FnMut() -> Result<T, FetchError>) -> Result<T, (FetchError, u32)> {
         let mut wait = self.backoff;
         let mut n = 1;
         loop {
-            match self.probe_once(start, len) {
+            match once() {
                 Ok(got) => return Ok(got),
                 Err(e) if e.transient && n < self.attempts => {
                     std::thread::sleep(wait);
                     wait *= 2;
                     n += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err((e, n)),
             }
         }
     }

@@ -95,15 +95,15 @@ pub fn resolve(program: &Path, adds: &[PathBuf], entry_given: bool, sysroot: Opt
     if host(Path::new(LD_SO_CACHE)).is_file() {
         c.add(Path::new(LD_SO_CACHE), true)?;
     }
-    // Every ELF file reached needs its own libraries, found as ld.so would.
-    while let Some((path, origin)) = c.elves.pop() {
-        c.needs(&path, &origin)?;
-    }
-    // glibc's own dlopen: pthread_exit and pthread_cancel unwind through
-    // libgcc_s, which no DT_NEEDED names (Nix's glibc carries it for this).
-    if c.implicit_glibc_deps()? {
+    // Every ELF file reached needs its own libraries, found as ld.so
+    // would; then what glibc dlopens, and in turn what that needs.
+    loop {
         while let Some((path, origin)) = c.elves.pop() {
             c.needs(&path, &origin)?;
+        }
+        c.add_glibc_dlopens()?;
+        if c.elves.is_empty() {
+            break;
         }
     }
 
@@ -419,13 +419,13 @@ impl Collector {
 }
 
 impl Collector {
-    /// Where the closure holds glibc (a `libc.so.6`), add the libraries
-    /// glibc itself dlopens, as ld.so would find them from libc's
+    /// Where the closure holds glibc (a `libc.so.6`), add the library
+    /// glibc itself dlopens, as ld.so would find it from libc's
     /// directory: `libgcc_s.so.1`, without which a thread's exit or
     /// cancellation aborts ("libgcc_s.so.1 must be installed for
-    /// pthread_exit to work"). Absent on the host: left out, as there.
-    /// Returns whether anything was added.
-    fn implicit_glibc_deps(&mut self) -> Result<bool> {
+    /// pthread_exit to work"); no DT_NEEDED names it (Nix's glibc carries
+    /// it for this). Absent on the host: left out, as there.
+    fn add_glibc_dlopens(&mut self) -> Result<()> {
         let libc_dirs: Vec<PathBuf> = self
             .items
             .keys()
@@ -433,19 +433,18 @@ impl Collector {
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
         if libc_dirs.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
-        const IMPLICIT: &str = "libgcc_s.so.1";
         let found = libc_dirs
             .iter()
             .chain(&self.library_dirs)
             .chain(&self.search_conf)
             .chain(&default_dirs(self.triple()))
-            .map(|d| d.join(IMPLICIT))
+            .map(|d| d.join("libgcc_s.so.1"))
             .find(|p| is_compatible_elf(&self.host(p), self.machine));
         match found {
-            Some(found) if !self.items.contains_key(&found) => self.add_library(&found).map(|()| true),
-            _ => Ok(false),
+            Some(found) => self.add_library(&found),
+            None => Ok(()),
         }
     }
 
